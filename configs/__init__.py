@@ -1,0 +1,96 @@
+"""Named configs and the `--set a.b=c` override machinery.
+
+`load("lm_tiny")` or `load("configs/lm_tiny.py")` runs that file's `get_config()`;
+`override(cfg, ["lm.layers=4", "mesh.fsdp=-1"])` returns a new config with the values
+parsed by the type of the field they replace. Unknown keys and values of the wrong type
+raise `ConfigError` naming the valid choices.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import pathlib
+import types
+import typing
+
+from configs.schema import (DEFAULT_RULES, MESH_AXES, Config, ConfigError, LmConfig, MeshConfig,
+                            TrainConfig)
+
+__all__ = ["Config", "ConfigError", "LmConfig", "MeshConfig", "TrainConfig", "DEFAULT_RULES",
+           "MESH_AXES", "available", "load", "override", "to_dict"]
+
+_HERE = pathlib.Path(__file__).parent
+
+
+def available() -> list[str]:
+  """Names of the config files shipped in `configs/`."""
+  return sorted(p.stem for p in _HERE.glob("*.py") if not p.stem.startswith("_") and p.stem != "schema")
+
+
+def load(name_or_path: str, overrides: typing.Sequence[str] = ()) -> Config:
+  """Runs `get_config()` of a named config or a config file, then applies `overrides`."""
+  path = pathlib.Path(name_or_path)
+  if not path.suffix:
+    path = _HERE / f"{name_or_path}.py"
+  if not path.is_file():
+    raise ConfigError(f"config {name_or_path!r} not found; pass a path to a .py file or one of "
+                      f"{available()}.")
+  spec = importlib.util.spec_from_file_location(f"kineto_config_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"{path} has no get_config() function.")
+  return override(module.get_config(), overrides)
+
+
+def override(cfg, assignments: typing.Sequence[str]):
+  """Applies `key.path=value` assignments to a frozen dataclass tree."""
+  for assignment in assignments:
+    key, sep, raw = assignment.partition("=")
+    if not sep:
+      raise ConfigError(f"override {assignment!r} is not of the form key.path=value.")
+    cfg = _replace(cfg, key.strip().split("."), raw.strip(), key.strip())
+  return cfg
+
+
+def _replace(node, path: list[str], raw: str, full_key: str):
+  fields = {f.name: f for f in dataclasses.fields(node)}
+  name = path[0]
+  if name not in fields:
+    raise ConfigError(f"unknown config key {full_key!r}: {type(node).__name__} has no field "
+                      f"{name!r}; valid fields are {sorted(fields)}.")
+  current = getattr(node, name)
+  if len(path) > 1:
+    if not dataclasses.is_dataclass(current):
+      raise ConfigError(f"config key {full_key!r}: {name!r} is a {type(current).__name__}, not a section.")
+    value = _replace(current, path[1:], raw, full_key)
+  else:
+    if dataclasses.is_dataclass(current):
+      raise ConfigError(f"config key {full_key!r} names a section; set one of its fields "
+                        f"{[f.name for f in dataclasses.fields(current)]}.")
+    hint = typing.get_type_hints(type(node))[name]
+    value = _parse(raw, hint, full_key)
+  return dataclasses.replace(node, **{name: value})
+
+
+def _parse(raw: str, hint, key: str):
+  if hint is bool:
+    if raw.lower() in ("true", "1", "yes"):
+      return True
+    if raw.lower() in ("false", "0", "no"):
+      return False
+    raise ConfigError(f"{key}={raw!r}: expected a bool (true/false).")
+  if hint in (int, float, str):
+    try:
+      return hint(raw)
+    except ValueError:
+      raise ConfigError(f"{key}={raw!r}: expected {hint.__name__}.") from None
+  if typing.get_origin(hint) in (tuple, types.UnionType, typing.Union):
+    raise ConfigError(f"{key} is a structured field ({hint}); edit it in the config file, "
+                      "not with --set.")
+  raise ConfigError(f"{key}: cannot parse a value of type {hint}.")
+
+
+def to_dict(cfg) -> dict:
+  """A JSON-ready dict of a config (for summaries and checkpoint metadata)."""
+  return dataclasses.asdict(cfg)

@@ -1,0 +1,14 @@
+"""VideoPoet-scale 1B prefix-LM (non-embedding parameters), 298,496-id vocabulary.
+
+On a TPU pod slice or GPU cluster (one process per host):
+  kineto lm train --config configs/lm_1b.py --workdir gs://BUCKET/lm_1b
+"""
+from configs.schema import LmConfig
+from configs._pod import MAX_LEN, VOCAB, pod_config
+
+
+def get_config():
+  return pod_config("lm_1b", LmConfig(
+      vocab=VOCAB, embed=2048, layers=24, heads=16, kv_heads=8, mlp=5632, max_len=MAX_LEN,
+      dtype="bfloat16", remat_policy="nothing_saveable", attention_block=512,
+      loss_chunk=512), batch_size=512)

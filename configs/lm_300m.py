@@ -1,0 +1,14 @@
+"""VideoPoet-scale 300M prefix-LM (non-embedding parameters), 298,496-id vocabulary.
+
+On a TPU pod slice or GPU node (one process per host; JAX finds the cluster itself):
+  kineto lm train --config configs/lm_300m.py --workdir gs://BUCKET/lm_300m
+"""
+from configs.schema import LmConfig
+from configs._pod import MAX_LEN, VOCAB, pod_config
+
+
+def get_config():
+  return pod_config("lm_300m", LmConfig(
+      vocab=VOCAB, embed=1024, layers=24, heads=16, kv_heads=16, mlp=2816, max_len=MAX_LEN,
+      dtype="bfloat16", remat_policy="dots_with_no_batch_dims_saveable", attention_block=512,
+      loss_chunk=512), batch_size=256)

@@ -1,0 +1,15 @@
+"""VideoPoet-scale 8B prefix-LM (non-embedding parameters), 298,496-id vocabulary.
+
+On a TPU v5p-256 or larger (one process per host), params and optimizer state sharded
+over fsdp, heads/MLP/vocab over a tensor axis of 4:
+  kineto lm train --config configs/lm_8b.py --workdir gs://BUCKET/lm_8b --set mesh.tensor=4
+"""
+from configs.schema import LmConfig
+from configs._pod import MAX_LEN, VOCAB, pod_config
+
+
+def get_config():
+  return pod_config("lm_8b", LmConfig(
+      vocab=VOCAB, embed=4096, layers=32, heads=32, kv_heads=8, mlp=14336, max_len=MAX_LEN,
+      dtype="bfloat16", remat_policy="nothing_saveable", attention_block=512,
+      loss_chunk=256), batch_size=1024)

@@ -1,0 +1,20 @@
+"""The benchmark shape: d=512, 8 layers, 8 heads, 4x-equivalent MLP, vocab 8192, seq 1280.
+
+  python bench/lm_step.py            # measures MFU and tokens/s of one training step
+
+float32, batch 4, no rematerialization (activations fit easily at this size). The SwiGLU
+width 1408 is 8/3 x 512 rounded up to a multiple of 128: the same MLP parameter count
+(+3%) as the 4x GELU MLP of a plain decoder, so tokens/s compare at equal work.
+"""
+from configs.schema import Config, LmConfig, MeshConfig, TrainConfig
+
+
+def get_config() -> Config:
+  return Config(
+      name="lm_bench",
+      lm=LmConfig(vocab=8192, embed=512, layers=8, heads=8, kv_heads=8, mlp=1408, max_len=1280,
+                  qk_norm=False, attention_block=256, loss_chunk=640, remat_policy="none",
+                  z_loss=0.0),
+      mesh=MeshConfig(data=1, fsdp=-1, tensor=1),
+      train=TrainConfig(steps=10, batch_size=4, seq_len=1280, learning_rate=1e-3, warmup_steps=2),
+  )

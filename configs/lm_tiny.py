@@ -1,0 +1,18 @@
+"""A tiny prefix-LM for tests and the CPU smoke run (~0.1M parameters).
+
+  kineto lm train --config configs/lm_tiny.py --workdir /tmp/lm_tiny --set train.steps=40
+
+Trains in well under a minute on 2 CPU cores; on the bundled text corpus the loss falls
+from ~6.2 (uniform over 512 ids) to below 3 in 40 steps.
+"""
+from configs.schema import Config, LmConfig, MeshConfig, TrainConfig
+
+
+def get_config() -> Config:
+  return Config(
+      name="lm_tiny",
+      lm=LmConfig(vocab=512, embed=64, layers=2, heads=4, kv_heads=2, mlp=176, max_len=128,
+                  attention_block=32, loss_chunk=32, remat_policy="nothing_saveable"),
+      mesh=MeshConfig(data=1, fsdp=-1, tensor=1),
+      train=TrainConfig(steps=40, batch_size=8, seq_len=128, learning_rate=3e-3, warmup_steps=5),
+  )

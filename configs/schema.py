@@ -1,0 +1,167 @@
+"""The typed, frozen config dataclasses every kineto command reads.
+
+A config file in `configs/` builds one `Config` in `get_config()`. Validation lives in
+`__post_init__`, so a bad value fails when the config is built (by the file or by a
+`--set` override), before any device is touched or anything compiles.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+
+# Logical axis name -> mesh axes. Weights and activations use distinct names (activations
+# start with `act_`), so one table can shard parameters over `fsdp` while activations
+# are split over the batch. Mesh axes: data (pure data parallel), fsdp (data parallel with
+# parameters and optimizer state sharded), tensor (heads, MLP and vocab split).
+DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+    ("act_batch", ("data", "fsdp")),
+    ("act_length", None),
+    ("act_embed", None),
+    ("act_mlp", "tensor"),
+    ("act_heads", "tensor"),
+    ("act_kv_heads", "tensor"),
+    ("act_head_dim", None),
+    ("act_vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("vocab", "tensor"),
+    ("layers", None),
+    ("norm", None),
+)
+
+MESH_AXES = ("data", "fsdp", "tensor")
+DTYPES = ("float32", "bfloat16", "float16")
+# `none` runs layers without rematerialization; every other name is a policy without
+# arguments from `jax.checkpoint_policies` (`nothing_saveable` = full remat).
+REMAT_POLICIES = ("none",) + tuple(
+    name for name in ("nothing_saveable", "everything_saveable", "dots_saveable",
+                      "dots_with_no_batch_dims_saveable")
+    if hasattr(jax.checkpoint_policies, name))
+
+
+class ConfigError(ValueError):
+  """A config value is invalid; the message names the field, the value and the fix."""
+
+
+def _check_choice(field: str, value, choices) -> None:
+  if value not in choices:
+    raise ConfigError(f"{field}={value!r} is not one of {list(choices)}.")
+
+
+def _check_positive(obj, *fields: str) -> None:
+  for f in fields:
+    v = getattr(obj, f)
+    if v <= 0:
+      raise ConfigError(f"{type(obj).__name__}.{f}={v} must be > 0.")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """Device mesh sizes; -1 on one axis means "all remaining devices"."""
+  data: int = 1
+  fsdp: int = -1
+  tensor: int = 1
+  rules: tuple[tuple[str, str | tuple[str, ...] | None], ...] = DEFAULT_RULES
+
+  def __post_init__(self):
+    sizes = self.shape
+    if sum(s == -1 for s in sizes) > 1:
+      raise ConfigError(f"mesh sizes {dict(zip(MESH_AXES, sizes))}: at most one axis may be -1.")
+    for name, s in zip(MESH_AXES, sizes):
+      if s == 0 or s < -1:
+        raise ConfigError(f"mesh.{name}={s} must be a positive size or -1 (the remaining devices).")
+    for logical, mesh_axes in self.rules:
+      for a in (mesh_axes if isinstance(mesh_axes, tuple) else (mesh_axes,)):
+        if a is not None and a not in MESH_AXES:
+          raise ConfigError(f"mesh.rules maps {logical!r} to unknown mesh axis {a!r}; "
+                            f"valid axes are {list(MESH_AXES)}.")
+
+  @property
+  def shape(self) -> tuple[int, int, int]:
+    return (self.data, self.fsdp, self.tensor)
+
+
+@dataclasses.dataclass(frozen=True)
+class LmConfig:
+  """The decoder-only prefix-LM transformer (lm/model.py)."""
+  vocab: int = 512
+  embed: int = 64
+  layers: int = 2
+  heads: int = 4
+  kv_heads: int = 2
+  head_dim: int = 0            # 0: embed // heads
+  mlp: int = 172               # SwiGLU hidden width (~8/3 x embed matches a 4x GELU MLP)
+  qk_norm: bool = True
+  tie_embeddings: bool = False
+  rope_theta: float = 10_000.0
+  norm_eps: float = 1e-6
+  max_len: int = 128           # longest sequence (training and decoding)
+  dtype: str = "float32"       # compute dtype; parameters are always float32
+  remat_policy: str = "nothing_saveable"
+  attention_block: int = 256   # query block of the block-causal attention (0: one block)
+  loss_chunk: int = 256        # sequence chunk of the fused cross-entropy
+  z_loss: float = 1e-4
+
+  def __post_init__(self):
+    _check_positive(self, "vocab", "embed", "layers", "heads", "kv_heads", "mlp", "max_len")
+    if self.head_dim == 0 and self.embed % self.heads:
+      raise ConfigError(f"lm.heads={self.heads} does not divide lm.embed={self.embed}; "
+                        "pick heads dividing embed or set lm.head_dim explicitly.")
+    if self.heads % self.kv_heads:
+      raise ConfigError(f"lm.kv_heads={self.kv_heads} does not divide lm.heads={self.heads}; "
+                        "grouped-query attention needs heads to be a multiple of kv_heads.")
+    if self.head_dim < 0 or self.attention_block < 0 or self.loss_chunk < 0 or self.z_loss < 0:
+      raise ConfigError("lm.head_dim, lm.attention_block, lm.loss_chunk and lm.z_loss must be >= 0.")
+    _check_choice("lm.dtype", self.dtype, DTYPES)
+    _check_choice("lm.remat_policy", self.remat_policy, REMAT_POLICIES)
+
+  @property
+  def head_size(self) -> int:
+    return self.head_dim or self.embed // self.heads
+
+  def param_count(self) -> int:
+    """Number of parameters (embedding and head included)."""
+    k, d = self.head_size, self.embed
+    attn = d * k * (self.heads + 2 * self.kv_heads) + self.heads * k * d
+    per_layer = attn + 3 * d * self.mlp + 2 * d + (2 * k if self.qk_norm else 0)
+    head = 0 if self.tie_embeddings else d * self.vocab
+    return self.vocab * d + head + self.layers * per_layer + d
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """The optimization loop (train/)."""
+  steps: int = 20
+  batch_size: int = 8          # global batch, in sequences
+  seq_len: int = 128
+  learning_rate: float = 3e-3
+  warmup_steps: int = 5
+  weight_decay: float = 0.1
+  b1: float = 0.9
+  b2: float = 0.95
+  clip_norm: float = 1.0
+  seed: int = 0
+  log_every: int = 5
+
+  def __post_init__(self):
+    _check_positive(self, "steps", "batch_size", "seq_len", "learning_rate", "log_every")
+    if self.warmup_steps < 0 or self.clip_norm < 0 or self.weight_decay < 0:
+      raise ConfigError("train.warmup_steps, train.clip_norm and train.weight_decay must be >= 0.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Everything one run needs."""
+  name: str = "unnamed"
+  lm: LmConfig = LmConfig()
+  mesh: MeshConfig = MeshConfig()
+  train: TrainConfig = TrainConfig()
+
+  def __post_init__(self):
+    if self.train.seq_len > self.lm.max_len:
+      raise ConfigError(f"train.seq_len={self.train.seq_len} exceeds lm.max_len={self.lm.max_len}; "
+                        "raise lm.max_len or shorten train.seq_len.")

@@ -1,0 +1,5 @@
+"""The language model: the prefix-LM transformer, its attention, loss and KV cache."""
+from lm.model import KVCache, Transformer
+from lm.loss import fused_cross_entropy, next_token_loss
+
+__all__ = ["KVCache", "Transformer", "fused_cross_entropy", "next_token_loss"]

@@ -1,0 +1,232 @@
+"""The decoder-only prefix-LM transformer over the unified text/video/audio vocabulary.
+
+Pre-norm blocks (RMSNorm) with rotary positions, grouped-query attention (optional
+QK-norm) and a SwiGLU MLP, stacked with `nnx.vmap` and run with `nnx.scan` (under
+`nnx.remat` with the config's policy). Parameters are float32 and carry logical axis
+names; compute runs in `cfg.dtype`. Decoding uses a KV cache: `prefill` then
+`decode_step`, which equal one full forward pass.
+
+Shape letters: B batch, T length, S cache length, D embed, N heads, G kv heads, K head
+dim, F MLP width, V vocab, L layers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx, struct
+
+from configs.schema import LmConfig
+from lm.attention import attend, prefix_lm_attention
+from lm.layers import RMSNorm, rope
+from sharding import param, shard
+
+ACT_BTD = ("act_batch", "act_length", "act_embed")
+ACT_BTNK = ("act_batch", "act_length", "act_heads", "act_head_dim")
+ACT_BTGK = ("act_batch", "act_length", "act_kv_heads", "act_head_dim")
+
+
+_TRUNCATED_STD = 0.87962566  # std of a standard normal truncated to [-2, 2]
+
+
+def _param(rngs: nnx.Rngs, shape, fan_in: int, names) -> nnx.Param:
+  """A weight with variance 1 / fan_in (LeCun normal, truncated at 2 sigma)."""
+  init = jax.random.truncated_normal(rngs.params(), -2.0, 2.0, shape, jnp.float32)
+  return param(init * (1.0 / fan_in) ** 0.5 / _TRUNCATED_STD, names)
+
+
+@struct.dataclass
+class KVCache:
+  """Keys and values of every layer for decoding.
+
+  k, v: [L, B, S, G, K]; valid_bs: which slots hold a real token; index: next slot to
+  write (shared by the batch); position_b: the rotary position of each row's next token.
+  """
+  k: jax.Array
+  v: jax.Array
+  valid_bs: jax.Array
+  index: jax.Array
+  position_b: jax.Array
+
+
+class Attention(nnx.Module):
+  """Grouped-query self-attention with rotary positions and optional QK-norm."""
+
+  def __init__(self, cfg: LmConfig, *, rngs: nnx.Rngs):
+    d, n, g, k = cfg.embed, cfg.heads, cfg.kv_heads, cfg.head_size
+    self.cfg = cfg
+    self.wq = _param(rngs, (d, n, k), d, ("embed", "heads", "head_dim"))
+    self.wkv = _param(rngs, (d, 2, g, k), d, ("embed", None, "kv_heads", "head_dim"))
+    self.wo = _param(rngs, (n, k, d), n * k, ("heads", "head_dim", "embed"))
+    if cfg.qk_norm:
+      self.q_norm = RMSNorm(k, eps=cfg.norm_eps)
+      self.k_norm = RMSNorm(k, eps=cfg.norm_eps)
+
+  def qkv(self, x_btd, positions_bt):
+    dt = x_btd.dtype
+    q = jnp.einsum("btd,dnk->btnk", x_btd, self.wq[...].astype(dt))
+    k, v = jnp.einsum("btd,dcgk->cbtgk", x_btd, self.wkv[...].astype(dt))
+    if self.cfg.qk_norm:
+      q, k = self.q_norm(q), self.k_norm(k)
+    q = shard(rope(q, positions_bt, self.cfg.rope_theta), *ACT_BTNK)
+    k = shard(rope(k, positions_bt, self.cfg.rope_theta), *ACT_BTGK)
+    return q, k, shard(v, *ACT_BTGK)
+
+  def out(self, o_btnk):
+    return shard(jnp.einsum("btnk,nkd->btd", o_btnk, self.wo[...].astype(o_btnk.dtype)), *ACT_BTD)
+
+
+class Mlp(nnx.Module):
+  """SwiGLU: down(silu(gate(x)) * up(x)), gate and up fused into one weight."""
+
+  def __init__(self, cfg: LmConfig, *, rngs: nnx.Rngs):
+    self.w_in = _param(rngs, (cfg.embed, 2, cfg.mlp), cfg.embed, ("embed", None, "mlp"))
+    self.w_out = _param(rngs, (cfg.mlp, cfg.embed), cfg.mlp, ("mlp", "embed"))
+
+  def __call__(self, x_btd):
+    dt = x_btd.dtype
+    gate_btf, up_btf = jnp.einsum("btd,dcf->cbtf", x_btd, self.w_in[...].astype(dt))
+    h_btf = shard(jax.nn.silu(gate_btf) * up_btf, "act_batch", "act_length", "act_mlp")
+    return shard(h_btf @ self.w_out[...].astype(dt), *ACT_BTD)
+
+
+class Block(nnx.Module):
+  """x + attn(norm(x)), then x + mlp(norm(x))."""
+
+  def __init__(self, cfg: LmConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.attn_norm = RMSNorm(cfg.embed, eps=cfg.norm_eps)
+    self.attn = Attention(cfg, rngs=rngs)
+    self.mlp_norm = RMSNorm(cfg.embed, eps=cfg.norm_eps)
+    self.mlp = Mlp(cfg, rngs=rngs)
+
+  def __call__(self, x_btd, segment_ids_bt, prefix_bt, positions_bt):
+    """Full-sequence forward; also returns this layer's keys and values (for prefill)."""
+    q, k, v = self.attn.qkv(self.attn_norm(x_btd), positions_bt)
+    o = prefix_lm_attention(q, k, v, segment_ids_bt, prefix_bt, block=self.cfg.attention_block)
+    x_btd = x_btd + self.attn.out(o)
+    return x_btd + self.mlp(self.mlp_norm(x_btd)), (k, v)
+
+  def decode(self, x_b1d, k_bsgk, v_bsgk, valid_bs, index, position_b):
+    """One new token per row against this layer's cache slice; returns updated k, v."""
+    q, k_new, v_new = self.attn.qkv(self.attn_norm(x_b1d), position_b[:, None])
+    k_bsgk = jax.lax.dynamic_update_slice_in_dim(k_bsgk, k_new.astype(k_bsgk.dtype), index, axis=1)
+    v_bsgk = jax.lax.dynamic_update_slice_in_dim(v_bsgk, v_new.astype(v_bsgk.dtype), index, axis=1)
+    o = attend(q, k_bsgk.astype(q.dtype), v_bsgk.astype(q.dtype), valid_bs[:, None, :])
+    x_b1d = x_b1d + self.attn.out(o)
+    return x_b1d + self.mlp(self.mlp_norm(x_b1d)), k_bsgk, v_bsgk
+
+
+class Transformer(nnx.Module):
+  """Token ids -> hidden states -> logits, with a KV cache for decoding."""
+
+  def __init__(self, cfg: LmConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.embedding = param(jax.random.normal(rngs.params(), (cfg.vocab, cfg.embed), jnp.float32),
+                           ("vocab", "embed"))
+
+    @nnx.split_rngs(splits=cfg.layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    @nnx.transform_metadata(in_axes=(0,), out_axes=0, partition="layers")
+    def make_blocks(rngs):
+      return Block(cfg, rngs=rngs)
+
+    self.blocks = make_blocks(rngs)
+    self.final_norm = RMSNorm(cfg.embed, eps=cfg.norm_eps)
+    if not cfg.tie_embeddings:
+      self.head = _param(rngs, (cfg.embed, cfg.vocab), cfg.embed, ("embed", "vocab"))
+
+  @property
+  def dtype(self):
+    return jnp.dtype(self.cfg.dtype)
+
+  def head_dv(self) -> jax.Array:
+    """The output projection [D, V] (the scaled, transposed embedding when tied)."""
+    if self.cfg.tie_embeddings:
+      return self.embedding[...].T * (1.0 / self.cfg.embed ** 0.5)
+    return self.head[...]
+
+  def embed(self, tokens_bt):
+    x = jnp.take(self.embedding[...], tokens_bt, axis=0).astype(self.dtype)
+    return shard(x, *ACT_BTD)
+
+  def hidden(self, tokens_bt, input_mask_bt=None, segment_ids_bt=None, positions_bt=None,
+             *, return_kv: bool = False):
+    """Final-normed hidden states [B, T, D] (and per-layer keys/values if `return_kv`).
+
+    input_mask_bt: 1 on the bidirectional prefix (default: none, a plain causal LM).
+    segment_ids_bt: packed-sequence ids, 0 on padding (default: one segment, no padding).
+    positions_bt: rotary positions (default: 0..T-1).
+    """
+    b, t = tokens_bt.shape
+    if input_mask_bt is None:
+      input_mask_bt = jnp.zeros((b, t), bool)
+    if segment_ids_bt is None:
+      segment_ids_bt = jnp.ones((b, t), jnp.int32)
+    if positions_bt is None:
+      positions_bt = jnp.broadcast_to(jnp.arange(t), (b, t))
+    x = self.embed(tokens_bt)
+
+    def layer(x, block):
+      x, kv = block(x, segment_ids_bt, input_mask_bt, positions_bt)
+      return x, (kv if return_kv else None)
+
+    if self.cfg.remat_policy != "none":
+      policy = getattr(jax.checkpoint_policies, self.cfg.remat_policy)
+      layer = nnx.remat(layer, policy=policy, prevent_cse=False)
+    x, kv = nnx.scan(layer, in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0))(x, self.blocks)
+    x = self.final_norm(x)
+    return (x, kv) if return_kv else x
+
+  def logits(self, x_btd):
+    """float32 logits of hidden states (full vocabulary; for training use lm.loss)."""
+    logits = jnp.einsum("...d,dv->...v", x_btd, self.head_dv().astype(x_btd.dtype),
+                        preferred_element_type=jnp.float32)
+    return logits
+
+  def __call__(self, tokens_bt, input_mask_bt=None, segment_ids_bt=None, positions_bt=None):
+    return self.logits(self.hidden(tokens_bt, input_mask_bt, segment_ids_bt, positions_bt))
+
+  # --- decoding ---------------------------------------------------------------------
+
+  def prefill(self, tokens_bt, input_mask_bt=None, valid_bt=None, *, cache_len: int):
+    """Runs the prompt and returns (logits [B, V] of each row's last valid token, cache).
+
+    valid_bt marks real prompt tokens (False on right padding); decoding continues every
+    row at slot T with rotary position = its number of valid tokens.
+    """
+    b, t = tokens_bt.shape
+    if cache_len < t:
+      raise ValueError(f"cache_len={cache_len} is shorter than the prompt length {t}.")
+    if valid_bt is None:
+      valid_bt = jnp.ones((b, t), bool)
+    valid_bt = valid_bt.astype(bool)
+    positions_bt = jnp.maximum(jnp.cumsum(valid_bt, axis=1) - 1, 0)
+    x, (k, v) = self.hidden(tokens_bt, input_mask_bt, valid_bt.astype(jnp.int32), positions_bt,
+                            return_kv=True)
+    pad = [(0, 0), (0, 0), (0, cache_len - t), (0, 0), (0, 0)]
+    cache = KVCache(
+        k=shard(jnp.pad(k, pad), "layers", *ACT_BTGK), v=shard(jnp.pad(v, pad), "layers", *ACT_BTGK),
+        valid_bs=jnp.pad(valid_bt, [(0, 0), (0, cache_len - t)]),
+        index=jnp.asarray(t, jnp.int32), position_b=jnp.sum(valid_bt, axis=1).astype(jnp.int32))
+    last_b = t - 1 - jnp.argmax(valid_bt[:, ::-1], axis=1)
+    last_bd = jnp.take_along_axis(x, last_b[:, None, None], axis=1)[:, 0]
+    return self.logits(last_bd), cache
+
+  def decode_step(self, tokens_b, cache: KVCache):
+    """Feeds one token per row; returns (logits [B, V], updated cache)."""
+    valid_bs = jax.lax.dynamic_update_slice_in_dim(
+        cache.valid_bs, jnp.ones((tokens_b.shape[0], 1), bool), cache.index, axis=1)
+    x = self.embed(tokens_b[:, None])
+
+    def layer(x, block, k, v):
+      x, k, v = block.decode(x, k, v, valid_bs, cache.index, cache.position_b)
+      return x, (k, v)
+
+    x, (k, v) = nnx.scan(layer, in_axes=(nnx.Carry, 0, 0, 0), out_axes=(nnx.Carry, 0))(
+        x, self.blocks, cache.k, cache.v)
+    logits = self.logits(self.final_norm(x)[:, 0])
+    return logits, KVCache(k=k, v=v, valid_bs=valid_bs, index=cache.index + 1,
+                           position_b=cache.position_b + 1)
