@@ -35,6 +35,7 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 
 MESH_AXES = ("data", "fsdp", "tensor")
 DTYPES = ("float32", "bfloat16", "float16")
+ATTENTION_IMPLS = ("blockwise", "dot_product_attention")
 # `none` runs layers without rematerialization; every other name is a policy without
 # arguments from `jax.checkpoint_policies` (`nothing_saveable` = full remat).
 REMAT_POLICIES = ("none",) + tuple(
@@ -102,12 +103,15 @@ class LmConfig:
   max_len: int = 128           # longest sequence (training and decoding)
   dtype: str = "float32"       # compute dtype; parameters are always float32
   remat_policy: str = "nothing_saveable"
+  scan_unroll: int = 1         # layers per scan iteration (>= layers: straight-line code)
   attention_block: int = 256   # query block of the block-causal attention (0: one block)
+  attention_impl: str = "blockwise"  # or "dot_product_attention" (backend kernel, e.g. cuDNN)
   loss_chunk: int = 256        # sequence chunk of the fused cross-entropy
   z_loss: float = 1e-4
 
   def __post_init__(self):
-    _check_positive(self, "vocab", "embed", "layers", "heads", "kv_heads", "mlp", "max_len")
+    _check_positive(self, "vocab", "embed", "layers", "heads", "kv_heads", "mlp", "max_len",
+                    "scan_unroll")
     if self.head_dim == 0 and self.embed % self.heads:
       raise ConfigError(f"lm.heads={self.heads} does not divide lm.embed={self.embed}; "
                         "pick heads dividing embed or set lm.head_dim explicitly.")
@@ -118,6 +122,7 @@ class LmConfig:
       raise ConfigError("lm.head_dim, lm.attention_block, lm.loss_chunk and lm.z_loss must be >= 0.")
     _check_choice("lm.dtype", self.dtype, DTYPES)
     _check_choice("lm.remat_policy", self.remat_policy, REMAT_POLICIES)
+    _check_choice("lm.attention_impl", self.attention_impl, ATTENTION_IMPLS)
 
   @property
   def head_size(self) -> int:

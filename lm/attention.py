@@ -6,18 +6,30 @@ stored T x T mask:
   visible(q, k) = seg[q] == seg[k] != 0  and  (k <= q  or  prefix[q] and prefix[k])
 
 `seg` are segment ids (0 marks padding, packed sequences count 1, 2, ...) and `prefix` is
-the input mask (1 on the conditioning prefix). Queries run in blocks; block i reads only
-keys [0, end_i) - the block-causal part - unless some prefix in the batch reaches past
-end_i, in which case a `lax.cond` takes the full key range for that block. On a
-mostly-causal sequence this skips ~40-45% of the attention work.
+the input mask (1 on the conditioning prefix). Queries run in blocks of `block`; query
+block i reads only keys [0, end_i) - the block-causal part - unless some prefix in the
+batch reaches past end_i, in which case a `lax.cond` takes the full key range for that
+block. On a mostly-causal sequence this skips ~45% of the attention work.
 
-Every block calls `jax.nn.dot_product_attention`, so the backend picks the kernel.
-Shapes: B batch, T query length, S key length, N heads, G kv heads, K head dim.
+Two implementations share this blocking (`LmConfig.attention_impl`):
+- "blockwise": scores, softmax and a hand-written backward in plain XLA ops (custom VJP;
+  the backward recomputes scores from the saved log-sum-exp like flash attention). On CPU
+  it runs ~3x faster than differentiating the generic kernel.
+- "dot_product_attention": each block calls `jax.nn.dot_product_attention`, so the
+  backend picks the kernel (cuDNN flash attention on GPU).
+
+Shapes: B batch, T query length, S key length, N heads, G kv heads, R = N / G query heads
+per kv head, K head dim, Q query block.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+
+IMPLEMENTATIONS = ("blockwise", "dot_product_attention")
+_MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
 def visible_mask(q_idx_t, q_seg_bt, q_pre_bt, k_idx_s, k_seg_bs, k_pre_bs):
@@ -29,38 +41,186 @@ def visible_mask(q_idx_t, q_seg_bt, q_pre_bt, k_idx_s, k_seg_bs, k_pre_bs):
 
 
 def attend(q_btnk, k_bsgk, v_bsgk, mask_bts):
-  """One dot-product attention call with a [B, T, S] boolean mask (broadcast over heads)."""
+  """One `jax.nn.dot_product_attention` call with a [B, T, S] boolean mask."""
   out = jax.nn.dot_product_attention(q_btnk, k_bsgk, v_bsgk, mask=mask_bts[:, None])
   # A query that sees no key (a padding row) gets a uniform average from the kernel;
   # zero it so padding carries nothing forward.
   return jnp.where(jnp.any(mask_bts, axis=-1)[:, :, None, None], out, 0).astype(q_btnk.dtype)
 
 
-def prefix_lm_attention(q_btnk, k_btgk, v_btgk, segment_ids_bt, prefix_bt, *, block: int):
+def _blocks(t: int, block: int) -> list[tuple[int, int]]:
+  block = t if block <= 0 else min(block, t)
+  return [(s, min(s + block, t)) for s in range(0, t, block)]
+
+
+def _block_mask(start, end, segment_ids_bt, prefix_bt):
+  idx = jnp.arange(segment_ids_bt.shape[1])
+  return visible_mask(idx[start:end], segment_ids_bt[:, start:end], prefix_bt[:, start:end],
+                      idx, segment_ids_bt, prefix_bt)
+
+
+def _by_key_range(mask_bqs, end, causal_fn, full_fn, *args):
+  """Runs `causal_fn` (keys [0, end)) unless a visible key lies at or past `end`."""
+  if end == mask_bqs.shape[-1]:
+    return full_fn(*args)
+  return jax.lax.cond(jnp.any(mask_bqs[:, :, end:]), full_fn, causal_fn, *args)
+
+
+def _reaches_past_block(segment_ids_bt, prefix_bt, block):
+  """True when some query sees a key past its block's end (a prefix longer than a block).
+
+  One check per layer: when it is False, every block runs block-causally with no
+  per-block `lax.cond` (whose operand copies cost ~4% of a CPU training step).
+  """
+  reach = [jnp.any(_block_mask(s, e, segment_ids_bt, prefix_bt)[:, :, e:])
+           for s, e in _blocks(segment_ids_bt.shape[1], block)[:-1]]
+  return jnp.any(jnp.stack(reach)) if reach else jnp.asarray(False)
+
+
+def prefix_lm_attention(q_btnk, k_btgk, v_btgk, segment_ids_bt, prefix_bt, *, block: int,
+                        impl: str = "blockwise"):
   """Self-attention under the prefix-LM rule, run block-causally (see module docstring)."""
-  t = q_btnk.shape[1]
-  idx_t = jnp.arange(t)
   prefix_bt = prefix_bt.astype(bool)
-  if block <= 0 or block >= t:
-    return attend(q_btnk, k_btgk, v_btgk,
-                  visible_mask(idx_t, segment_ids_bt, prefix_bt, idx_t, segment_ids_bt, prefix_bt))
-
+  if impl == "blockwise":
+    return _blockwise(q_btnk, k_btgk, v_btgk, segment_ids_bt, prefix_bt, block)
+  if impl != "dot_product_attention":
+    raise ValueError(f"attention impl {impl!r} is not one of {IMPLEMENTATIONS}.")
   outs = []
-  for start in range(0, t, block):
-    end = min(start + block, t)
-    q_blk = q_btnk[:, start:end]
-    mask_bts = visible_mask(idx_t[start:end], segment_ids_bt[:, start:end], prefix_bt[:, start:end],
-                            idx_t, segment_ids_bt, prefix_bt)
-    if end == t:
-      outs.append(attend(q_blk, k_btgk, v_btgk, mask_bts))
-      continue
-
-    def causal_keys(q_blk, k, v, mask, end=end):
-      return attend(q_blk, k[:, :end], v[:, :end], mask[:, :, :end])
-
-    def all_keys(q_blk, k, v, mask):
-      return attend(q_blk, k, v, mask)
-
-    reaches_past = jnp.any(mask_bts[:, :, end:])
-    outs.append(jax.lax.cond(reaches_past, all_keys, causal_keys, q_blk, k_btgk, v_btgk, mask_bts))
+  for start, end in _blocks(q_btnk.shape[1], block):
+    mask = _block_mask(start, end, segment_ids_bt, prefix_bt)
+    causal = lambda q, m, end=end: attend(q, k_btgk[:, :end], v_btgk[:, :end], m[:, :, :end])
+    full = lambda q, m: attend(q, k_btgk, v_btgk, m)
+    outs.append(_by_key_range(mask, end, causal, full, q_btnk[:, start:end], mask))
   return jnp.concatenate(outs, axis=1)
+
+
+# --- blockwise: forward and backward written out ---------------------------------------
+
+def _to_groups(q_btnk, k_btgk, v_btgk):
+  b, t, n, kd = q_btnk.shape
+  g = k_btgk.shape[2]
+  q = q_btnk.reshape(b, t, g, n // g, kd).transpose(0, 2, 3, 1, 4)  # [B, G, R, T, K]
+  return q, k_btgk.transpose(0, 2, 1, 3), v_btgk.transpose(0, 2, 1, 3)  # [B, G, S, K]
+
+
+def _from_groups(x_bgrtk):
+  b, g, r, t, kd = x_bgrtk.shape
+  return x_bgrtk.transpose(0, 3, 1, 2, 4).reshape(b, t, g * r, kd)
+
+
+def _scores(q_bgrqk, k_bgsk, mask_bqs):
+  s = jnp.einsum("bgrqk,bgsk->bgrqs", q_bgrqk, k_bgsk, preferred_element_type=jnp.float32)
+  return jnp.where(mask_bqs[:, None, None], s, _MASKED)
+
+
+def _fwd_block(q, k, v, mask):
+  s = _scores(q, k, mask)
+  m = jnp.max(s, axis=-1, keepdims=True)
+  p = jnp.exp(s - m)
+  l = jnp.sum(p, axis=-1, keepdims=True)
+  o = jnp.einsum("bgrqs,bgsk->bgrqk", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+  seen = jnp.any(mask, axis=-1)[:, None, None, :, None]  # rows with no visible key -> 0
+  o = jnp.where(seen, o / l, 0).astype(q.dtype)
+  return o, (m + jnp.log(l))[..., 0]
+
+
+def _forward(q_btnk, k_btgk, v_btgk, segment_ids_bt, prefix_bt, block):
+  scale = q_btnk.shape[-1] ** -0.5
+  q, k, v = _to_groups(q_btnk * jnp.asarray(scale, q_btnk.dtype), k_btgk, v_btgk)
+
+  def run(adaptive: bool):
+    outs, lses = [], []
+    for start, end in _blocks(q.shape[3], block):
+      mask = _block_mask(start, end, segment_ids_bt, prefix_bt)
+      causal = lambda q, m, end=end: _fwd_block(q, k[:, :, :end], v[:, :, :end], m[:, :, :end])
+      full = lambda q, m: _fwd_block(q, k, v, m)
+      args = (q[:, :, :, start:end], mask)
+      o, lse = _by_key_range(mask, end, causal, full, *args) if adaptive else causal(*args)
+      outs.append(o)
+      lses.append(lse)
+    return jnp.concatenate(outs, axis=3), jnp.concatenate(lses, axis=3)
+
+  o, lse = jax.lax.cond(_reaches_past_block(segment_ids_bt, prefix_bt, block),
+                        lambda: run(True), lambda: run(False))
+  return _from_groups(o), (o, lse)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _blockwise(q_btnk, k_btgk, v_btgk, segment_ids_bt, prefix_bt, block):
+  return _forward(q_btnk, k_btgk, v_btgk, segment_ids_bt, prefix_bt, block)[0]
+
+
+def _blockwise_fwd(q_btnk, k_btgk, v_btgk, segment_ids_bt, prefix_bt, block):
+  out, (o, lse) = _forward(q_btnk, k_btgk, v_btgk, segment_ids_bt, prefix_bt, block)
+  return out, (q_btnk, k_btgk, v_btgk, segment_ids_bt, prefix_bt, o, lse)
+
+
+def _bwd_block(q, k, v, mask, do, delta, lse):
+  """Gradients of one query block against keys k, v (recomputing the probabilities)."""
+  p = jnp.exp(_scores(q, k, mask) - lse[..., None])
+  p = jnp.where(mask[:, None, None], p, 0.0)
+  dv = jnp.einsum("bgrqs,bgrqk->bgsk", p.astype(do.dtype), do, preferred_element_type=jnp.float32)
+  dp = jnp.einsum("bgrqk,bgsk->bgrqs", do, v, preferred_element_type=jnp.float32)
+  ds = (p * (dp - delta[..., None])).astype(q.dtype)
+  dq = jnp.einsum("bgrqs,bgsk->bgrqk", ds, k, preferred_element_type=jnp.float32)
+  dk = jnp.einsum("bgrqs,bgrqk->bgsk", ds, q, preferred_element_type=jnp.float32)
+  return dq, dk, dv
+
+
+def _blockwise_bwd(block, residuals, do_btnk):
+  q_btnk, k_btgk, v_btgk, segment_ids_bt, prefix_bt, o, lse = residuals
+  scale = q_btnk.shape[-1] ** -0.5
+  q, k, v = _to_groups(q_btnk * jnp.asarray(scale, q_btnk.dtype), k_btgk, v_btgk)
+  do = _to_groups(do_btnk, k_btgk, v_btgk)[0]
+  delta = jnp.sum(do.astype(jnp.float32) * o.astype(jnp.float32), axis=-1)  # [B, G, R, T]
+  blocks = _blocks(q.shape[3], block)
+
+  def run(adaptive: bool):
+    return _backward_blocks(q, k, v, do, delta, lse, segment_ids_bt, prefix_bt, blocks, adaptive)
+
+  dq, dk, dv = jax.lax.cond(_reaches_past_block(segment_ids_bt, prefix_bt, block),
+                            lambda: run(True), lambda: run(False))
+  dq = _from_groups(dq * scale).astype(q_btnk.dtype)
+  dk = dk.transpose(0, 2, 1, 3).astype(k_btgk.dtype)  # q was pre-scaled
+  dv = dv.transpose(0, 2, 1, 3).astype(v_btgk.dtype)
+  return dq, dk, dv, None, None
+
+
+def _backward_blocks(q, k, v, do, delta, lse, segment_ids_bt, prefix_bt, blocks, adaptive):
+  """Gradients block by block. Each query block gives its gradient to keys [0, end)
+  ("main") and, when a prefix reached further, to keys [end, S) ("extra", zeros on the
+  causal path); each key block then sums the parts that cover it."""
+  s_len = k.shape[2]
+  dqs, dkv_main, dkv_extra = [], [], []
+  for start, end in blocks:
+    mask = _block_mask(start, end, segment_ids_bt, prefix_bt)
+    sl = slice(start, end)
+
+    def causal(q, do, delta, lse, mask, end=end):
+      dq, dk, dv = _bwd_block(q, k[:, :, :end], v[:, :, :end], mask[:, :, :end], do, delta, lse)
+      rest = jnp.zeros(dk.shape[:2] + (s_len - end,) + dk.shape[3:], dk.dtype)
+      return dq, (dk, dv), (rest, rest)
+
+    def full(q, do, delta, lse, mask, end=end):
+      dq, dk, dv = _bwd_block(q, k, v, mask, do, delta, lse)
+      return dq, (dk[:, :, :end], dv[:, :, :end]), (dk[:, :, end:], dv[:, :, end:])
+
+    args = (q[:, :, :, sl], do[:, :, :, sl], delta[..., sl], lse[..., sl], mask)
+    dq, main, extra = _by_key_range(mask, end, causal, full, *args) if adaptive else causal(*args)
+    dqs.append(dq)
+    dkv_main.append((end, main))
+    if end < s_len:
+      dkv_extra.append((end, extra))
+
+  def key_block_sum(ks, ke, which):
+    """Sum of all query blocks' gradients to keys [ks, ke) (which: 0 = dk, 1 = dv)."""
+    total = [m[which][:, :, ks:ke] for end, m in dkv_main if end >= ke]
+    total += [e[which][:, :, ks - end:ke - end] for end, e in dkv_extra if end <= ks]
+    return sum(total)
+
+  dk = jnp.concatenate([key_block_sum(ks, ke, 0) for ks, ke in blocks], axis=2)
+  dv = jnp.concatenate([key_block_sum(ks, ke, 1) for ks, ke in blocks], axis=2)
+  return jnp.concatenate(dqs, axis=3), dk, dv
+
+
+_blockwise.defvjp(_blockwise_fwd, _blockwise_bwd)

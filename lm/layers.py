@@ -1,4 +1,4 @@
-"""Small building blocks of the transformer: RMSNorm and rotary position embeddings.
+"""Small building blocks of the transformer: RMSNorm, rotary positions, the SwiGLU MLP.
 
 Shape letters: B batch, T length, N heads, K head dim, D embed.
 """
@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sharding import param
+from sharding import param, shard
 
 
 class RMSNorm(nnx.Module):
@@ -25,11 +25,60 @@ class RMSNorm(nnx.Module):
 
 
 def rope(x_btnk: jax.Array, positions_bt: jax.Array, theta: float) -> jax.Array:
-  """Rotates pairs (x[..., i], x[..., i + K/2]) by angle position * theta^(-2i/K)."""
+  """Rotates pairs (x[..., i], x[..., i + K/2]) by angle position * theta^(-2i/K).
+
+  The pair swap (-x2, x1) is a product with a constant signed permutation matrix rather
+  than split + concatenate: its backward is one more small matmul instead of pads and
+  slices, which XLA's CPU backend runs several times slower.
+  """
   k = x_btnk.shape[-1]
-  inv_freq_h = theta ** (-jnp.arange(0, k // 2, dtype=jnp.float32) * 2.0 / k)
-  angle_bth = positions_bt.astype(jnp.float32)[..., None] * inv_freq_h
-  sin, cos = jnp.sin(angle_bth)[:, :, None, :], jnp.cos(angle_bth)[:, :, None, :]
-  x1, x2 = jnp.split(x_btnk.astype(jnp.float32), 2, axis=-1)
-  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-  return out.astype(x_btnk.dtype)
+  inv_freq_k = jnp.tile(theta ** (-jnp.arange(0, k // 2, dtype=jnp.float32) * 2.0 / k), 2)
+  angle_btk = positions_bt.astype(jnp.float32)[..., None] * inv_freq_k
+  sin, cos = jnp.sin(angle_btk)[:, :, None, :], jnp.cos(angle_btk)[:, :, None, :]
+  half = k // 2
+  swap_kk = jnp.zeros((k, k), x_btnk.dtype)
+  swap_kk = swap_kk.at[jnp.arange(half) + half, jnp.arange(half)].set(-1)  # out[i] = -x[i+K/2]
+  swap_kk = swap_kk.at[jnp.arange(half), jnp.arange(half) + half].set(1)   # out[i+K/2] = x[i]
+  rotated = jnp.einsum("btnk,kj->btnj", x_btnk, swap_kk)
+  return (x_btnk * cos + rotated * sin).astype(x_btnk.dtype)
+
+
+@jax.custom_vjp
+def swiglu(x_btd, w_gate_df, w_up_df, w_out_fd):
+  """(silu(x @ w_gate) * (x @ w_up)) @ w_out, with its backward written out.
+
+  The hand-written backward saves the two pre-activations and spells out the six
+  matmuls; XLA's CPU backend otherwise fuses the silu derivative into a transposed copy
+  of a [B*T, F] tensor per layer, which made the MLP backward ~1.7x slower.
+  """
+  return _swiglu_fwd(x_btd, w_gate_df, w_up_df, w_out_fd)[0]
+
+
+def _swiglu_hidden(gate_btf, up_btf):
+  return shard(jax.nn.silu(gate_btf) * up_btf, "act_batch", "act_length", "act_mlp")
+
+
+def _swiglu_fwd(x_btd, w_gate_df, w_up_df, w_out_fd):
+  gate_btf = shard(x_btd @ w_gate_df, "act_batch", "act_length", "act_mlp")
+  up_btf = shard(x_btd @ w_up_df, "act_batch", "act_length", "act_mlp")
+  y_btd = _swiglu_hidden(gate_btf, up_btf) @ w_out_fd
+  return y_btd, (x_btd, gate_btf, up_btf, w_gate_df, w_up_df, w_out_fd)
+
+
+def _swiglu_bwd(residuals, dy_btd):
+  x_btd, gate_btf, up_btf, w_gate_df, w_up_df, w_out_fd = residuals
+  sig_btf = jax.nn.sigmoid(gate_btf)
+  silu_btf = gate_btf * sig_btf
+  h_btf = silu_btf * up_btf
+  dh_btf = shard(jnp.einsum("btd,fd->btf", dy_btd, w_out_fd), "act_batch", "act_length", "act_mlp")
+  d_up_btf = dh_btf * silu_btf
+  d_gate_btf = dh_btf * up_btf * (sig_btf * (1 + gate_btf * (1 - sig_btf)))
+  dx_btd = (jnp.einsum("btf,df->btd", d_gate_btf, w_gate_df)
+            + jnp.einsum("btf,df->btd", d_up_btf, w_up_df))
+  return (shard(dx_btd, "act_batch", "act_length", "act_embed"),
+          jnp.einsum("btd,btf->df", x_btd, d_gate_btf),
+          jnp.einsum("btd,btf->df", x_btd, d_up_btf),
+          jnp.einsum("btf,btd->fd", h_btf, dy_btd))
+
+
+swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)

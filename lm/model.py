@@ -20,7 +20,7 @@ from flax import nnx, struct
 
 from configs.schema import LmConfig
 from lm.attention import attend, prefix_lm_attention
-from lm.layers import RMSNorm, rope
+from lm.layers import RMSNorm, rope, swiglu
 from sharding import param, shard
 
 ACT_BTD = ("act_batch", "act_length", "act_embed")
@@ -58,7 +58,8 @@ class Attention(nnx.Module):
     d, n, g, k = cfg.embed, cfg.heads, cfg.kv_heads, cfg.head_size
     self.cfg = cfg
     self.wq = _param(rngs, (d, n, k), d, ("embed", "heads", "head_dim"))
-    self.wkv = _param(rngs, (d, 2, g, k), d, ("embed", None, "kv_heads", "head_dim"))
+    self.wk = _param(rngs, (d, g, k), d, ("embed", "kv_heads", "head_dim"))
+    self.wv = _param(rngs, (d, g, k), d, ("embed", "kv_heads", "head_dim"))
     self.wo = _param(rngs, (n, k, d), n * k, ("heads", "head_dim", "embed"))
     if cfg.qk_norm:
       self.q_norm = RMSNorm(k, eps=cfg.norm_eps)
@@ -67,7 +68,8 @@ class Attention(nnx.Module):
   def qkv(self, x_btd, positions_bt):
     dt = x_btd.dtype
     q = jnp.einsum("btd,dnk->btnk", x_btd, self.wq[...].astype(dt))
-    k, v = jnp.einsum("btd,dcgk->cbtgk", x_btd, self.wkv[...].astype(dt))
+    k = jnp.einsum("btd,dgk->btgk", x_btd, self.wk[...].astype(dt))
+    v = jnp.einsum("btd,dgk->btgk", x_btd, self.wv[...].astype(dt))
     if self.cfg.qk_norm:
       q, k = self.q_norm(q), self.k_norm(k)
     q = shard(rope(q, positions_bt, self.cfg.rope_theta), *ACT_BTNK)
@@ -79,17 +81,18 @@ class Attention(nnx.Module):
 
 
 class Mlp(nnx.Module):
-  """SwiGLU: down(silu(gate(x)) * up(x)), gate and up fused into one weight."""
+  """SwiGLU: down(silu(gate(x)) * up(x))."""
 
   def __init__(self, cfg: LmConfig, *, rngs: nnx.Rngs):
-    self.w_in = _param(rngs, (cfg.embed, 2, cfg.mlp), cfg.embed, ("embed", None, "mlp"))
+    self.w_gate = _param(rngs, (cfg.embed, cfg.mlp), cfg.embed, ("embed", "mlp"))
+    self.w_up = _param(rngs, (cfg.embed, cfg.mlp), cfg.embed, ("embed", "mlp"))
     self.w_out = _param(rngs, (cfg.mlp, cfg.embed), cfg.mlp, ("mlp", "embed"))
 
   def __call__(self, x_btd):
     dt = x_btd.dtype
-    gate_btf, up_btf = jnp.einsum("btd,dcf->cbtf", x_btd, self.w_in[...].astype(dt))
-    h_btf = shard(jax.nn.silu(gate_btf) * up_btf, "act_batch", "act_length", "act_mlp")
-    return shard(h_btf @ self.w_out[...].astype(dt), *ACT_BTD)
+    y_btd = swiglu(x_btd, self.w_gate[...].astype(dt), self.w_up[...].astype(dt),
+                   self.w_out[...].astype(dt))
+    return shard(y_btd, *ACT_BTD)
 
 
 class Block(nnx.Module):
@@ -105,7 +108,8 @@ class Block(nnx.Module):
   def __call__(self, x_btd, segment_ids_bt, prefix_bt, positions_bt):
     """Full-sequence forward; also returns this layer's keys and values (for prefill)."""
     q, k, v = self.attn.qkv(self.attn_norm(x_btd), positions_bt)
-    o = prefix_lm_attention(q, k, v, segment_ids_bt, prefix_bt, block=self.cfg.attention_block)
+    o = prefix_lm_attention(q, k, v, segment_ids_bt, prefix_bt, block=self.cfg.attention_block,
+                            impl=self.cfg.attention_impl)
     x_btd = x_btd + self.attn.out(o)
     return x_btd + self.mlp(self.mlp_norm(x_btd)), (k, v)
 
@@ -176,7 +180,8 @@ class Transformer(nnx.Module):
     if self.cfg.remat_policy != "none":
       policy = getattr(jax.checkpoint_policies, self.cfg.remat_policy)
       layer = nnx.remat(layer, policy=policy, prevent_cse=False)
-    x, kv = nnx.scan(layer, in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0))(x, self.blocks)
+    x, kv = nnx.scan(layer, in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0),
+                     unroll=min(self.cfg.scan_unroll, self.cfg.layers))(x, self.blocks)
     x = self.final_norm(x)
     return (x, kv) if return_kv else x
 
