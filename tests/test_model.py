@@ -1,0 +1,171 @@
+"""The transformer: prefix-LM masking, padding, KV-cache decoding, attention and loss kernels."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import configs
+from lm import Transformer, fused_cross_entropy
+from lm.attention import prefix_lm_attention
+from lm.layers import rope
+
+IMPLS = ["blockwise", "dot_product_attention"]
+
+
+def tiny_model(*overrides):
+  cfg = configs.load("lm_tiny", ["lm.attention_block=8", *overrides]).lm
+  return Transformer(cfg, rngs=nnx.Rngs(0))
+
+
+def random_tokens(shape, vocab=512, seed=0):
+  return jax.random.randint(jax.random.key(seed), shape, 0, vocab)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_prefix_is_bidirectional_and_outputs_are_causal(impl):
+  model = tiny_model(f"lm.attention_impl={impl}")
+  tokens = random_tokens((2, 40))
+  prefix = jnp.zeros((2, 40), bool).at[:, :12].set(True)
+  base = model(tokens, prefix)
+
+  changed = model(tokens.at[:, 9].set((tokens[:, 9] + 1) % 512), prefix)  # inside the prefix
+  assert np.abs(changed[:, :9] - base[:, :9]).max() > 1e-4, "prefix must see later prefix tokens"
+
+  changed = model(tokens.at[:, 25].set((tokens[:, 25] + 1) % 512), prefix)  # an output token
+  np.testing.assert_allclose(changed[:, :25], base[:, :25], atol=1e-6)
+  assert np.abs(changed[:, 25:] - base[:, 25:]).max() > 1e-4
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_without_prefix_the_model_is_causal(impl):
+  model = tiny_model(f"lm.attention_impl={impl}")
+  tokens = random_tokens((1, 30))
+  base = model(tokens)
+  changed = model(tokens.at[:, 5].set((tokens[:, 5] + 1) % 512))
+  np.testing.assert_allclose(changed[:, :5], base[:, :5], atol=1e-6)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_padding_and_other_segments_never_leak(impl):
+  model = tiny_model(f"lm.attention_impl={impl}")
+  tokens = random_tokens((2, 36))
+  # Row 0: two packed sequences then padding; row 1: one sequence then padding.
+  segs = jnp.array([[1] * 14 + [2] * 14 + [0] * 8, [1] * 30 + [0] * 6])
+  prefix = jnp.zeros((2, 36), bool).at[0, :5].set(True).at[0, 14:20].set(True).at[1, :10].set(True)
+  base = model(tokens, prefix, segs)
+  noise = random_tokens((2, 36), seed=1)
+  changed = model(jnp.where(segs == 0, noise, tokens), prefix, segs)
+  real = np.asarray(segs != 0)
+  np.testing.assert_allclose(np.asarray(changed)[real], np.asarray(base)[real], atol=1e-6)
+  # The second packed sequence does not see the first one.
+  changed = model(tokens.at[0, :14].set(noise[0, :14]), prefix, segs)
+  np.testing.assert_allclose(changed[0, 14:28], base[0, 14:28], atol=1e-6)
+
+
+def test_attention_implementations_agree_in_value_and_gradient():
+  b, t, n, g, k = 2, 40, 4, 2, 8
+  keys = jax.random.split(jax.random.key(0), 4)
+  q = jax.random.normal(keys[0], (b, t, n, k))
+  kv = [jax.random.normal(keys[i], (b, t, g, k)) for i in (1, 2)]
+  cot = jax.random.normal(keys[3], (b, t, n, k))
+  segs = jnp.array([[1] * 25 + [2] * 10 + [0] * 5, [1] * 40])
+  prefix = jnp.zeros((b, t), bool).at[0, :20].set(True).at[0, 25:30].set(True).at[1, :3].set(True)
+
+  def run(impl, block):
+    f = lambda q, k, v: prefix_lm_attention(q, k, v, segs, prefix, block=block, impl=impl)
+    out, vjp = jax.vjp(f, q, *kv)
+    return (out, *vjp(cot))
+
+  reference = run("dot_product_attention", 0)  # one block: a single plain kernel call
+  for impl in IMPLS:
+    for block in (7, 8, 16, 64):  # prefixes shorter and longer than a block, ragged blocks
+      for want, got in zip(reference, run(impl, block)):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_kv_cache_decoding_equals_full_forward(tied):
+  model = tiny_model("lm.qk_norm=true", f"lm.tie_embeddings={tied}")
+  tokens = random_tokens((2, 30))
+  prefix = jnp.zeros((2, 30), bool).at[:, :8].set(True)
+  full = model(tokens, prefix)
+  logits, cache = model.prefill(tokens[:, :20], prefix[:, :20], cache_len=32)
+  np.testing.assert_allclose(logits, full[:, 19], atol=2e-5)
+  step = nnx.jit(lambda m, tok, c: m.decode_step(tok, c))
+  for i in range(20, 30):
+    logits, cache = step(model, tokens[:, i], cache)
+    np.testing.assert_allclose(logits, full[:, i], atol=2e-5, err_msg=f"position {i}")
+
+
+def test_kv_cache_with_right_padded_prompts():
+  model = tiny_model()
+  tokens = random_tokens((2, 16))
+  lengths = [16, 11]
+  valid = jnp.arange(16)[None, :] < jnp.array(lengths)[:, None]
+  logits, cache = model.prefill(tokens, None, valid, cache_len=24)
+  next_tokens = random_tokens((2, 4), seed=3)
+  got = [logits]
+  for i in range(4):
+    logits, cache = model.decode_step(next_tokens[:, i], cache)
+    got.append(logits)
+  for row, n in enumerate(lengths):  # each row alone, unpadded, in one forward pass
+    seq = jnp.concatenate([tokens[row, :n], next_tokens[row]])[None]
+    full = model(seq)[0]
+    for j, logit in enumerate(got):
+      np.testing.assert_allclose(logit[row], full[n - 1 + j], atol=2e-5)
+
+
+def test_rope_rotates_half_pairs():
+  x = jax.random.normal(jax.random.key(0), (1, 3, 2, 8))
+  pos = jnp.array([[0, 1, 5]])
+  got = rope(x, pos, 10_000.0)
+  freq = 10_000.0 ** (-np.arange(4) * 2 / 8)
+  ang = np.asarray(pos)[..., None, None] * freq
+  x1, x2 = np.asarray(x[..., :4]), np.asarray(x[..., 4:])
+  want = np.concatenate([x1 * np.cos(ang) - x2 * np.sin(ang), x2 * np.cos(ang) + x1 * np.sin(ang)], -1)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  np.testing.assert_allclose(got[:, 0], x[:, 0], atol=1e-6)  # position 0 is the identity
+
+
+def test_fused_cross_entropy_matches_plain_loss_and_gradients():
+  x = jax.random.normal(jax.random.key(0), (2, 50, 16))
+  w = jax.random.normal(jax.random.key(1), (16, 30))
+  targets = jax.random.randint(jax.random.key(2), (2, 50), 0, 30)
+  weights = jax.random.uniform(jax.random.key(3), (2, 50)) / 100
+
+  def plain(x, w):
+    logits = x @ w
+    lse = jax.nn.logsumexp(logits, -1)
+    ce = lse - jnp.take_along_axis(logits, targets[..., None], -1)[..., 0]
+    return jnp.sum(weights * (ce + 1e-2 * lse ** 2)), ce
+
+  for chunk in (7, 16, 50):  # ragged and exact chunking
+    fused = lambda x, w: fused_cross_entropy(x, w, targets, weights, chunk, 1e-2)
+    (want, want_ce), (got, got_ce) = plain(x, w), fused(x, w)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    np.testing.assert_allclose(got_ce, want_ce, rtol=1e-5)
+    g_want = jax.grad(lambda x, w: plain(x, w)[0], (0, 1))(x, w)
+    g_got = jax.grad(lambda x, w: fused(x, w)[0], (0, 1))(x, w)
+    for a, b in zip(g_got, g_want):
+      np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_swiglu_gradient_matches_autodiff():
+  from lm.layers import swiglu
+  ks = jax.random.split(jax.random.key(0), 4)
+  x = jax.random.normal(ks[0], (2, 5, 8))
+  ws = (jax.random.normal(ks[1], (8, 12)), jax.random.normal(ks[2], (8, 12)),
+        jax.random.normal(ks[3], (12, 8)))
+  reference = lambda x, a, b, c: (jax.nn.silu(x @ a) * (x @ b)) @ c
+  loss = lambda f: lambda *args: jnp.sum(jnp.sin(f(*args)))
+  for got, want in zip(jax.grad(loss(swiglu), (0, 1, 2, 3))(x, *ws),
+                       jax.grad(loss(reference), (0, 1, 2, 3))(x, *ws)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_bfloat16_compute_keeps_float32_params():
+  model = tiny_model("lm.dtype=bfloat16")
+  logits = model(random_tokens((1, 16)))
+  assert logits.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(logits)))
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
