@@ -1,4 +1,6 @@
-"""Shared measurement helpers for bench/ scripts: the machine's matmul peak and timing."""
+"""Shared helpers for bench/ scripts: timing, machine info and the JSON result line.
+
+The matmul peak lives in train/flops.py, so training summaries and benchmarks agree."""
 from __future__ import annotations
 
 import json
@@ -8,7 +10,6 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 
 
 def time_fn(fn, *, warmup: int = 1, repeats: int = 5) -> float:
@@ -21,22 +22,6 @@ def time_fn(fn, *, warmup: int = 1, repeats: int = 5) -> float:
     fn()
     times.append(time.perf_counter() - t0)
   return statistics.median(times)
-
-
-def matmul_flops_per_second(n: int = 2048, dtype=jnp.float32, repeats: int = 10) -> float:
-  """Practical peak: FLOP/s of a square n x n matmul chain on the default device."""
-  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-  b = jax.random.normal(jax.random.key(1), (n, n), dtype) / n ** 0.5
-  chain = 4
-
-  @jax.jit
-  def f(a):
-    for _ in range(chain):
-      a = a @ b
-    return a
-
-  seconds = time_fn(lambda: f(a).block_until_ready(), warmup=2, repeats=repeats)
-  return chain * 2 * n ** 3 / seconds
 
 
 def machine_info() -> dict:

@@ -24,23 +24,10 @@ import common  # noqa: E402
 
 import configs  # noqa: E402
 import sharding  # noqa: E402
+from train.flops import measure_matmul_flops_per_second, train_step_flops  # noqa: E402
 from train.state import init_state, make_train_step  # noqa: E402
 
 PREFIX = 64
-
-
-def visible_pairs(seq_len: int, prefix: int) -> int:
-  """Number of (query, key) pairs the prefix-LM mask lets attend, for one sequence."""
-  q = np.arange(seq_len)
-  return int(np.sum(np.where(q < prefix, prefix, q + 1)))
-
-
-def model_flops_per_step(cfg) -> float:
-  lm, t, b = cfg.lm, cfg.train.seq_len, cfg.train.batch_size
-  dense = lm.param_count() - lm.vocab * lm.embed * (1 if not lm.tie_embeddings else 0)
-  # `dense` still holds the head (or, tied, the embedding used as head): both are matmuls.
-  attn = 12 * lm.heads * lm.head_size * visible_pairs(t, PREFIX) * lm.layers
-  return b * (6 * dense * t + attn)
 
 
 def main(argv=None):
@@ -51,7 +38,7 @@ def main(argv=None):
   cfg = configs.load("lm_bench", args.set)
   print("machine:", common.machine_info())
 
-  peak = common.matmul_flops_per_second()
+  peak = measure_matmul_flops_per_second()
   print(f"matmul 2048^2 float32: {peak / 1e9:.1f} GFLOP/s")
 
   mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
@@ -77,7 +64,7 @@ def main(argv=None):
     jax.block_until_ready(metrics["loss"])
 
   seconds = common.time_fn(one_step, warmup=2, repeats=args.repeats)
-  flops = model_flops_per_step(cfg)
+  flops = train_step_flops(cfg.lm, np.asarray(input_mask[:, :-1]))
   figures = {
       "config": "lm_bench", "overrides": args.set, "batch": b, "seq_len": t, "prefix": PREFIX,
       "step_seconds": round(seconds, 4),

@@ -156,15 +156,20 @@ def _blockwise_fwd(q_btnk, k_btgk, v_btgk, segment_ids_bt, prefix_bt, block):
 
 
 def _bwd_block(q, k, v, mask, do, delta, lse):
-  """Gradients of one query block against keys k, v (recomputing the probabilities)."""
+  """Gradients of one query block against keys k, v (recomputing the probabilities).
+
+  dk and dv come out transposed ([B, G, K, S]): as do^T @ p and q^T @ ds they are plain
+  matmuls whose only transposed operand is a small [K, Q] one; in [S, K] layout XLA's CPU
+  backend transposes the [Q, S] probabilities instead, block after block.
+  """
   p = jnp.exp(_scores(q, k, mask) - lse[..., None])
   p = jnp.where(mask[:, None, None], p, 0.0)
-  dv = jnp.einsum("bgrqs,bgrqk->bgsk", p.astype(do.dtype), do, preferred_element_type=jnp.float32)
+  dv_t = jnp.einsum("bgrqk,bgrqs->bgks", do, p.astype(do.dtype), preferred_element_type=jnp.float32)
   dp = jnp.einsum("bgrqk,bgsk->bgrqs", do, v, preferred_element_type=jnp.float32)
   ds = (p * (dp - delta[..., None])).astype(q.dtype)
   dq = jnp.einsum("bgrqs,bgsk->bgrqk", ds, k, preferred_element_type=jnp.float32)
-  dk = jnp.einsum("bgrqs,bgrqk->bgsk", ds, q, preferred_element_type=jnp.float32)
-  return dq, dk, dv
+  dk_t = jnp.einsum("bgrqk,bgrqs->bgks", q, ds, preferred_element_type=jnp.float32)
+  return dq, dk_t, dv_t
 
 
 def _blockwise_bwd(block, residuals, do_btnk):
@@ -181,15 +186,15 @@ def _blockwise_bwd(block, residuals, do_btnk):
   dq, dk, dv = jax.lax.cond(_reaches_past_block(segment_ids_bt, prefix_bt, block),
                             lambda: run(True), lambda: run(False))
   dq = _from_groups(dq * scale).astype(q_btnk.dtype)
-  dk = dk.transpose(0, 2, 1, 3).astype(k_btgk.dtype)  # q was pre-scaled
-  dv = dv.transpose(0, 2, 1, 3).astype(v_btgk.dtype)
+  dk = dk.transpose(0, 3, 1, 2).astype(k_btgk.dtype)  # [B, G, K, S] -> [B, S, G, K]; q was pre-scaled
+  dv = dv.transpose(0, 3, 1, 2).astype(v_btgk.dtype)
   return dq, dk, dv, None, None
 
 
 def _backward_blocks(q, k, v, do, delta, lse, segment_ids_bt, prefix_bt, blocks, adaptive):
   """Gradients block by block. Each query block gives its gradient to keys [0, end)
   ("main") and, when a prefix reached further, to keys [end, S) ("extra", zeros on the
-  causal path); each key block then sums the parts that cover it."""
+  causal path); each key block then sums the parts that cover it. dk, dv: [B, G, K, S]."""
   s_len = k.shape[2]
   dqs, dkv_main, dkv_extra = [], [], []
   for start, end in blocks:
@@ -198,12 +203,12 @@ def _backward_blocks(q, k, v, do, delta, lse, segment_ids_bt, prefix_bt, blocks,
 
     def causal(q, do, delta, lse, mask, end=end):
       dq, dk, dv = _bwd_block(q, k[:, :, :end], v[:, :, :end], mask[:, :, :end], do, delta, lse)
-      rest = jnp.zeros(dk.shape[:2] + (s_len - end,) + dk.shape[3:], dk.dtype)
+      rest = jnp.zeros(dk.shape[:3] + (s_len - end,), dk.dtype)
       return dq, (dk, dv), (rest, rest)
 
     def full(q, do, delta, lse, mask, end=end):
       dq, dk, dv = _bwd_block(q, k, v, mask, do, delta, lse)
-      return dq, (dk[:, :, :end], dv[:, :, :end]), (dk[:, :, end:], dv[:, :, end:])
+      return dq, (dk[..., :end], dv[..., :end]), (dk[..., end:], dv[..., end:])
 
     args = (q[:, :, :, sl], do[:, :, :, sl], delta[..., sl], lse[..., sl], mask)
     dq, main, extra = _by_key_range(mask, end, causal, full, *args) if adaptive else causal(*args)
@@ -214,12 +219,12 @@ def _backward_blocks(q, k, v, do, delta, lse, segment_ids_bt, prefix_bt, blocks,
 
   def key_block_sum(ks, ke, which):
     """Sum of all query blocks' gradients to keys [ks, ke) (which: 0 = dk, 1 = dv)."""
-    total = [m[which][:, :, ks:ke] for end, m in dkv_main if end >= ke]
-    total += [e[which][:, :, ks - end:ke - end] for end, e in dkv_extra if end <= ks]
+    total = [m[which][..., ks:ke] for end, m in dkv_main if end >= ke]
+    total += [e[which][..., ks - end:ke - end] for end, e in dkv_extra if end <= ks]
     return sum(total)
 
-  dk = jnp.concatenate([key_block_sum(ks, ke, 0) for ks, ke in blocks], axis=2)
-  dv = jnp.concatenate([key_block_sum(ks, ke, 1) for ks, ke in blocks], axis=2)
+  dk = jnp.concatenate([key_block_sum(ks, ke, 0) for ks, ke in blocks], axis=-1)
+  dv = jnp.concatenate([key_block_sum(ks, ke, 1) for ks, ke in blocks], axis=-1)
   return jnp.concatenate(dqs, axis=3), dk, dv
 
 

@@ -1,0 +1,62 @@
+"""The `kineto` command line (also `python -m train`).
+
+  kineto lm train --config configs/lm_tiny.py --workdir DIR [--set key.path=value ...]
+  kineto configs                       list the shipped configs
+
+Subcommands for the tokenizer, data, sampling and the demo join as they land (see
+DESIGN.md section 9). Logic lives in importable modules; this file only parses.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _lm_train(args) -> int:
+  import configs
+  from train.trainer import train_lm
+  cfg = configs.load(args.config, args.set)  # config errors surface before JAX starts work
+  summary = train_lm(cfg, args.workdir)
+  print(json.dumps(summary, indent=1))
+  return 0
+
+
+def _list_configs(args) -> int:
+  import configs
+  for name in configs.available():
+    cfg = configs.load(name)
+    print(f"{name:10s} {cfg.lm.param_count() / 1e6:9.1f}M params  d={cfg.lm.embed} "
+          f"layers={cfg.lm.layers} heads={cfg.lm.heads}/{cfg.lm.kv_heads} vocab={cfg.lm.vocab}")
+  return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="kineto", description="Autoregressive token video models in JAX.")
+  sub = parser.add_subparsers(dest="command", required=True)
+
+  lm = sub.add_parser("lm", help="the language model").add_subparsers(dest="lm_command", required=True)
+  train = lm.add_parser("train", help="train the LM")
+  train.add_argument("--config", required=True, help="a config name or path, e.g. configs/lm_tiny.py")
+  train.add_argument("--workdir", required=True, help="where TensorBoard events and summary.json go")
+  train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config field, e.g. --set train.steps=4 (repeatable)")
+  train.set_defaults(run=_lm_train)
+
+  sub.add_parser("configs", help="list the shipped configs").set_defaults(run=_list_configs)
+  return parser
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
+  from configs.schema import ConfigError
+  from sharding import MeshError
+  try:
+    return args.run(args)
+  except (ConfigError, MeshError) as e:
+    print(f"kineto: error: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())

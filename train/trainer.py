@@ -1,0 +1,126 @@
+"""The LM training loop: mesh -> data -> sharded state -> jitted step -> loop -> summary.
+
+Reads top to bottom like big_vision's train.py. Writes into `workdir`: TensorBoard events
+(`tb/`), and at the end `summary.json` with step, loss, held-out loss, tokens/s and MFU.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+
+import jax
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+import configs
+import sharding
+from configs.schema import Config, ConfigError
+from lm import next_token_loss
+from train import corpus
+from train.flops import measure_matmul_flops_per_second, train_step_flops
+from train.optimizer import schedule
+from train.state import batch_shardings, init_state, make_train_step
+
+EVAL_BATCHES = 4
+
+
+def _global_batch(host_batch: dict, shardings: dict) -> dict:
+  """This process's rows of the batch -> global arrays sharded over the data axes."""
+  per_process = jax.process_count()
+  out = {}
+  for key, local in host_batch.items():
+    global_shape = (local.shape[0] * per_process,) + local.shape[1:]
+    out[key] = jax.make_array_from_process_local_data(shardings[key], local, global_shape)
+  return out
+
+
+def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True) -> dict:
+  """Trains `cfg` and returns the summary (also written to workdir/summary.json)."""
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  is_chief = jax.process_index() == 0
+  tc = cfg.train
+
+  # --- data ---------------------------------------------------------------------------
+  if cfg.lm.vocab < corpus.BYTE_VOCAB:
+    raise ConfigError(f"lm.vocab={cfg.lm.vocab} is smaller than the byte corpus' "
+                      f"{corpus.BYTE_VOCAB} ids; use lm.vocab >= {corpus.BYTE_VOCAB}.")
+  if tc.batch_size % jax.process_count():
+    raise ConfigError(f"train.batch_size={tc.batch_size} does not split over "
+                      f"{jax.process_count()} processes.")
+  prefix = tc.seq_len // 8  # the first eighth of each sequence is the bidirectional prefix
+  train_data, eval_data = corpus.split(corpus.corpus_bytes())
+  local_batch = tc.batch_size // jax.process_count()
+  seed = tc.seed * 1000 + jax.process_index()
+  train_iter = corpus.batches(train_data, local_batch, tc.seq_len, prefix, seed)
+
+  # --- mesh, model and optimizer --------------------------------------------------------
+  mesh = sharding.make_mesh(cfg.mesh.shape)
+  ts = init_state(cfg, mesh, seed=tc.seed)
+  step_fn = make_train_step(cfg, mesh, ts)
+  shardings = batch_shardings(cfg, mesh)
+  n_params = cfg.lm.param_count()
+
+  @jax.jit
+  def eval_fn(state, batch):
+    model, _ = nnx.merge(ts.graphdef, state)
+    return next_token_loss(model, batch["tokens"], batch["input_mask"], batch["loss_mask"])[1]
+
+  # --- speed accounting ---------------------------------------------------------------
+  flops_per_step = train_step_flops(cfg.lm, np.zeros((tc.batch_size, tc.seq_len), bool)
+                                    | (np.arange(tc.seq_len) < prefix))
+  device_peak = measure_matmul_flops_per_second(n=1024)
+  # Fake CPU devices share the host's cores: their peak is the host's, not a sum.
+  peak = device_peak * (1 if jax.default_backend() == "cpu" else jax.device_count())
+
+  writer = None
+  if is_chief:
+    from tensorboardX import SummaryWriter
+    writer = SummaryWriter(str(workdir / "tb"))
+    writer.add_text("config", json.dumps(configs.to_dict(cfg), indent=1), 0)
+
+  # --- loop ---------------------------------------------------------------------------
+  state = ts.state
+  lr = schedule(tc)
+  timed_steps, timed_seconds, metrics = 0, 0.0, {}
+  bar = tqdm(range(tc.steps), desc=f"train {cfg.name}", disable=not (progress and is_chief),
+             dynamic_ncols=True)
+  for step in bar:
+    batch = _global_batch(next(train_iter), shardings)
+    t0 = time.perf_counter()
+    state, metrics = step_fn(state, batch)
+    loss = float(metrics["loss"])  # blocks: the step's time is measured whole
+    if step > 0:  # step 0 includes compilation
+      timed_steps += 1
+      timed_seconds += time.perf_counter() - t0
+    if not np.isfinite(loss):
+      raise FloatingPointError(f"loss became {loss} at step {step}; lower train.learning_rate "
+                               f"(now {tc.learning_rate}) or check the data.")
+    bar.set_postfix(loss=f"{loss:.3f}")
+    if writer and (step % tc.log_every == 0 or step == tc.steps - 1):
+      writer.add_scalar("train/loss", loss, step)
+      writer.add_scalar("train/grad_norm", float(metrics["grad_norm"]), step)
+      writer.add_scalar("train/learning_rate", float(lr(step)), step)
+      if timed_steps:
+        writer.add_scalar("speed/tokens_per_second", tc.batch_size * tc.seq_len * timed_steps / timed_seconds, step)
+
+  # --- held-out evaluation and summary -------------------------------------------------
+  eval_iter = corpus.batches(eval_data, local_batch, tc.seq_len, prefix, seed=12345)
+  with jax.set_mesh(mesh), nnx.logical_axis_rules(cfg.mesh.rules):
+    eval_loss = float(np.mean([float(eval_fn(state, _global_batch(next(eval_iter), shardings))["loss"])
+                               for _ in range(EVAL_BATCHES)]))
+  step_seconds = timed_seconds / timed_steps if timed_steps else float("nan")
+  summary = {
+      "config": cfg.name, "step": tc.steps, "loss": float(metrics["loss"]), "eval_loss": eval_loss,
+      "params": n_params, "devices": jax.device_count(), "mesh": dict(mesh.shape),
+      "step_seconds": step_seconds,
+      "tokens_per_second": tc.batch_size * tc.seq_len / step_seconds,
+      "mfu": flops_per_step / step_seconds / peak, "peak_flops_per_second": peak,
+  }
+  if is_chief:
+    writer.add_scalar("eval/loss", eval_loss, tc.steps)
+    writer.close()
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+  return summary
