@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 # Until the end-to-end video demo lands: train the tiny prefix-LM on a real text corpus.
 demo: $(STAMP)
-	$(BIN)/kineto lm train --config configs/lm_tiny.py --workdir outputs/demo/lm_tiny
+	$(BIN)/kineto lm train --config configs/lm_tiny.py --workdir outputs/demo/lm_tiny --set train.steps=300
 
 # pytest exits 5 when it collected no tests: an empty or unimportable suite is a failure.
 test: $(STAMP)

@@ -1,7 +1,8 @@
 """The LM training loop: mesh -> data -> sharded state -> jitted step -> loop -> summary.
 
 Reads top to bottom like big_vision's train.py. Writes into `workdir`: TensorBoard events
-(`tb/`), and at the end `summary.json` with step, loss, held-out loss, tokens/s and MFU.
+(`tb/`), and at the end `summary.json` with step, loss, held-out loss, tokens/s and MFU,
+and `sample.txt`: a greedy continuation of a held-out prompt decoded with the KV cache.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pathlib
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from tqdm import tqdm
@@ -24,6 +26,7 @@ from train.optimizer import schedule
 from train.state import batch_shardings, init_state, make_train_step
 
 EVAL_BATCHES = 4
+SAMPLE_PROMPT, SAMPLE_LENGTH = 64, 96
 
 
 def _global_batch(host_batch: dict, shardings: dict) -> dict:
@@ -111,6 +114,8 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True)
   with jax.set_mesh(mesh), nnx.logical_axis_rules(cfg.mesh.rules):
     eval_loss = float(np.mean([float(eval_fn(state, _global_batch(next(eval_iter), shardings))["loss"])
                                for _ in range(EVAL_BATCHES)]))
+  prompt = _prose_prompt(eval_data, SAMPLE_PROMPT)
+  sample = _greedy_continuation(nnx.merge(ts.graphdef, state)[0], prompt, SAMPLE_LENGTH)
   step_seconds = timed_seconds / timed_steps if timed_steps else float("nan")
   summary = {
       "config": cfg.name, "step": tc.steps, "loss": float(metrics["loss"]), "eval_loss": eval_loss,
@@ -123,4 +128,26 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True)
     writer.add_scalar("eval/loss", eval_loss, tc.steps)
     writer.close()
     (workdir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    text = lambda ids: bytes(np.asarray(ids, np.uint8)).decode("utf-8", "replace")
+    (workdir / "sample.txt").write_text(f"PROMPT (held-out):\n{text(prompt)}\n\n"
+                                        f"GREEDY CONTINUATION (KV cache):\n{text(sample)}\n")
   return summary
+
+
+def _prose_prompt(data: np.ndarray, length: int) -> np.ndarray:
+  """The first `length` bytes of held-out data that start a sentence (not a table row)."""
+  at = bytes(data.astype(np.uint8)).find(b". The ")
+  return data[at + 2:at + 2 + length] if at >= 0 else data[:length]
+
+
+def _greedy_continuation(model, prompt: np.ndarray, length: int) -> np.ndarray:
+  """Greedy bytes after `prompt`, decoded with the KV cache (prefill + decode_step)."""
+  tokens = jnp.asarray(prompt, jnp.int32)[None]
+  logits, cache = model.prefill(tokens, jnp.ones_like(tokens, bool), cache_len=len(prompt) + length)
+  step = nnx.jit(lambda m, tok, c: m.decode_step(tok, c))
+  out = []
+  for _ in range(length):
+    token = jnp.argmax(logits, axis=-1)
+    out.append(int(token[0]))
+    logits, cache = step(model, token, cache)
+  return np.asarray(out)
