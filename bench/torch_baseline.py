@@ -116,9 +116,6 @@ def main(argv=None):
   print("machine:", {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                      "cpu_count": threads, "torch": torch.__version__, "threads": torch.get_num_threads()})
 
-  peak = measure_matmul_flops_per_second()
-  print(f"matmul 2048^2 float32: {peak / 1e9:.1f} GFLOP/s")
-
   model = Decoder()
   optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
   b, t = args.batch, args.seq
@@ -134,6 +131,8 @@ def main(argv=None):
     optimizer.zero_grad()  # set_to_none by default, so no memset of the gradients
 
   seconds = time_fn(one_step, warmup=2, repeats=args.repeats)
+  peak = measure_matmul_flops_per_second()  # after the step, in the same order as lm_step.py
+  print(f"matmul 2048^2 float32: {peak / 1e9:.1f} GFLOP/s")
 
   params = sum(p.numel() for p in model.parameters())
   # The embedding is a table lookup, not a matmul, so it earns no 6 x params x tokens credit.

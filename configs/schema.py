@@ -34,7 +34,7 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 )
 
 MESH_AXES = ("data", "fsdp", "tensor")
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # auto: float32 on CPU, bfloat16 elsewhere
 ATTENTION_IMPLS = ("blockwise", "dot_product_attention")
 # `none` runs layers without rematerialization; every other name is a policy without
 # arguments from `jax.checkpoint_policies` (`nothing_saveable` = full remat).
@@ -101,7 +101,7 @@ class LmConfig:
   rope_theta: float = 10_000.0
   norm_eps: float = 1e-6
   max_len: int = 128           # longest sequence (training and decoding)
-  dtype: str = "float32"       # compute dtype; parameters are always float32
+  dtype: str = "auto"          # compute dtype; parameters are always float32
   remat_policy: str = "nothing_saveable"
   scan_unroll: int = 1         # layers per scan iteration (>= layers: straight-line code)
   attention_block: int = 256   # query block of the block-causal attention (0: one block)

@@ -9,12 +9,14 @@ stored T x T mask:
 the input mask (1 on the conditioning prefix). Queries run in blocks of `block`; query
 block i reads only keys [0, end_i) - the block-causal part - unless some prefix in the
 batch reaches past end_i, in which case a `lax.cond` takes the full key range for that
-block. On a mostly-causal sequence this skips ~45% of the attention work.
+block. On a mostly-causal sequence of 5 blocks this skips 40% of the attention work
+(10 of 25 block pairs); smaller blocks skip more but run smaller matmuls.
 
 Two implementations share this blocking (`LmConfig.attention_impl`):
 - "blockwise": scores, softmax and a hand-written backward in plain XLA ops (custom VJP;
-  the backward recomputes scores from the saved log-sum-exp like flash attention). On CPU
-  it runs ~3x faster than differentiating the generic kernel.
+  the backward recomputes scores from the saved log-sum-exp like flash attention). On a
+  2-core CPU at [4, 1280, 8, 64], forward + backward take 373 ms against 703 ms for the
+  same blocks through the generic kernel's autodiff, and 1,378 ms for one unblocked call.
 - "dot_product_attention": each block calls `jax.nn.dot_product_attention`, so the
   backend picks the kernel (cuDNN flash attention on GPU).
 
@@ -28,7 +30,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-IMPLEMENTATIONS = ("blockwise", "dot_product_attention")
+from configs.schema import ATTENTION_IMPLS
+
 _MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
@@ -84,7 +87,7 @@ def prefix_lm_attention(q_btnk, k_btgk, v_btgk, segment_ids_bt, prefix_bt, *, bl
   if impl == "blockwise":
     return _blockwise(q_btnk, k_btgk, v_btgk, segment_ids_bt, prefix_bt, block)
   if impl != "dot_product_attention":
-    raise ValueError(f"attention impl {impl!r} is not one of {IMPLEMENTATIONS}.")
+    raise ValueError(f"attention impl {impl!r} is not one of {ATTENTION_IMPLS}.")
   outs = []
   for start, end in _blocks(q_btnk.shape[1], block):
     mask = _block_mask(start, end, segment_ids_bt, prefix_bt)

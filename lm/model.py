@@ -11,8 +11,6 @@ dim, F MLP width, V vocab, L layers.
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +33,14 @@ def _param(rngs: nnx.Rngs, shape, fan_in: int, names) -> nnx.Param:
   """A weight with variance 1 / fan_in (LeCun normal, truncated at 2 sigma)."""
   init = jax.random.truncated_normal(rngs.params(), -2.0, 2.0, shape, jnp.float32)
   return param(init * (1.0 / fan_in) ** 0.5 / _TRUNCATED_STD, names)
+
+
+def segment_positions(segment_ids_bt):
+  """0, 1, 2, ... restarting wherever the segment id changes (packed sequences)."""
+  idx_t = jnp.arange(segment_ids_bt.shape[1])
+  starts = jnp.concatenate([jnp.ones_like(segment_ids_bt[:, :1], bool),
+                            segment_ids_bt[:, 1:] != segment_ids_bt[:, :-1]], axis=1)
+  return idx_t - jax.lax.cummax(jnp.where(starts, idx_t, 0), axis=1)
 
 
 @struct.dataclass
@@ -144,6 +150,8 @@ class Transformer(nnx.Module):
 
   @property
   def dtype(self):
+    if self.cfg.dtype == "auto":
+      return jnp.dtype(jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16)
     return jnp.dtype(self.cfg.dtype)
 
   def head_dv(self) -> jax.Array:
@@ -162,7 +170,7 @@ class Transformer(nnx.Module):
 
     input_mask_bt: 1 on the bidirectional prefix (default: none, a plain causal LM).
     segment_ids_bt: packed-sequence ids, 0 on padding (default: one segment, no padding).
-    positions_bt: rotary positions (default: 0..T-1).
+    positions_bt: rotary positions (default: counted from 0 at the start of each segment).
     """
     b, t = tokens_bt.shape
     if input_mask_bt is None:
@@ -170,7 +178,7 @@ class Transformer(nnx.Module):
     if segment_ids_bt is None:
       segment_ids_bt = jnp.ones((b, t), jnp.int32)
     if positions_bt is None:
-      positions_bt = jnp.broadcast_to(jnp.arange(t), (b, t))
+      positions_bt = segment_positions(segment_ids_bt)
     x = self.embed(tokens_bt)
 
     def layer(x, block):
@@ -213,7 +221,7 @@ class Transformer(nnx.Module):
                             return_kv=True)
     pad = [(0, 0), (0, 0), (0, cache_len - t), (0, 0), (0, 0)]
     cache = KVCache(
-        k=shard(jnp.pad(k, pad), "layers", *ACT_BTGK), v=shard(jnp.pad(v, pad), "layers", *ACT_BTGK),
+        k=shard(jnp.pad(k, pad), None, *ACT_BTGK), v=shard(jnp.pad(v, pad), None, *ACT_BTGK),
         valid_bs=jnp.pad(valid_bt, [(0, 0), (0, cache_len - t)]),
         index=jnp.asarray(t, jnp.int32), position_b=jnp.sum(valid_bt, axis=1).astype(jnp.int32))
     last_b = t - 1 - jnp.argmax(valid_bt[:, ::-1], axis=1)
@@ -233,5 +241,6 @@ class Transformer(nnx.Module):
     x, (k, v) = nnx.scan(layer, in_axes=(nnx.Carry, 0, 0, 0), out_axes=(nnx.Carry, 0))(
         x, self.blocks, cache.k, cache.v)
     logits = self.logits(self.final_norm(x)[:, 0])
+    k, v = shard(k, None, *ACT_BTGK), shard(v, None, *ACT_BTGK)
     return logits, KVCache(k=k, v=v, valid_bs=valid_bs, index=cache.index + 1,
                            position_b=cache.position_b + 1)

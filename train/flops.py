@@ -40,10 +40,10 @@ def train_step_flops(lm: LmConfig, input_mask_bt: np.ndarray) -> float:
   return 6.0 * matmul_params(lm) * b * t + attention
 
 
-def measure_matmul_flops_per_second(n: int = 2048, repeats: int = 5) -> float:
-  """The device's practical peak: FLOP/s of a chain of n x n float32 matmuls."""
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32) / n ** 0.5
+def measure_matmul_flops_per_second(n: int = 2048, repeats: int = 5, dtype=jnp.float32) -> float:
+  """The device's practical peak: FLOP/s of a chain of n x n matmuls in `dtype`."""
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  b = (jax.random.normal(jax.random.key(1), (n, n)) / n ** 0.5).astype(dtype)
   chain = 4
 
   @jax.jit

@@ -1,6 +1,7 @@
 """The optimizer: AdamW with linear warmup, cosine decay and global-norm clipping (optax)."""
 from __future__ import annotations
 
+import jax
 import optax
 
 from configs.schema import TrainConfig
@@ -13,10 +14,9 @@ def schedule(cfg: TrainConfig) -> optax.Schedule:
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-  # Norm scales and 1-D parameters are not decayed.
-  def decay_mask(params):
-    import jax
-    return jax.tree.map(lambda p: p.ndim > 1, params)
+  def decay_mask(params):  # norm scales are not decayed (by name: stacked, they are 2-D)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "scale" not in jax.tree_util.keystr(path), params)
 
   chain = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
   chain.append(optax.adamw(schedule(cfg), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay,

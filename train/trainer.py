@@ -74,9 +74,6 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True)
   # --- speed accounting ---------------------------------------------------------------
   flops_per_step = train_step_flops(cfg.lm, np.zeros((tc.batch_size, tc.seq_len), bool)
                                     | (np.arange(tc.seq_len) < prefix))
-  device_peak = measure_matmul_flops_per_second(n=1024)
-  # Fake CPU devices share the host's cores: their peak is the host's, not a sum.
-  peak = device_peak * (1 if jax.default_backend() == "cpu" else jax.device_count())
 
   writer = None
   if is_chief:
@@ -117,6 +114,11 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True)
   prompt = _prose_prompt(eval_data, SAMPLE_PROMPT)
   sample = _greedy_continuation(nnx.merge(ts.graphdef, state)[0], prompt, SAMPLE_LENGTH)
   step_seconds = timed_seconds / timed_steps if timed_steps else float("nan")
+  # The matmul peak is measured after training (measured first, it slows what follows).
+  # Fake CPU devices share the host's cores: their peak is the host's, not a sum.
+  compute_dtype = nnx.merge(ts.graphdef, state)[0].dtype
+  peak = measure_matmul_flops_per_second(n=1024, dtype=compute_dtype)
+  peak *= 1 if jax.default_backend() == "cpu" else jax.device_count()
   summary = {
       "config": cfg.name, "step": tc.steps, "loss": float(metrics["loss"]), "eval_loss": eval_loss,
       "params": n_params, "devices": jax.device_count(), "mesh": dict(mesh.shape),
