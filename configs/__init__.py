@@ -44,33 +44,46 @@ def load(name_or_path: str, overrides: typing.Sequence[str] = ()) -> Config:
 
 
 def override(cfg, assignments: typing.Sequence[str]):
-  """Applies `key.path=value` assignments to a frozen dataclass tree."""
+  """Applies `key.path=value` assignments to a frozen dataclass tree.
+
+  All assignments are applied together and validated once, so their order does not
+  matter (`lm.heads=4 lm.kv_heads=4` and the reverse both work).
+  """
+  tree: dict = {}
   for assignment in assignments:
     key, sep, raw = assignment.partition("=")
     if not sep:
       raise ConfigError(f"override {assignment!r} is not of the form key.path=value.")
-    cfg = _replace(cfg, key.strip().split("."), raw.strip(), key.strip())
-  return cfg
+    *sections, leaf = key.strip().split(".")
+    node = tree
+    for section in sections:
+      node = node.setdefault(section, {})
+      if not isinstance(node, dict):
+        raise ConfigError(f"override {assignment!r} conflicts with another override of {section!r}.")
+    node[leaf] = raw.strip()
+  return _apply(cfg, tree, "")
 
 
-def _replace(node, path: list[str], raw: str, full_key: str):
-  fields = {f.name: f for f in dataclasses.fields(node)}
-  name = path[0]
-  if name not in fields:
-    raise ConfigError(f"unknown config key {full_key!r}: {type(node).__name__} has no field "
-                      f"{name!r}; valid fields are {sorted(fields)}.")
-  current = getattr(node, name)
-  if len(path) > 1:
-    if not dataclasses.is_dataclass(current):
-      raise ConfigError(f"config key {full_key!r}: {name!r} is a {type(current).__name__}, not a section.")
-    value = _replace(current, path[1:], raw, full_key)
-  else:
-    if dataclasses.is_dataclass(current):
-      raise ConfigError(f"config key {full_key!r} names a section; set one of its fields "
+def _apply(node, tree: dict, prefix: str):
+  fields = {f.name for f in dataclasses.fields(node)}
+  hints = typing.get_type_hints(type(node))
+  changes = {}
+  for name, value in tree.items():
+    key = prefix + name
+    if name not in fields:
+      raise ConfigError(f"unknown config key {key!r}: {type(node).__name__} has no field "
+                        f"{name!r}; valid fields are {sorted(fields)}.")
+    current = getattr(node, name)
+    if isinstance(value, dict):
+      if not dataclasses.is_dataclass(current):
+        raise ConfigError(f"config key {key!r} is a {type(current).__name__}, not a section.")
+      changes[name] = _apply(current, value, key + ".")
+    elif dataclasses.is_dataclass(current):
+      raise ConfigError(f"config key {key!r} names a section; set one of its fields "
                         f"{[f.name for f in dataclasses.fields(current)]}.")
-    hint = typing.get_type_hints(type(node))[name]
-    value = _parse(raw, hint, full_key)
-  return dataclasses.replace(node, **{name: value})
+    else:
+      changes[name] = _parse(value, hints[name], key)
+  return dataclasses.replace(node, **changes)
 
 
 def _parse(raw: str, hint, key: str):

@@ -1,4 +1,4 @@
-"""A tiny prefix-LM for tests and the CPU smoke run (~0.1M parameters).
+"""A tiny prefix-LM for tests and the CPU smoke run (0.16M parameters).
 
   kineto lm train --config configs/lm_tiny.py --workdir /tmp/lm_tiny --set train.steps=40
 

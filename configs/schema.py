@@ -34,7 +34,8 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 )
 
 MESH_AXES = ("data", "fsdp", "tensor")
-DTYPES = ("auto", "float32", "bfloat16", "float16")  # auto: float32 on CPU, bfloat16 elsewhere
+# auto: float32 on CPU, bfloat16 elsewhere. No float16: the loss has no loss scaling.
+DTYPES = ("auto", "float32", "bfloat16")
 ATTENTION_IMPLS = ("blockwise", "dot_product_attention")
 # `none` runs layers without rematerialization; every other name is a policy without
 # arguments from `jax.checkpoint_policies` (`nothing_saveable` = full remat).
@@ -56,7 +57,7 @@ def _check_choice(field: str, value, choices) -> None:
 def _check_positive(obj, *fields: str) -> None:
   for f in fields:
     v = getattr(obj, f)
-    if v <= 0:
+    if not v > 0:  # also catches NaN
       raise ConfigError(f"{type(obj).__name__}.{f}={v} must be > 0.")
 
 
@@ -100,7 +101,7 @@ class LmConfig:
   tie_embeddings: bool = False
   rope_theta: float = 10_000.0
   norm_eps: float = 1e-6
-  max_len: int = 128           # longest sequence (training and decoding)
+  max_len: int = 128           # longest training sequence (train.seq_len <= max_len)
   dtype: str = "auto"          # compute dtype; parameters are always float32
   remat_policy: str = "nothing_saveable"
   scan_unroll: int = 1         # layers per scan iteration (>= layers: straight-line code)
@@ -115,6 +116,9 @@ class LmConfig:
     if self.head_dim == 0 and self.embed % self.heads:
       raise ConfigError(f"lm.heads={self.heads} does not divide lm.embed={self.embed}; "
                         "pick heads dividing embed or set lm.head_dim explicitly.")
+    if self.head_size % 2:
+      raise ConfigError(f"head size {self.head_size} (lm.head_dim or lm.embed / lm.heads) must be "
+                        "even for rotary positions.")
     if self.heads % self.kv_heads:
       raise ConfigError(f"lm.kv_heads={self.kv_heads} does not divide lm.heads={self.heads}; "
                         "grouped-query attention needs heads to be a multiple of kv_heads.")

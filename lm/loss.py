@@ -70,7 +70,8 @@ def fused_cross_entropy(x_btd, w_dv, targets_bt, weights_bt, chunk: int = 256, z
 
   x_btd: hidden states; w_dv: output projection; targets_bt: int ids; weights_bt: float
   loss weights (pass mask / mask.sum() for a mean). Only the first output is
-  differentiable; the per-token loss is for metrics.
+  differentiable, and only in reverse mode, with respect to x and w: the gradient to
+  `weights` is zero and the per-token loss is for metrics.
   """
   return _ce(x_btd, w_dv, targets_bt, weights_bt, chunk, z_loss, with_grads=False)
 
@@ -98,8 +99,10 @@ def next_token_loss(model, tokens_bt, input_mask_bt, loss_mask_bt, segment_ids_b
   inputs, targets = tokens_bt[:, :-1], tokens_bt[:, 1:]
   segs = None if segment_ids_bt is None else segment_ids_bt[:, :-1]
   weights = loss_mask_bt[:, 1:].astype(jnp.float32)
-  if segment_ids_bt is not None:  # never predict across a packed-sequence boundary
-    weights = weights * (segment_ids_bt[:, 1:] == segment_ids_bt[:, :-1])
+  # A target inside the bidirectional prefix is visible to its own query: never a label.
+  weights = weights * ~(input_mask_bt[:, :-1].astype(bool) & input_mask_bt[:, 1:].astype(bool))
+  if segment_ids_bt is not None:  # never predict padding or across a packed-sequence boundary
+    weights = weights * ((segment_ids_bt[:, 1:] == segment_ids_bt[:, :-1]) & (segment_ids_bt[:, 1:] != 0))
   count = jnp.maximum(jnp.sum(weights), 1.0)
   x_btd = model.hidden(inputs, input_mask_bt[:, :-1], segs)
   objective, loss_bt = fused_cross_entropy(x_btd, model.head_dv(), targets, weights / count,

@@ -229,7 +229,12 @@ class Transformer(nnx.Module):
     return self.logits(last_bd), cache
 
   def decode_step(self, tokens_b, cache: KVCache):
-    """Feeds one token per row; returns (logits [B, V], updated cache)."""
+    """Feeds one token per row; returns (logits [B, V], updated cache).
+
+    A full cache (index == cache_len) cannot take another token: the logits come back NaN
+    rather than silently overwriting the last slot. Size `cache_len` in `prefill` for the
+    whole generation.
+    """
     valid_bs = jax.lax.dynamic_update_slice_in_dim(
         cache.valid_bs, jnp.ones((tokens_b.shape[0], 1), bool), cache.index, axis=1)
     x = self.embed(tokens_b[:, None])
@@ -241,6 +246,7 @@ class Transformer(nnx.Module):
     x, (k, v) = nnx.scan(layer, in_axes=(nnx.Carry, 0, 0, 0), out_axes=(nnx.Carry, 0))(
         x, self.blocks, cache.k, cache.v)
     logits = self.logits(self.final_norm(x)[:, 0])
+    logits = jnp.where(cache.index < cache.valid_bs.shape[1], logits, jnp.nan)
     k, v = shard(k, None, *ACT_BTGK), shard(v, None, *ACT_BTGK)
     return logits, KVCache(k=k, v=v, valid_bs=valid_bs, index=cache.index + 1,
                            position_b=cache.position_b + 1)

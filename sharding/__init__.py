@@ -16,12 +16,12 @@ import math
 from typing import Iterable, Sequence
 
 import jax
-import numpy as np
 from flax import nnx
 from flax.core import spmd
 
+from configs.schema import MESH_AXES
+
 P = jax.sharding.PartitionSpec
-MESH_AXES = ("data", "fsdp", "tensor")
 Rules = Sequence[tuple[str, "str | tuple[str, ...] | None"]]
 
 __all__ = ["MESH_AXES", "MeshError", "param", "resolve_mesh_shape", "make_mesh", "logical_to_spec", "shard",
@@ -62,15 +62,7 @@ def make_mesh(shape: Sequence[int], devices: Sequence[jax.Device] | None = None)
 def logical_to_spec(names: Iterable[str | None], rules: Rules | None = None) -> P:
   """Maps logical axis names to a PartitionSpec with `rules` (default: the active context)."""
   table = dict(spmd.get_logical_axis_rules() if rules is None else rules)
-  spec, used = [], set()
-  for name in names:
-    axes = table.get(name) if name is not None else None
-    # A mesh axis may shard only one dimension; a later dimension asking for it again
-    # stays replicated (e.g. embed->fsdp on a batch that is already split over fsdp).
-    axes_t = tuple(a for a in ((axes,) if isinstance(axes, str) else (axes or ())) if a not in used)
-    used.update(axes_t)
-    spec.append(None if not axes_t else axes_t[0] if len(axes_t) == 1 else axes_t)
-  return P(*spec)
+  return P(*(table.get(name) if name is not None else None for name in names))
 
 
 def param(value: jax.Array, names: Sequence[str | None]) -> nnx.Param:
@@ -88,11 +80,12 @@ def param(value: jax.Array, names: Sequence[str | None]) -> nnx.Param:
 def shard(x: jax.Array, *names: str | None) -> jax.Array:
   """Constrains activation `x` to the sharding its logical axis `names` map to.
 
-  A no-op outside a mesh context, so the same model code runs in a notebook on one device.
+  A no-op outside a mesh context or without active rules (`nnx.logical_axis_rules`), so
+  the same model code runs in a notebook on one device and never silently replicates.
   """
   if x.ndim != len(names):
     raise ValueError(f"shard: array of shape {x.shape} given {len(names)} axis names {names}.")
-  if jax.sharding.get_abstract_mesh().empty:
+  if jax.sharding.get_abstract_mesh().empty or not spmd.get_logical_axis_rules():
     return x
   return jax.lax.with_sharding_constraint(x, logical_to_spec(names))
 

@@ -49,10 +49,20 @@ def test_overrides_are_typed():
     ("lm=3", "names a section"),
     ("nope.x=1", "valid fields are"),
     ("train.seq_len=4096", "exceeds lm.max_len"),
+    ("train.learning_rate=nan", "must be > 0"),
+    ("lm.head_dim=15", "must be even"),
+    ("lm.dtype=float16", "is not one of"),
 ])
 def test_bad_overrides_raise_clear_errors(override, message):
   with pytest.raises(ConfigError, match=message):
     configs.load("lm_tiny", [override])
+
+
+def test_overrides_apply_together_in_any_order():
+  for order in (["lm.heads=4", "lm.kv_heads=4"], ["lm.kv_heads=4", "lm.heads=4"]):
+    lm = configs.load("lm_bench", order).lm
+    assert (lm.heads, lm.kv_heads) == (4, 4)
+  assert configs.load("lm_tiny", ["train.seq_len=256", "lm.max_len=256"]).train.seq_len == 256
 
 
 def test_unknown_config_name():

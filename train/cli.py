@@ -2,6 +2,7 @@
 
   kineto lm train --config configs/lm_tiny.py --workdir DIR [--set key.path=value ...]
   kineto configs                       list the shipped configs
+  kineto --coordinator_address H:P --num_processes N --process_id I lm train ...   (multi-host)
 
 Subcommands for the tokenizer, data, sampling and the demo join as they land (see
 DESIGN.md section 9). Logic lives in importable modules; this file only parses.
@@ -31,8 +32,30 @@ def _list_configs(args) -> int:
   return 0
 
 
+def _init_distributed(args, parser) -> None:
+  """Joins JAX's multi-controller runtime before anything touches a device."""
+  explicit = [args.coordinator_address, args.num_processes, args.process_id]
+  if any(v is not None for v in explicit) and not all(v is not None for v in explicit):
+    parser.error("--coordinator_address, --num_processes and --process_id go together.")
+  if not (args.distributed or args.coordinator_address):
+    return
+  import jax
+  # CPU processes exchange collectives over gloo; GPU and TPU backends ignore this setting.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if args.coordinator_address:
+    jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+  else:
+    jax.distributed.initialize()  # the cluster (TPU pod, SLURM, ...) is detected from the environment
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="kineto", description="Autoregressive token video models in JAX.")
+  multi = parser.add_argument_group("multi-host (run the same command on every host)")
+  multi.add_argument("--distributed", action="store_true",
+                     help="call jax.distributed.initialize() and let JAX detect the cluster")
+  multi.add_argument("--coordinator_address", metavar="HOST:PORT", help="process 0's address")
+  multi.add_argument("--num_processes", type=int, metavar="N")
+  multi.add_argument("--process_id", type=int, metavar="I")
   sub = parser.add_subparsers(dest="command", required=True)
 
   lm = sub.add_parser("lm", help="the language model").add_subparsers(dest="lm_command", required=True)
@@ -48,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  _init_distributed(args, parser)
   from configs.schema import ConfigError
   from sharding import MeshError
   try:

@@ -24,22 +24,24 @@ def split(data: np.ndarray, held_out: float = 0.05) -> tuple[np.ndarray, np.ndar
   return data[:cut], data[cut:]
 
 
-def batches(data: np.ndarray, batch_size: int, seq_len: int, prefix: int, seed: int, start_step: int = 0):
-  """Yields {tokens, input_mask, loss_mask} [B, seq_len + 1] at seeded random offsets.
+def batches(data: np.ndarray, batch_size: int, seq_len: int, prefix: int, seed: int,
+            start_step: int = 0, rows: slice = slice(None)):
+  """Yields `rows` of the global batch {tokens, input_mask, loss_mask} [B, seq_len + 1].
 
-  The batch of step s depends only on (seed, s), so a run resumed at `start_step` sees
-  the same data as an uninterrupted one.
+  The global batch of step s depends only on (seed, s); each process takes the rows its
+  devices hold. Any number of processes, and a run resumed at `start_step`, see exactly
+  the data of one uninterrupted single-process run.
   """
   n = seq_len + 1
   if len(data) <= n:
     raise ValueError(f"corpus of {len(data)} tokens is shorter than one sequence of {n}.")
   if not 0 <= prefix < seq_len:
     raise ValueError(f"prefix={prefix} must be in [0, seq_len={seq_len}).")
-  input_mask = np.zeros((batch_size, n), bool)
+  input_mask = np.zeros((len(range(batch_size)[rows]), n), bool)
   input_mask[:, :prefix] = True
   step = start_step
   while True:
-    offsets = np.random.default_rng([seed, step]).integers(0, len(data) - n, batch_size)
+    offsets = np.random.default_rng([seed, step]).integers(0, len(data) - n, batch_size)[rows]
     tokens = np.stack([data[o:o + n] for o in offsets])
     yield {"tokens": tokens, "input_mask": input_mask, "loss_mask": ~input_mask}
     step += 1
