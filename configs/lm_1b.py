@@ -1,7 +1,7 @@
-"""VideoPoet-scale 1B prefix-LM (non-embedding parameters), 298,496-id vocabulary.
+"""VideoPoet-scale 1B prefix-LM: 1.13B non-embedding (2.36B total) parameters, 298,496-id vocabulary.
 
-On a TPU pod slice or GPU cluster (one process per host):
-  kineto lm train --config configs/lm_1b.py --workdir gs://BUCKET/lm_1b
+On a TPU pod slice or GPU cluster (the same command on every host):
+  kineto --distributed lm train --config configs/lm_1b.py --workdir /mnt/shared/lm_1b
 """
 from configs.schema import LmConfig
 from configs._pod import MAX_LEN, VOCAB, pod_config

@@ -1,7 +1,7 @@
-"""VideoPoet-scale 300M prefix-LM (non-embedding parameters), 298,496-id vocabulary.
+"""VideoPoet-scale 300M prefix-LM: 308M non-embedding (920M total) parameters, 298,496-id vocabulary.
 
-On a TPU pod slice or GPU node (one process per host; JAX finds the cluster itself):
-  kineto lm train --config configs/lm_300m.py --workdir gs://BUCKET/lm_300m
+On a TPU pod slice or GPU node (the same command on every host):
+  kineto --distributed lm train --config configs/lm_300m.py --workdir /mnt/shared/lm_300m
 """
 from configs.schema import LmConfig
 from configs._pod import MAX_LEN, VOCAB, pod_config

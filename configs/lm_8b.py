@@ -1,8 +1,8 @@
-"""VideoPoet-scale 8B prefix-LM (non-embedding parameters), 298,496-id vocabulary.
+"""VideoPoet-scale 8B-class prefix-LM: 6.98B non-embedding (9.42B total) parameters, 298,496 ids.
 
-On a TPU v5p-256 or larger (one process per host), params and optimizer state sharded
+On a TPU v5p-256 or larger (the same command on every host), params and optimizer state sharded
 over fsdp, heads/MLP/vocab over a tensor axis of 4:
-  kineto lm train --config configs/lm_8b.py --workdir gs://BUCKET/lm_8b --set mesh.tensor=4
+  kineto --distributed lm train --config configs/lm_8b.py --workdir /mnt/shared/lm_8b --set mesh.tensor=4
 """
 from configs.schema import LmConfig
 from configs._pod import MAX_LEN, VOCAB, pod_config

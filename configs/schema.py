@@ -106,7 +106,7 @@ class LmConfig:
   remat_policy: str = "nothing_saveable"
   scan_unroll: int = 1         # layers per scan iteration (>= layers: straight-line code)
   attention_block: int = 256   # query block of the block-causal attention (0: one block)
-  attention_impl: str = "blockwise"  # or "dot_product_attention" (backend kernel, e.g. cuDNN)
+  attention_impl: str = "blockwise"  # or "dot_product_attention" (see lm/attention.py)
   loss_chunk: int = 256        # sequence chunk of the fused cross-entropy
   z_loss: float = 1e-4
 

@@ -17,8 +17,9 @@ Two implementations share this blocking (`LmConfig.attention_impl`):
   the backward recomputes scores from the saved log-sum-exp like flash attention). On a
   2-core CPU at [4, 1280, 8, 64], forward + backward take 373 ms against 703 ms for the
   same blocks through the generic kernel's autodiff, and 1,378 ms for one unblocked call.
-- "dot_product_attention": each block calls `jax.nn.dot_product_attention`, so the
-  backend picks the kernel (cuDNN flash attention on GPU).
+- "dot_product_attention": each block calls `jax.nn.dot_product_attention` under
+  autodiff. With jax 0.10 that is its XLA implementation on every backend; it is the
+  hook for a backend kernel (cuDNN, TPU splash attention), not yet wired to one.
 
 Shapes: B batch, T query length, S key length, N heads, G kv heads, R = N / G query heads
 per kv head, K head dim, Q query block.
@@ -99,11 +100,14 @@ def prefix_lm_attention(q_btnk, k_btgk, v_btgk, segment_ids_bt, prefix_bt, *, bl
 
 # --- blockwise: forward and backward written out ---------------------------------------
 
-def _to_groups(q_btnk, k_btgk, v_btgk):
+def _q_groups(q_btnk, g: int):
   b, t, n, kd = q_btnk.shape
+  return q_btnk.reshape(b, t, g, n // g, kd).transpose(0, 2, 3, 1, 4)  # [B, G, R, T, K]
+
+
+def _to_groups(q_btnk, k_btgk, v_btgk):
   g = k_btgk.shape[2]
-  q = q_btnk.reshape(b, t, g, n // g, kd).transpose(0, 2, 3, 1, 4)  # [B, G, R, T, K]
-  return q, k_btgk.transpose(0, 2, 1, 3), v_btgk.transpose(0, 2, 1, 3)  # [B, G, S, K]
+  return _q_groups(q_btnk, g), k_btgk.transpose(0, 2, 1, 3), v_btgk.transpose(0, 2, 1, 3)
 
 
 def _from_groups(x_bgrtk):
@@ -179,7 +183,7 @@ def _blockwise_bwd(block, residuals, do_btnk):
   q_btnk, k_btgk, v_btgk, segment_ids_bt, prefix_bt, o, lse = residuals
   scale = q_btnk.shape[-1] ** -0.5
   q, k, v = _to_groups(q_btnk * jnp.asarray(scale, q_btnk.dtype), k_btgk, v_btgk)
-  do = _to_groups(do_btnk, k_btgk, v_btgk)[0]
+  do = _q_groups(do_btnk, k_btgk.shape[2])
   delta = jnp.sum(do.astype(jnp.float32) * o.astype(jnp.float32), axis=-1)  # [B, G, R, T]
   blocks = _blocks(q.shape[3], block)
 
