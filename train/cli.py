@@ -18,7 +18,7 @@ def _lm_train(args) -> int:
   import configs
   from train.trainer import train_lm
   cfg = configs.load(args.config, args.set)  # config errors surface before JAX starts work
-  summary = train_lm(cfg, args.workdir)
+  summary = train_lm(cfg, args.workdir, stop_after=args.stop_after)
   print(json.dumps(summary, indent=1))
   return 0
 
@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
   train.add_argument("--workdir", required=True, help="where TensorBoard events and summary.json go")
   train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config field, e.g. --set train.steps=4 (repeatable)")
+  train.add_argument("--stop_after", type=int, metavar="N",
+                     help="train at most N steps in this run, then checkpoint and exit (the same "
+                          "command resumes); for time-limited job slots")
   train.set_defaults(run=_lm_train)
 
   sub.add_parser("configs", help="list the shipped configs").set_defaults(run=_list_configs)

@@ -68,20 +68,56 @@ def batch_shardings(cfg: Config, mesh: jax.sharding.Mesh) -> dict:
   return {k: sharding.batch_sharding(mesh, 2, cfg.mesh.rules) for k in BATCH_KEYS}
 
 
+def _loss_and_grads(model_def, params, rest, batch):
+  """Token-weighted loss sum, its gradient, and the token count of one (micro)batch."""
+  def loss_fn(params):
+    model = nnx.merge(model_def, params, rest)
+    objective, metrics = next_token_loss(model, batch["tokens"], batch["input_mask"],
+                                         batch["loss_mask"])
+    # Weighted by the token count, so micro-batches add up to the whole batch exactly.
+    return objective * metrics["tokens"], (metrics["loss"] * metrics["tokens"], metrics["tokens"])
+
+  (objective_sum, (ce_sum, tokens)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  return objective_sum, ce_sum, tokens, grads
+
+
 def make_train_step(cfg: Config, mesh: jax.sharding.Mesh, ts: TrainState):
-  """Returns step(state, batch) -> (state, metrics), jitted with shardings and donation."""
-  graphdef = ts.graphdef
+  """Returns step(state, batch) -> (state, metrics), jitted with shardings and donation.
+
+  With `train.microbatches = m` the batch runs as m interleaved parts (rows i, i+m, ...,
+  so every device keeps working) whose gradients are summed before one update. A step
+  whose loss or gradient is not finite leaves the state unchanged (metrics["finite"] = 0).
+  """
+  graphdef, m = ts.graphdef, cfg.train.microbatches
 
   def step(state, batch):
+    old_leaves = jax.tree.leaves(state)  # merge shares Variables: the update mutates `state`
     model, opt = nnx.merge(graphdef, state)
+    model_def, params, rest = nnx.split(model, nnx.Param, ...)
+    if m == 1:
+      objective_sum, ce_sum, tokens, grads = _loss_and_grads(model_def, params, rest, batch)
+    else:
+      micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // m, m, *x.shape[1:]).swapaxes(0, 1), batch)
+      zero = (0.0, 0.0, 0.0, jax.tree.map(jnp.zeros_like, params))
 
-    def loss_fn(model):
-      return next_token_loss(model, batch["tokens"], batch["input_mask"], batch["loss_mask"])
+      def accumulate(carry, micro_batch):
+        out = _loss_and_grads(model_def, params, rest, micro_batch)
+        return jax.tree.map(jnp.add, carry, out), None
 
-    (objective, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+      (objective_sum, ce_sum, tokens, grads), _ = jax.lax.scan(accumulate, zero, micro)
+    count = jnp.maximum(tokens, 1.0)
+    grads = jax.tree.map(lambda g: g / count, grads)
+    objective, grad_norm = objective_sum / count, _global_norm(grads)
+    finite = jnp.isfinite(objective) & jnp.isfinite(grad_norm)
     opt.update(model, grads)
-    metrics = dict(metrics, objective=objective, grad_norm=_global_norm(grads))
-    return nnx.state((model, opt)), metrics
+    new_state = nnx.state((model, opt))
+    # A non-finite step is skipped: the old state is kept (the trainer counts it).
+    new_leaves, treedef = jax.tree.flatten(new_state)
+    new_state = jax.tree.unflatten(treedef, [jnp.where(finite, new, old)
+                                             for new, old in zip(new_leaves, old_leaves)])
+    metrics = {"loss": ce_sum / count, "objective": objective, "grad_norm": grad_norm,
+               "tokens": tokens, "finite": finite}
+    return new_state, metrics
 
   jitted = jax.jit(step, in_shardings=(ts.shardings, batch_shardings(cfg, mesh)),
                    out_shardings=(ts.shardings, None), donate_argnums=0)

@@ -1,13 +1,19 @@
 """The LM training loop: mesh -> data -> sharded state -> jitted step -> loop -> summary.
 
-Reads top to bottom like big_vision's train.py. Writes into `workdir`: TensorBoard events
-(`tb/`), and at the end `summary.json` with step, loss, held-out loss, tokens/s and MFU,
-and `sample.txt`: a greedy continuation of a held-out prompt decoded with the KV cache.
+Reads top to bottom like big_vision's train.py. Writes into `workdir`: checkpoints
+(`checkpoints/`, every `train.checkpoint_every` steps, at the end and on SIGTERM),
+TensorBoard events (`tb/`), and at the end `summary.json` with step, loss, held-out loss,
+tokens/s and MFU, and `sample.txt`: a greedy continuation of a held-out prompt decoded
+with the KV cache. Running the same command again resumes from the last checkpoint, with
+the same data order (the batch of step s depends only on the seed and s).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
+import signal
+import threading
 import time
 
 import jax
@@ -22,8 +28,9 @@ from configs.schema import Config, ConfigError
 from lm import next_token_loss
 from train import corpus
 from train.flops import measure_matmul_flops_per_second, train_step_flops
-from train.optimizer import schedule
-from train.state import batch_shardings, init_state, make_train_step
+from train.optimizer import find_ema, schedule
+from train.checkpoint import Checkpointer
+from train.state import abstract_state, batch_shardings, check_fits_mesh, init_state, make_train_step
 
 EVAL_BATCHES = 4
 SAMPLE_PROMPT, SAMPLE_LENGTH = 64, 96
@@ -47,8 +54,13 @@ def _global_batch(host_batch: dict, shardings: dict, global_rows: int) -> dict:
           for key, local in host_batch.items()}
 
 
-def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True) -> dict:
-  """Trains `cfg` and returns the summary (also written to workdir/summary.json)."""
+def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
+             stop_after: int | None = None) -> dict:
+  """Trains `cfg` and returns the summary (also written to workdir/summary.json).
+
+  stop_after: train at most this many steps in this call, then checkpoint and return, as a
+  preemption would (for time-limited job slots); calling again resumes.
+  """
   if "://" in str(workdir):
     raise ConfigError(f"workdir {workdir!r}: remote (URI) work directories are not supported yet; "
                       "use a local or mounted path (e.g. a gcsfuse or NFS mount).")
@@ -64,71 +76,132 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True)
   prefix = tc.seq_len // 8  # the first eighth of each sequence is the bidirectional prefix
   train_data, eval_data = corpus.split(corpus.corpus_bytes())
 
-  # --- mesh, model and optimizer --------------------------------------------------------
+  # --- mesh, model and optimizer; resume from the last checkpoint ----------------------
   mesh = sharding.make_mesh(cfg.mesh.shape)
-  ts = init_state(cfg, mesh, seed=tc.seed)
+  ckpt = Checkpointer(workdir / "checkpoints", cfg)
+  start_step = ckpt.latest_step() or 0
+  if start_step:  # restore onto this run's mesh (any shape) from abstract targets
+    ts = abstract_state(cfg, mesh, seed=tc.seed)
+    check_fits_mesh(cfg, mesh)
+    _, restored, _ = ckpt.restore(ts.state, start_step)
+    ts = dataclasses.replace(ts, state=restored)
+  else:
+    ts = init_state(cfg, mesh, seed=tc.seed)
   step_fn = make_train_step(cfg, mesh, ts)
   shardings = batch_shardings(cfg, mesh)
   rows = process_rows(shardings["tokens"], (tc.batch_size, tc.seq_len + 1))
-  train_iter = corpus.batches(train_data, tc.batch_size, tc.seq_len, prefix, tc.seed, rows=rows)
+  train_iter = corpus.batches(train_data, tc.batch_size, tc.seq_len, prefix, tc.seed,
+                              start_step=start_step, rows=rows)
   n_params = cfg.lm.param_count()
 
-  @jax.jit
-  def eval_fn(state, batch):
-    model, _ = nnx.merge(ts.graphdef, state)
+  @nnx.jit
+  def eval_fn(model, batch):
     return next_token_loss(model, batch["tokens"], batch["input_mask"], batch["loss_mask"])[1]
 
-  # --- speed accounting ---------------------------------------------------------------
+  # --- speed and memory accounting, logged before the first step -----------------------
   flops_per_step = train_step_flops(cfg.lm, np.zeros((tc.batch_size, tc.seq_len), bool)
                                     | (np.arange(tc.seq_len) < prefix))
+  first_batch = _global_batch(next(corpus.batches(train_data, tc.batch_size, tc.seq_len, prefix,
+                                                  tc.seed, start_step=start_step, rows=rows)),
+                              shardings, tc.batch_size)
+  with jax.set_mesh(mesh), nnx.logical_axis_rules(cfg.mesh.rules):
+    # Compiled once, ahead of time: the same executable runs the loop below.
+    compiled_step = step_fn.jitted.lower(ts.state, first_batch).compile()
+  memory = compiled_step.memory_analysis()
+  per_device_bytes = (memory.argument_size_in_bytes + memory.output_size_in_bytes
+                      + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+  if is_chief:
+    print(f"kineto: {cfg.name}: {n_params / 1e6:.2f}M params on mesh {dict(mesh.shape)}; "
+          f"{flops_per_step / 1e9:.2f} GFLOP per step (analytic); {per_device_bytes / 2**20:.1f} MiB "
+          f"per device (arguments {memory.argument_size_in_bytes / 2**20:.1f} MiB, temporaries "
+          f"{memory.temp_size_in_bytes / 2**20:.1f} MiB); starting at step {start_step}.")
 
   writer = None
   if is_chief:
     from tensorboardX import SummaryWriter
     writer = SummaryWriter(str(workdir / "tb"))
-    writer.add_text("config", json.dumps(configs.to_dict(cfg), indent=1), 0)
+    writer.add_text("config", json.dumps(configs.to_dict(cfg), indent=1), start_step)
 
   # --- loop ---------------------------------------------------------------------------
   state = ts.state
   lr = schedule(tc)
-  timed_steps, timed_seconds, metrics = 0, 0.0, {}
-  bar = tqdm(range(tc.steps), desc=f"train {cfg.name}", disable=not (progress and is_chief),
-             dynamic_ncols=True)
+  timed_steps, timed_seconds, skipped, metrics = 0, 0.0, 0, {}
+  preempted = _PreemptionFlag()
+  bar = tqdm(range(start_step, tc.steps), desc=f"train {cfg.name}", initial=start_step,
+             total=tc.steps, disable=not (progress and is_chief), dynamic_ncols=True)
+  step = start_step
   for step in bar:
     batch = _global_batch(next(train_iter), shardings, tc.batch_size)
     t0 = time.perf_counter()
-    state, metrics = step_fn(state, batch)
+    state, metrics = compiled_step(state, batch)
     loss = float(metrics["loss"])  # blocks: the step's time is measured whole
-    if step > 0:  # step 0 includes compilation
+    if step > start_step:  # the first step's time includes one-off warm-up
       timed_steps += 1
       timed_seconds += time.perf_counter() - t0
-    if not np.isfinite(loss):
-      raise FloatingPointError(f"loss became {loss} at step {step}; lower train.learning_rate "
-                               f"(now {tc.learning_rate}) or check the data (token ids must be "
-                               f"< lm.vocab={cfg.lm.vocab}).")
-    bar.set_postfix(loss=f"{loss:.3f}")
+    if not bool(metrics["finite"]):  # the state was left unchanged; nothing is saved
+      skipped += 1
+      if skipped > tc.max_skipped_steps:
+        ckpt.wait()
+        raise FloatingPointError(
+            f"{skipped} steps had a non-finite loss or gradient (last: step {step}, loss {loss}); "
+            f"train.max_skipped_steps={tc.max_skipped_steps}. Lower train.learning_rate (now "
+            f"{tc.learning_rate}) or check the data (token ids must be < lm.vocab={cfg.lm.vocab}). "
+            f"The last good checkpoint is in {ckpt.directory}.")
+      continue
+    stopping = preempted.is_set or (stop_after is not None and step + 1 - start_step >= stop_after)
+    ckpt.save(step + 1, state, force=stopping)
+    if stopping and step + 1 < tc.steps:
+      break
+    if timed_steps:
+      tokens_per_second = tc.batch_size * tc.seq_len * timed_steps / timed_seconds
+      bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_second:.0f}")
+    else:
+      bar.set_postfix(loss=f"{loss:.3f}")
     if writer and (step % tc.log_every == 0 or step == tc.steps - 1):
       writer.add_scalar("train/loss", loss, step)
       writer.add_scalar("train/grad_norm", float(metrics["grad_norm"]), step)
       writer.add_scalar("train/learning_rate", float(lr(step)), step)
+      writer.add_scalar("train/skipped_steps", skipped, step)
       if timed_steps:
         writer.add_scalar("speed/tokens_per_second", tc.batch_size * tc.seq_len * timed_steps / timed_seconds, step)
+  preempted.restore()
+  done = step + 1 if tc.steps > start_step else start_step
+  if ckpt.latest_step() != done:
+    ckpt.save(done, state, force=True)
+  ckpt.wait()
+  ckpt.close()
+  if done < tc.steps:
+    why = "SIGTERM" if preempted.is_set else f"stopped after {stop_after} steps"
+    print(f"kineto: {why}: saved step {done} to {ckpt.directory}; run the same command to resume.")
+    return {"config": cfg.name, "step": done, "stopped_early": True}
 
   # --- held-out evaluation and summary -------------------------------------------------
-  eval_iter = corpus.batches(eval_data, tc.batch_size, tc.seq_len, prefix, seed=12345, rows=rows)
-  with jax.set_mesh(mesh), nnx.logical_axis_rules(cfg.mesh.rules):
-    eval_loss = float(np.mean([float(eval_fn(state, _global_batch(next(eval_iter), shardings, tc.batch_size))["loss"])
-                               for _ in range(EVAL_BATCHES)]))
+  def held_out_loss(model):
+    eval_iter = corpus.batches(eval_data, tc.batch_size, tc.seq_len, prefix, seed=12345, rows=rows)
+    with jax.set_mesh(mesh), nnx.logical_axis_rules(cfg.mesh.rules):
+      return float(np.mean([float(eval_fn(model, _global_batch(next(eval_iter), shardings,
+                                                                tc.batch_size))["loss"])
+                            for _ in range(EVAL_BATCHES)]))
+
+  model, opt = nnx.merge(ts.graphdef, state)
+  eval_loss = held_out_loss(model)
+  ema = find_ema(opt.opt_state)
+  eval_loss_ema = None
+  if ema is not None:
+    ema_model = nnx.merge(ts.graphdef, state)[0]
+    nnx.update(ema_model, ema)
+    eval_loss_ema = held_out_loss(ema_model)
   prompt = _prose_prompt(eval_data, SAMPLE_PROMPT)
-  sample = _greedy_continuation(nnx.merge(ts.graphdef, state)[0], prompt, prefix, SAMPLE_LENGTH)
+  sample = _greedy_continuation(model, prompt, prefix, SAMPLE_LENGTH)
   step_seconds = timed_seconds / timed_steps if timed_steps else None  # 1 step: all compile
   # The matmul peak is measured after training (measured first, it slows what follows).
   # Fake CPU devices share the host's cores: their peak is the host's, not a sum.
-  compute_dtype = nnx.merge(ts.graphdef, state)[0].dtype
-  peak = measure_matmul_flops_per_second(n=1024, dtype=compute_dtype)
+  peak = measure_matmul_flops_per_second(n=1024, dtype=model.dtype)
   peak *= 1 if jax.default_backend() == "cpu" else jax.device_count()
   summary = {
-      "config": cfg.name, "step": tc.steps, "loss": float(metrics["loss"]), "eval_loss": eval_loss,
+      "config": cfg.name, "step": tc.steps, "resumed_from": start_step, "skipped_steps": skipped,
+      "loss": float(metrics["loss"]) if metrics else None, "eval_loss": eval_loss,
+      "eval_loss_ema": eval_loss_ema, "per_device_bytes": int(per_device_bytes),
       "params": n_params, "devices": jax.device_count(), "mesh": dict(mesh.shape),
       "step_seconds": step_seconds,
       "tokens_per_second": step_seconds and tc.batch_size * tc.seq_len / step_seconds,
@@ -136,12 +209,31 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True)
   }
   if is_chief:
     writer.add_scalar("eval/loss", eval_loss, tc.steps)
+    if summary["mfu"]:
+      writer.add_scalar("speed/mfu", summary["mfu"], tc.steps)
     writer.close()
     (workdir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     text = lambda ids: bytes(np.asarray(ids, np.uint8)).decode("utf-8", "replace")
     (workdir / "sample.txt").write_text(f"PROMPT (held-out):\n{text(prompt)}\n\n"
                                         f"GREEDY CONTINUATION (KV cache):\n{text(sample)}\n")
   return summary
+
+
+class _PreemptionFlag:
+  """Set by SIGTERM (a scheduler's preemption notice): the loop saves and stops cleanly."""
+
+  def __init__(self):
+    self.is_set = False
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    self.is_set = True
+
+  def restore(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 def _prose_prompt(data: np.ndarray, length: int) -> np.ndarray:

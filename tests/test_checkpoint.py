@@ -1,0 +1,148 @@
+"""Checkpoints: exact resume, resharding restore, kill -9 safety, refusals, and robustness."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import configs
+import sharding
+from configs import ConfigError
+from train.checkpoint import Checkpointer
+from train.cli import main
+from train.state import abstract_state, init_state, make_train_step
+from train.trainer import train_lm
+
+TINY = ["train.seq_len=64", "train.checkpoint_every=2"]
+
+
+def restored_leaves(cfg, workdir, mesh_shape=(1, 1, 1)):
+  mesh = sharding.make_mesh(mesh_shape, jax.devices()[:int(np.prod(mesh_shape))])
+  ckpt = Checkpointer(workdir / "checkpoints", cfg)
+  step, state, meta = ckpt.restore(abstract_state(cfg, mesh).state)
+  ckpt.close()
+  return step, jax.tree.leaves(state), meta
+
+
+@pytest.mark.slow
+def test_resume_after_a_stop_equals_an_uninterrupted_run(tmp_path):
+  cfg = configs.load("lm_tiny", TINY + ["train.steps=6"])
+  train_lm(cfg, tmp_path / "straight", progress=False)
+  stopped = train_lm(cfg, tmp_path / "resumed", progress=False, stop_after=3)
+  assert stopped["stopped_early"] and stopped["step"] == 3
+  summary = train_lm(cfg, tmp_path / "resumed", progress=False)
+  assert summary["resumed_from"] == 3
+  step_a, leaves_a, _ = restored_leaves(cfg, tmp_path / "straight")
+  step_b, leaves_b, meta = restored_leaves(cfg, tmp_path / "resumed")
+  assert step_a == step_b == 6 and meta["data_step"] == 6 and meta["code_version"]
+  for a, b in zip(leaves_a, leaves_b):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
+
+
+def test_restore_reshards_onto_other_meshes(tmp_path):
+  cfg = configs.load("lm_tiny")
+  ts = init_state(cfg, sharding.make_mesh((2, 2, 2)))
+  ckpt = Checkpointer(tmp_path, cfg)
+  ckpt.save(1, ts.state, force=True)
+  ckpt.wait()
+  saved = [np.asarray(x) for x in jax.tree.leaves(ts.state)]
+  for shape in [(1, 4, 2), (1, 1, 1)]:
+    mesh = sharding.make_mesh(shape, jax.devices()[:int(np.prod(shape))])
+    target = abstract_state(cfg, mesh)
+    _, state, _ = ckpt.restore(target.state)
+    for got, want, spec in zip(jax.tree.leaves(state), saved, jax.tree.leaves(target.shardings)):
+      assert got.sharding == spec
+      np.testing.assert_array_equal(np.asarray(got), want)
+  ckpt.close()
+
+
+def test_a_checkpoint_of_another_model_is_refused(tmp_path, capsys):
+  cfg = configs.load("lm_tiny")
+  ckpt = Checkpointer(tmp_path / "checkpoints", cfg)
+  ckpt.save(1, init_state(cfg, sharding.make_mesh((1, 1, 1), jax.devices()[:1])).state, force=True)
+  ckpt.close()
+  code = main(["lm", "train", "--config", "lm_tiny", "--workdir", str(tmp_path),
+               "--set", "lm.layers=3", "--set", "lm.mlp=128"])
+  err = capsys.readouterr().err
+  assert code == 2 and "lm.layers: checkpoint 2 vs run 3" in err and "lm.mlp" in err
+
+
+def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
+  (tmp_path / "checkpoints" / "7").mkdir(parents=True)
+  (tmp_path / "checkpoints" / "7" / "junk").write_text("not a checkpoint")
+  assert main(["lm", "train", "--config", "lm_tiny", "--workdir", str(tmp_path)]) == 2
+  assert "cannot be read" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_kill_9_during_async_saves_leaves_a_loadable_checkpoint(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  cmd = [sys.executable, "-m", "train", "lm", "train", "--config", "lm_tiny", "--workdir", str(tmp_path),
+         "--set", "train.steps=100000", "--set", "train.checkpoint_every=1", "--set", "train.seq_len=64"]
+  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  ckpt_dir = tmp_path / "checkpoints"
+  deadline = time.time() + 300
+  while time.time() < deadline and len([p for p in ckpt_dir.glob("*") if p.name.isdigit()]) < 3:
+    time.sleep(0.05)
+  os.kill(proc.pid, signal.SIGKILL)  # saves run every step: one is almost surely in flight
+  proc.wait()
+  cfg = configs.load("lm_tiny", ["train.steps=100000", "train.checkpoint_every=1", "train.seq_len=64"])
+  step, leaves, _ = restored_leaves(cfg, tmp_path)
+  assert step >= 3 and all(np.all(np.isfinite(np.asarray(x))) for x in leaves)
+  # The next run resumes from that checkpoint and finishes.
+  more = configs.load("lm_tiny", ["train.steps=%d" % (step + 2), "train.checkpoint_every=1",
+                                  "train.seq_len=64"])
+  assert train_lm(more, tmp_path, progress=False)["resumed_from"] == step
+
+
+def test_tensorboard_events_read_back(tmp_path):
+  from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+  train_lm(configs.load("lm_tiny", TINY + ["train.steps=3", "train.log_every=1"]), tmp_path,
+           progress=False)
+  events = EventAccumulator(str(tmp_path / "tb"))
+  events.Reload()
+  tags = set(events.Tags()["scalars"])
+  assert {"train/loss", "train/grad_norm", "train/learning_rate", "train/skipped_steps",
+          "speed/tokens_per_second", "speed/mfu", "eval/loss"} <= tags
+  assert len(events.Scalars("train/loss")) == 3
+
+
+def one_step_setup(overrides=()):
+  cfg = configs.load("lm_tiny", ["train.warmup_steps=1", *overrides])
+  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+  ts = init_state(cfg, mesh)
+  return cfg, ts, make_train_step(cfg, mesh, ts)
+
+
+def test_a_non_finite_step_leaves_the_state_unchanged():
+  cfg, ts, step = one_step_setup()
+  before = [np.asarray(x) for x in jax.tree.leaves(ts.state)]
+  tokens = jnp.full((8, 65), cfg.lm.vocab + 7, jnp.int32)  # out of range: NaN embeddings
+  prefix = jnp.zeros((8, 65), bool)
+  state, metrics = step(ts.state, {"tokens": tokens, "input_mask": prefix, "loss_mask": ~prefix})
+  assert not bool(metrics["finite"])
+  for got, want in zip(jax.tree.leaves(state), before):
+    np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+  rng = np.random.RandomState(0)
+  batch = {"tokens": jnp.asarray(rng.randint(0, 512, (8, 65)), jnp.int32),
+           "input_mask": jnp.zeros((8, 65), bool).at[:, :9].set(True),
+           "loss_mask": jnp.asarray(rng.rand(8, 65) > 0.3)}  # uneven token counts per row
+  losses = {}
+  for m in (1, 4):
+    _, ts, step = one_step_setup([f"train.microbatches={m}"])
+    state, out = ts.state, []
+    for _ in range(3):
+      state, metrics = step(state, batch)
+      out.append(float(metrics["loss"]))
+    losses[m] = out
+  np.testing.assert_allclose(losses[4], losses[1], rtol=1e-5)
