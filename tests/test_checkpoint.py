@@ -82,24 +82,29 @@ def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_kill_9_during_async_saves_leaves_a_loadable_checkpoint(tmp_path):
+def test_kill_9_during_async_saves_then_resume_equals_an_uninterrupted_run(tmp_path):
+  overrides = ["train.steps=60", "train.checkpoint_every=1", "train.seq_len=64"]
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  cmd = [sys.executable, "-m", "train", "lm", "train", "--config", "lm_tiny", "--workdir", str(tmp_path),
-         "--set", "train.steps=100000", "--set", "train.checkpoint_every=1", "--set", "train.seq_len=64"]
+  cmd = [sys.executable, "-m", "train", "lm", "train", "--config", "lm_tiny", "--workdir",
+         str(tmp_path / "killed")] + [arg for o in overrides for arg in ("--set", o)]
   proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  ckpt_dir = tmp_path / "checkpoints"
+  ckpt_dir = tmp_path / "killed" / "checkpoints"
   deadline = time.time() + 300
   while time.time() < deadline and len([p for p in ckpt_dir.glob("*") if p.name.isdigit()]) < 3:
-    time.sleep(0.05)
+    time.sleep(0.02)
   os.kill(proc.pid, signal.SIGKILL)  # saves run every step: one is almost surely in flight
   proc.wait()
-  cfg = configs.load("lm_tiny", ["train.steps=100000", "train.checkpoint_every=1", "train.seq_len=64"])
-  step, leaves, _ = restored_leaves(cfg, tmp_path)
-  assert step >= 3 and all(np.all(np.isfinite(np.asarray(x))) for x in leaves)
-  # The next run resumes from that checkpoint and finishes.
-  more = configs.load("lm_tiny", ["train.steps=%d" % (step + 2), "train.checkpoint_every=1",
-                                  "train.seq_len=64"])
-  assert train_lm(more, tmp_path, progress=False)["resumed_from"] == step
+  cfg = configs.load("lm_tiny", overrides)
+  step, leaves, _ = restored_leaves(cfg, tmp_path / "killed")
+  assert 3 <= step < 60, "the kill must land mid-run"
+  assert all(np.all(np.isfinite(np.asarray(x))) for x in leaves)
+  # The same command resumes from that checkpoint and ends where an uninterrupted run does.
+  assert train_lm(cfg, tmp_path / "killed", progress=False)["resumed_from"] == step
+  train_lm(cfg, tmp_path / "straight", progress=False)
+  _, resumed, _ = restored_leaves(cfg, tmp_path / "killed")
+  _, straight, _ = restored_leaves(cfg, tmp_path / "straight")
+  for a, b in zip(resumed, straight):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
 
 
 def test_tensorboard_events_read_back(tmp_path):
