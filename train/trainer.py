@@ -89,7 +89,7 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
     ts = init_state(cfg, mesh, seed=tc.seed)
   step_fn = make_train_step(cfg, mesh, ts)
   shardings = batch_shardings(cfg, mesh)
-  rows = process_rows(shardings["tokens"], (tc.batch_size, tc.seq_len + 1))
+  rows = process_rows(shardings["tokens"], (tc.batch_size, tc.seq_len + 1))  # this process's rows
   train_iter = corpus.batches(train_data, tc.batch_size, tc.seq_len, prefix, tc.seed,
                               start_step=start_step, rows=rows)
   n_params = cfg.lm.param_count()
@@ -101,12 +101,12 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
   # --- speed and memory accounting, logged before the first step -----------------------
   flops_per_step = train_step_flops(cfg.lm, np.zeros((tc.batch_size, tc.seq_len), bool)
                                     | (np.arange(tc.seq_len) < prefix))
-  first_batch = _global_batch(next(corpus.batches(train_data, tc.batch_size, tc.seq_len, prefix,
-                                                  tc.seed, start_step=start_step, rows=rows)),
-                              shardings, tc.batch_size)
+  batch_shape = (tc.batch_size, tc.seq_len + 1)
+  abstract_batch = {key: jax.ShapeDtypeStruct(batch_shape, np.int32 if key == "tokens" else bool,
+                                              sharding=shardings[key]) for key in shardings}
   with jax.set_mesh(mesh), nnx.logical_axis_rules(cfg.mesh.rules):
     # Compiled once, ahead of time: the same executable runs the loop below.
-    compiled_step = step_fn.jitted.lower(ts.state, first_batch).compile()
+    compiled_step = step_fn.jitted.lower(ts.state, abstract_batch).compile()
   memory = compiled_step.memory_analysis()
   per_device_bytes = (memory.argument_size_in_bytes + memory.output_size_in_bytes
                       + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
