@@ -14,9 +14,9 @@ import types
 import typing
 
 from configs.schema import (DEFAULT_RULES, MESH_AXES, Config, ConfigError, LmConfig, MeshConfig,
-                            TrainConfig)
+                            TrainConfig, VocabConfig)
 
-__all__ = ["Config", "ConfigError", "LmConfig", "MeshConfig", "TrainConfig", "DEFAULT_RULES",
+__all__ = ["Config", "ConfigError", "LmConfig", "MeshConfig", "TrainConfig", "VocabConfig", "DEFAULT_RULES",
            "MESH_AXES", "available", "load", "override", "to_dict"]
 
 _HERE = pathlib.Path(__file__).parent

@@ -142,6 +142,23 @@ class LmConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class VocabConfig:
+  """The unified id space (lm/vocab.py): special | text | video | audio, in that order."""
+  special: int = 32            # special and task tokens
+  text: int = 256              # SentencePiece pieces (bytes for the bundled text corpus)
+  video_bits: int = 6          # LFQ bits: 2**bits video codes
+  audio_levels: int = 2        # RVQ levels ...
+  audio_codebook: int = 64     # ... of this many codes each
+
+  def __post_init__(self):
+    _check_positive(self, "special", "text", "video_bits", "audio_levels", "audio_codebook")
+
+  @property
+  def size(self) -> int:
+    return self.special + self.text + 2 ** self.video_bits + self.audio_levels * self.audio_codebook
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """The optimization loop (train/)."""
   steps: int = 20
@@ -181,11 +198,17 @@ class TrainConfig:
 class Config:
   """Everything one run needs."""
   name: str = "unnamed"
+  vocab: VocabConfig = VocabConfig()
   lm: LmConfig = LmConfig()
   mesh: MeshConfig = MeshConfig()
   train: TrainConfig = TrainConfig()
 
   def __post_init__(self):
+    if self.lm.vocab < self.vocab.size:
+      raise ConfigError(f"lm.vocab={self.lm.vocab} is smaller than the vocabulary layout's "
+                        f"{self.vocab.size} ids (special {self.vocab.special} + text {self.vocab.text} + "
+                        f"video 2**{self.vocab.video_bits} + audio {self.vocab.audio_levels} x "
+                        f"{self.vocab.audio_codebook}); raise lm.vocab or shrink the vocab section.")
     if self.train.seq_len > self.lm.max_len:
       raise ConfigError(f"train.seq_len={self.train.seq_len} exceeds lm.max_len={self.lm.max_len}; "
                         "raise lm.max_len or shorten train.seq_len.")

@@ -42,6 +42,7 @@ def test_resume_after_a_stop_equals_an_uninterrupted_run(tmp_path):
   step_a, leaves_a, _ = restored_leaves(cfg, tmp_path / "straight")
   step_b, leaves_b, meta = restored_leaves(cfg, tmp_path / "resumed")
   assert step_a == step_b == 6 and meta["data_step"] == 6 and meta["code_version"]
+  assert meta["vocab"]["text"] == [32, 288]  # the id layout travels with the weights
   for a, b in zip(leaves_a, leaves_b):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
 
@@ -69,9 +70,10 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path, capsys):
   ckpt.save(1, init_state(cfg, sharding.make_mesh((1, 1, 1), jax.devices()[:1])).state, force=True)
   ckpt.close()
   code = main(["lm", "train", "--config", "lm_tiny", "--workdir", str(tmp_path),
-               "--set", "lm.layers=3", "--set", "lm.mlp=128"])
+               "--set", "lm.layers=3", "--set", "lm.mlp=128", "--set", "vocab.special=64"])
   err = capsys.readouterr().err
   assert code == 2 and "lm.layers: checkpoint 2 vs run 3" in err and "lm.mlp" in err
+  assert "vocab.special: checkpoint 32 vs run 64" in err
 
 
 def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):

@@ -23,7 +23,8 @@ def test_lm_train_runs_and_writes_its_outputs(tmp_path, capsys):
     (["--set", "lm.layerz=5"], "valid fields are"),
     (["--set", "mesh.data=3"], "do not divide the 8 available devices"),
     (["--set", "train.batch_size=4"], "act_batch=4 is not divisible"),
-    (["--set", "lm.vocab=100"], "smaller than the byte corpus"),
+    (["--set", "lm.vocab=100"], "smaller than the vocabulary layout"),
+    (["--set", "vocab.text=100"], "cannot hold the byte corpus"),
 ])
 def test_bad_input_is_a_clear_error(tmp_path, capsys, args, message):
   code = main(["lm", "train", "--config", "lm_tiny", "--workdir", str(tmp_path), *args])

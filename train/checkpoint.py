@@ -1,10 +1,11 @@
 """Checkpoints of the train state: orbax `CheckpointManager`, async, resharding restore.
 
 Each checkpoint holds the whole sharded (model, optimizer) state - parameters, AdamW
-moments and the step count - plus JSON metadata: the config, the code version and the
-data position. Every process writes its own shards. Restore goes onto the *current* mesh
+moments and the step count - plus JSON metadata: the config, the code version, the data
+position and the vocabulary's id ranges. Every process writes its own shards. Restore goes onto the *current* mesh
 from abstract targets, so a run saved on (2, 2, 2) resumes on (1, 4, 2) or one device.
-A checkpoint whose model config differs from the run's is refused, naming the fields.
+A checkpoint whose model or vocabulary config differs from the run's is refused, naming
+the fields.
 
 orbax writes each step into a temporary directory and renames it when complete, so a
 kill during an async save leaves the previous checkpoint intact.
@@ -20,6 +21,7 @@ import orbax.checkpoint as ocp
 
 import configs
 from configs.schema import Config, ConfigError
+from lm.vocab import Vocabulary
 
 policies = ocp.checkpoint_managers
 
@@ -77,7 +79,8 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, *, force: bool = False) -> bool:
     """Starts an async save of `state` at `step` (if the policy or `force` says so)."""
-    meta = {"config": configs.to_dict(self.cfg), "code_version": code_version(), "data_step": step}
+    meta = {"config": configs.to_dict(self.cfg), "code_version": code_version(), "data_step": step,
+            "vocab": Vocabulary(self.cfg.vocab).ranges()}
     return self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
 
@@ -91,9 +94,11 @@ class Checkpointer:
     except Exception as e:  # a corrupt or foreign directory: say where and what
       raise ConfigError(f"checkpoint {self.directory}/{step} cannot be read ({type(e).__name__}: "
                         f"{e}); move it away to start fresh.") from e
-    saved_lm = meta["config"]["lm"]
-    current_lm = dataclasses.asdict(self.cfg.lm)
-    diffs = incompatible_fields(saved_lm, current_lm)
+    # The model's shape and the meaning of its ids must match; training settings may change.
+    diffs = []
+    for section in ("lm", "vocab"):
+      diffs += incompatible_fields(meta["config"].get(section, {}),
+                                   dataclasses.asdict(getattr(self.cfg, section)), section)
     if diffs:
       raise ConfigError(f"checkpoint {self.directory}/{step} was written by a different model "
                         f"config; differing fields: {'; '.join(diffs)}. Use a new --workdir or the "

@@ -28,6 +28,7 @@ from configs.schema import Config, ConfigError
 from lm import next_token_loss
 from train import corpus
 from train.flops import measure_matmul_flops_per_second, train_step_flops
+from lm.vocab import Vocabulary
 from train.optimizer import find_ema, schedule
 from train.checkpoint import Checkpointer
 from train.state import abstract_state, batch_shardings, check_fits_mesh, init_state, make_train_step
@@ -70,11 +71,14 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
   tc = cfg.train
 
   # --- data ---------------------------------------------------------------------------
-  if cfg.lm.vocab < corpus.BYTE_VOCAB:
-    raise ConfigError(f"lm.vocab={cfg.lm.vocab} is smaller than the byte corpus' "
-                      f"{corpus.BYTE_VOCAB} ids; use lm.vocab >= {corpus.BYTE_VOCAB}.")
+  vocab = Vocabulary(cfg.vocab)
+  if cfg.vocab.text < corpus.BYTE_VOCAB:
+    raise ConfigError(f"vocab.text={cfg.vocab.text} cannot hold the byte corpus' "
+                      f"{corpus.BYTE_VOCAB} pieces; use vocab.text >= {corpus.BYTE_VOCAB}.")
   prefix = tc.seq_len // 8  # the first eighth of each sequence is the bidirectional prefix
-  train_data, eval_data = corpus.split(corpus.corpus_bytes())
+  # Bytes are the text pieces of this corpus: they live in the vocabulary's text range.
+  train_data, eval_data = (vocab.text_ids(part).astype(np.int32)
+                           for part in corpus.split(corpus.corpus_bytes()))
 
   # --- mesh, model and optimizer; resume from the last checkpoint ----------------------
   mesh = sharding.make_mesh(cfg.mesh.shape)
@@ -191,8 +195,9 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
     ema_model = nnx.merge(ts.graphdef, state)[0]
     nnx.update(ema_model, ema)
     eval_loss_ema = held_out_loss(ema_model)
-  prompt = _prose_prompt(eval_data, SAMPLE_PROMPT)
-  sample = _greedy_continuation(model, prompt, prefix, SAMPLE_LENGTH)
+  prompt = _prose_prompt(eval_data, vocab.text_offset, SAMPLE_PROMPT)
+  sample = _greedy_continuation(model, prompt, prefix, SAMPLE_LENGTH,
+                                allowed=(vocab.text_offset, vocab.video_offset))
   step_seconds = timed_seconds / timed_steps if timed_steps else None  # 1 step: all compile
   # The matmul peak is measured after training (measured first, it slows what follows).
   # Fake CPU devices share the host's cores: their peak is the host's, not a sum.
@@ -213,7 +218,7 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
       writer.add_scalar("speed/mfu", summary["mfu"], tc.steps)
     writer.close()
     (workdir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    text = lambda ids: bytes(np.asarray(ids, np.uint8)).decode("utf-8", "replace")
+    text = lambda ids: _bytes_text(ids, vocab)
     (workdir / "sample.txt").write_text(f"PROMPT (held-out):\n{text(prompt)}\n\n"
                                         f"GREEDY CONTINUATION (KV cache):\n{text(sample)}\n")
   return summary
@@ -236,22 +241,39 @@ class _PreemptionFlag:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def _prose_prompt(data: np.ndarray, length: int) -> np.ndarray:
+def _bytes_text(ids, vocab: Vocabulary) -> str:
+  """Text ids of the byte corpus -> str (UTF-8); any other id is shown by name."""
+  out, run = [], bytearray()
+  for i in np.asarray(ids).tolist():
+    kind = vocab.modality(i)
+    if kind == "text":
+      run.append(i - vocab.text_offset)
+      continue
+    out.append(run.decode("utf-8", "replace"))
+    run = bytearray()
+    out.append(vocab.token_name(i) if kind == "special" else f"[{kind}]")
+  out.append(run.decode("utf-8", "replace"))
+  return "".join(out)
+
+
+def _prose_prompt(data: np.ndarray, text_offset: int, length: int) -> np.ndarray:
   """The first `length` bytes of held-out data that start a sentence (not a table row)."""
-  at = bytes(data.astype(np.uint8)).find(b". The ")
+  at = bytes((data - text_offset).astype(np.uint8)).find(b". The ")
   return data[at + 2:at + 2 + length] if at >= 0 else data[:length]
 
 
-def _greedy_continuation(model, prompt: np.ndarray, prefix: int, length: int) -> np.ndarray:
-  """Greedy bytes after `prompt` (its first `prefix` bytes bidirectional, as in training),
-  decoded with the KV cache (prefill + decode_step)."""
+def _greedy_continuation(model, prompt: np.ndarray, prefix: int, length: int,
+                         allowed: tuple[int, int]) -> np.ndarray:
+  """Greedy ids in [allowed) after `prompt` (its first `prefix` ids bidirectional, as in
+  training), decoded with the KV cache (prefill + decode_step)."""
   tokens = jnp.asarray(prompt, jnp.int32)[None]
   input_mask = jnp.arange(len(prompt))[None] < prefix
   logits, cache = model.prefill(tokens, input_mask, cache_len=len(prompt) + length)
   step = nnx.jit(lambda m, tok, c: m.decode_step(tok, c))
   out = []
   for _ in range(length):
-    token = jnp.argmax(logits, axis=-1)
+    ids = jnp.arange(logits.shape[-1])
+    token = jnp.argmax(jnp.where((ids >= allowed[0]) & (ids < allowed[1]), logits, -jnp.inf), axis=-1)
     out.append(int(token[0]))
     logits, cache = step(model, token, cache)
   return np.asarray(out)
