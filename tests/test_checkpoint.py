@@ -1,5 +1,4 @@
 """Checkpoints: exact resume, resharding restore, kill -9 safety, refusals, and robustness."""
-import json
 import os
 import signal
 import subprocess
@@ -10,11 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 import configs
 import sharding
-from configs import ConfigError
 from train.checkpoint import Checkpointer
 from train.cli import main
 from train.state import abstract_state, init_state, make_train_step

@@ -1,7 +1,6 @@
 """Training pieces: the optimizer's weight-decay mask and the loss masking rules."""
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 import configs

@@ -13,6 +13,7 @@ kill during an async save leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 import subprocess
 from typing import Any
@@ -26,6 +27,7 @@ from lm.vocab import Vocabulary
 policies = ocp.checkpoint_managers
 
 
+@functools.cache  # asked once per process, not at every save
 def code_version() -> str:
   """The package version and, in a git checkout, the commit."""
   from importlib import metadata
