@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import pathlib
 import subprocess
 from typing import Any
@@ -25,6 +26,8 @@ from configs.schema import Config, ConfigError
 from lm.vocab import Vocabulary
 
 policies = ocp.checkpoint_managers
+# Config sections that fix the meaning of a checkpoint's arrays (the rest may change on resume).
+_MODEL_SECTIONS = ("lm", "vocab", "vidtok")
 
 
 @functools.cache  # asked once per process, not at every save
@@ -56,10 +59,10 @@ def incompatible_fields(saved: dict, current: dict, prefix: str = "lm") -> list[
 
 
 class Checkpointer:
-  """Saves and restores the train state under `directory` for one config."""
+  """Saves and restores the train state under `directory` for one config (LM or tokenizer)."""
 
   def __init__(self, directory: str | pathlib.Path, cfg: Config):
-    tc = cfg.train
+    tc = cfg.train  # any train config with checkpoint_every, keep_last and keep_every
     self.cfg = cfg
     self.directory = pathlib.Path(directory).absolute()
     if self.directory.exists() and not self.directory.is_dir():
@@ -81,8 +84,9 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, *, force: bool = False) -> bool:
     """Starts an async save of `state` at `step` (if the policy or `force` says so)."""
-    meta = {"config": configs.to_dict(self.cfg), "code_version": code_version(), "data_step": step,
-            "vocab": Vocabulary(self.cfg.vocab).ranges()}
+    meta = {"config": configs.to_dict(self.cfg), "code_version": code_version(), "data_step": step}
+    if hasattr(self.cfg, "vocab"):
+      meta["vocab"] = Vocabulary(self.cfg.vocab).ranges()
     return self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
 
@@ -98,9 +102,12 @@ class Checkpointer:
                         f"{e}); move it away to start fresh.") from e
     # The model's shape and the meaning of its ids must match; training settings may change.
     diffs = []
-    for section in ("lm", "vocab"):
-      diffs += incompatible_fields(meta["config"].get(section, {}),
-                                   dataclasses.asdict(getattr(self.cfg, section)), section)
+    for section in _MODEL_SECTIONS:
+      if not hasattr(self.cfg, section):
+        continue
+      # Through JSON, as saved: tuples become lists on both sides.
+      current = json.loads(json.dumps(dataclasses.asdict(getattr(self.cfg, section))))
+      diffs += incompatible_fields(meta["config"].get(section, {}), current, section)
     if diffs:
       raise ConfigError(f"checkpoint {self.directory}/{step} was written by a different model "
                         f"config; differing fields: {'; '.join(diffs)}. Use a new --workdir or the "

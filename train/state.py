@@ -46,22 +46,31 @@ def check_fits_mesh(cfg: Config, mesh: jax.sharding.Mesh, batch_size: int | None
   sharding.check_divisible(mesh, dims, cfg.mesh.rules)
 
 
-def abstract_state(cfg: Config, mesh: jax.sharding.Mesh, seed: int = 0) -> TrainState:
-  """Shapes and shardings of the train state without allocating it (for restore and AOT)."""
-  with jax.set_mesh(mesh), nnx.logical_axis_rules(cfg.mesh.rules):
-    graphdef, abstract = nnx.get_abstract_model(lambda: _model_and_opt(cfg, seed), mesh)
+def abstract_of(build, mesh: jax.sharding.Mesh, rules) -> TrainState:
+  """Shapes and shardings of the nnx objects `build()` makes, without allocating them."""
+  with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
+    graphdef, abstract = nnx.get_abstract_model(build, mesh)
   shardings = jax.tree.map(lambda a: a.sharding, abstract)
   return TrainState(graphdef, abstract, shardings)
+
+
+def init_of(build, mesh: jax.sharding.Mesh, rules) -> TrainState:
+  """Runs `build()` inside jit with out_shardings: every array is born on its own shards."""
+  abstract = abstract_of(build, mesh, rules)
+  with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
+    state = jax.jit(lambda: nnx.state(build()), out_shardings=abstract.shardings)()
+  return TrainState(abstract.graphdef, state, abstract.shardings)
+
+
+def abstract_state(cfg: Config, mesh: jax.sharding.Mesh, seed: int = 0) -> TrainState:
+  """Shapes and shardings of the train state without allocating it (for restore and AOT)."""
+  return abstract_of(lambda: _model_and_opt(cfg, seed), mesh, cfg.mesh.rules)
 
 
 def init_state(cfg: Config, mesh: jax.sharding.Mesh, seed: int = 0) -> TrainState:
   """Creates parameters and optimizer state directly on their shards."""
   check_fits_mesh(cfg, mesh)
-  abstract = abstract_state(cfg, mesh, seed)
-  with jax.set_mesh(mesh), nnx.logical_axis_rules(cfg.mesh.rules):
-    state = jax.jit(lambda: nnx.state(_model_and_opt(cfg, seed)),
-                    out_shardings=abstract.shardings)()
-  return TrainState(abstract.graphdef, state, abstract.shardings)
+  return init_of(lambda: _model_and_opt(cfg, seed), mesh, cfg.mesh.rules)
 
 
 def batch_shardings(cfg: Config, mesh: jax.sharding.Mesh) -> dict:
@@ -107,14 +116,10 @@ def make_train_step(cfg: Config, mesh: jax.sharding.Mesh, ts: TrainState):
       (objective_sum, ce_sum, tokens, grads), _ = jax.lax.scan(accumulate, zero, micro)
     count = jnp.maximum(tokens, 1.0)
     grads = jax.tree.map(lambda g: g / count, grads)
-    objective, grad_norm = objective_sum / count, _global_norm(grads)
+    objective, grad_norm = objective_sum / count, global_norm(grads)
     finite = jnp.isfinite(objective) & jnp.isfinite(grad_norm)
     opt.update(model, grads)
-    new_state = nnx.state((model, opt))
-    # A non-finite step is skipped: the old state is kept (the trainer counts it).
-    new_leaves, treedef = jax.tree.flatten(new_state)
-    new_state = jax.tree.unflatten(treedef, [jnp.where(finite, new, old)
-                                             for new, old in zip(new_leaves, old_leaves)])
+    new_state = keep_if_finite(finite, nnx.state((model, opt)), old_leaves)
     metrics = {"loss": ce_sum / count, "objective": objective, "grad_norm": grad_norm,
                "tokens": tokens, "finite": finite}
     return new_state, metrics
@@ -130,6 +135,14 @@ def make_train_step(cfg: Config, mesh: jax.sharding.Mesh, ts: TrainState):
   return run
 
 
-def _global_norm(tree) -> jax.Array:
+def keep_if_finite(finite: jax.Array, new_state, old_leaves):
+  """`new_state` if the step was finite, else the old leaves: a bad step changes nothing
+  (the trainer counts it)."""
+  new_leaves, treedef = jax.tree.flatten(new_state)
+  return jax.tree.unflatten(treedef, [jnp.where(finite, new, old)
+                                      for new, old in zip(new_leaves, old_leaves)])
+
+
+def global_norm(tree) -> jax.Array:
   leaves = jax.tree.leaves(tree)
   return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))

@@ -12,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-import signal
-import threading
 import time
 
 import jax
@@ -31,28 +29,11 @@ from train.flops import measure_matmul_flops_per_second, train_step_flops
 from lm.vocab import Vocabulary
 from train.optimizer import find_ema, schedule
 from train.checkpoint import Checkpointer
+from train.loop import PreemptionFlag, global_batch, process_rows
 from train.state import abstract_state, batch_shardings, check_fits_mesh, init_state, make_train_step
 
 EVAL_BATCHES = 4
 SAMPLE_PROMPT, SAMPLE_LENGTH = 64, 96
-
-
-def process_rows(batch_sharding: jax.sharding.Sharding, global_shape: tuple[int, ...]) -> slice:
-  """The contiguous rows of a global batch that this process's devices hold."""
-  starts_stops = {(i[0].start or 0, global_shape[0] if i[0].stop is None else i[0].stop)
-                  for i in batch_sharding.addressable_devices_indices_map(global_shape).values()}
-  lo, hi = min(s for s, _ in starts_stops), max(e for _, e in starts_stops)
-  if sum(e - s for s, e in starts_stops) != hi - lo:
-    raise sharding.MeshError(f"this process's devices hold non-contiguous batch rows {sorted(starts_stops)}; "
-                             "order the mesh so each host's devices are adjacent on the data axes.")
-  return slice(lo, hi)
-
-
-def _global_batch(host_batch: dict, shardings: dict, global_rows: int) -> dict:
-  """This process's rows of the batch -> global arrays sharded over the data axes."""
-  return {key: jax.make_array_from_process_local_data(shardings[key], local,
-                                                      (global_rows,) + local.shape[1:])
-          for key, local in host_batch.items()}
 
 
 def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
@@ -130,12 +111,12 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
   state = ts.state
   lr = schedule(tc)
   timed_steps, timed_seconds, skipped, metrics = 0, 0.0, 0, {}
-  preempted = _PreemptionFlag()
+  preempted = PreemptionFlag()
   bar = tqdm(range(start_step, tc.steps), desc=f"train {cfg.name}", initial=start_step,
              total=tc.steps, disable=not (progress and is_chief), dynamic_ncols=True)
   step = start_step
   for step in bar:
-    batch = _global_batch(next(train_iter), shardings, tc.batch_size)
+    batch = global_batch(next(train_iter), shardings, tc.batch_size)
     t0 = time.perf_counter()
     state, metrics = compiled_step(state, batch)
     loss = float(metrics["loss"])  # blocks: the step's time is measured whole
@@ -183,7 +164,7 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
   def held_out_loss(model):
     eval_iter = corpus.batches(eval_data, tc.batch_size, tc.seq_len, prefix, seed=12345, rows=rows)
     with jax.set_mesh(mesh), nnx.logical_axis_rules(cfg.mesh.rules):
-      return float(np.mean([float(eval_fn(model, _global_batch(next(eval_iter), shardings,
+      return float(np.mean([float(eval_fn(model, global_batch(next(eval_iter), shardings,
                                                                 tc.batch_size))["loss"])
                             for _ in range(EVAL_BATCHES)]))
 
@@ -222,23 +203,6 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
     (workdir / "sample.txt").write_text(f"PROMPT (held-out):\n{text(prompt)}\n\n"
                                         f"GREEDY CONTINUATION (KV cache):\n{text(sample)}\n")
   return summary
-
-
-class _PreemptionFlag:
-  """Set by SIGTERM (a scheduler's preemption notice): the loop saves and stops cleanly."""
-
-  def __init__(self):
-    self.is_set = False
-    self._previous = None
-    if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-  def _handle(self, signum, frame):
-    self.is_set = True
-
-  def restore(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
 
 
 def _bytes_text(ids, vocab: Vocabulary) -> str:
