@@ -17,7 +17,7 @@ from configs.schema import (DEFAULT_RULES, MESH_AXES, Config, ConfigError, LmCon
                             TrainConfig, VocabConfig)
 
 __all__ = ["Config", "ConfigError", "LmConfig", "MeshConfig", "TrainConfig", "VocabConfig", "DEFAULT_RULES",
-           "MESH_AXES", "available", "load", "override", "to_dict"]
+           "MESH_AXES", "available", "from_dict", "load", "override", "to_dict"]
 
 _HERE = pathlib.Path(__file__).parent
 
@@ -102,6 +102,27 @@ def _parse(raw: str, hint, key: str):
     raise ConfigError(f"{key} is a structured field ({hint}); edit it in the config file, "
                       "not with --set.")
   raise ConfigError(f"{key}: cannot parse a value of type {hint}.")
+
+
+def from_dict(cls, data: dict):
+  """Rebuilds a config dataclass from `to_dict` output (e.g. checkpoint metadata); JSON
+  lists become the tuples the dataclasses hold."""
+  hints = typing.get_type_hints(cls)
+  kwargs = {}
+  for f in dataclasses.fields(cls):
+    if f.name not in data:
+      continue  # a field added since the checkpoint was written keeps its default
+    value, hint = data[f.name], hints[f.name]
+    if dataclasses.is_dataclass(hint):
+      value = from_dict(hint, value)
+    elif isinstance(value, list):
+      value = _tuples(value)
+    kwargs[f.name] = value
+  return cls(**kwargs)
+
+
+def _tuples(value):
+  return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def to_dict(cfg) -> dict:

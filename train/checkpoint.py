@@ -79,6 +79,19 @@ class Checkpointer:
         preservation_policy=policies.AnyPreservationPolicy(keep))
     self.manager = ocp.CheckpointManager(self.directory, options=options)
 
+  @staticmethod
+  def read_config(directory: str | pathlib.Path) -> dict:
+    """The config dict saved with the latest checkpoint in `directory` (to rebuild the model)."""
+    directory = pathlib.Path(directory)
+    manager = ocp.CheckpointManager(directory.absolute())
+    step = manager.latest_step()
+    if step is None:
+      manager.close()
+      raise ConfigError(f"no checkpoint found in {directory}; train one first or check the path.")
+    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    manager.close()
+    return meta["config"]
+
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 

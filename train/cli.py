@@ -1,6 +1,8 @@
 """The `kineto` command line (also `python -m train`).
 
   kineto lm train --config configs/lm_tiny.py --workdir DIR [--set key.path=value ...]
+  kineto tokenizer train --config configs/vidtok_demo.py --workdir DIR [--set ...]
+  kineto tokenizer eval --workdir DIR [--data DIR --split validation --clips 16]
   kineto configs                       list the shipped configs
   kineto --coordinator_address H:P --num_processes N --process_id I lm train ...   (multi-host)
 
@@ -23,12 +25,42 @@ def _lm_train(args) -> int:
   return 0
 
 
+def _tokenizer_train(args) -> int:
+  import configs
+  from train.tokenizer_trainer import train_tokenizer
+  cfg = configs.load(args.config, args.set)
+  summary = train_tokenizer(cfg, args.workdir, stop_after=args.stop_after)
+  print(json.dumps(summary, indent=1))
+  return 0
+
+
+def _tokenizer_eval(args) -> int:
+  import pathlib
+  import numpy as np
+  from train import clips
+  from train.tokenizer_trainer import evaluate, load_tokenizer, save_side_by_side
+  cfg, model = load_tokenizer(args.workdir, ema=not args.no_ema)
+  data = clips.ClipBatches(args.data or cfg.train.data_dir, args.split, cfg.train.frames, 1, seed=0,
+                           shuffle=False)
+  videos = np.concatenate([data.batch(i) for i in range(min(args.clips, len(data.source)))])
+  report = evaluate(model, videos)
+  out = pathlib.Path(args.workdir) / f"eval_{args.split}.gif"
+  save_side_by_side(out, videos[:4], report.pop("reconstructions")[:4])
+  print(json.dumps(report | {"gif": str(out)}, indent=1))
+  return 0
+
+
 def _list_configs(args) -> int:
   import configs
   for name in configs.available():
     cfg = configs.load(name)
-    print(f"{name:10s} {cfg.lm.param_count() / 1e6:9.1f}M params  d={cfg.lm.embed} "
-          f"layers={cfg.lm.layers} heads={cfg.lm.heads}/{cfg.lm.kv_heads} vocab={cfg.lm.vocab}")
+    if hasattr(cfg, "lm"):
+      print(f"{name:16s} LM         {cfg.lm.param_count() / 1e6:9.1f}M params  d={cfg.lm.embed} "
+            f"layers={cfg.lm.layers} heads={cfg.lm.heads}/{cfg.lm.kv_heads} vocab={cfg.lm.vocab}")
+    else:
+      v = cfg.vidtok
+      print(f"{name:16s} tokenizer  channels={v.channels} x {v.multipliers} res_blocks={v.res_blocks} "
+            f"{v.time_factor}x{v.space_factor}x{v.space_factor} {v.bits}-bit LFQ")
   return 0
 
 
@@ -48,6 +80,17 @@ def _init_distributed(args, parser) -> None:
     jax.distributed.initialize()  # the cluster (TPU pod, SLURM, ...) is detected from the environment
 
 
+def _add_run_flags(parser, example: str) -> None:
+  parser.add_argument("--config", required=True, help=f"a config name or path, e.g. {example}")
+  parser.add_argument("--workdir", required=True,
+                      help="checkpoints, TensorBoard events and summary.json go here; rerun to resume")
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a config field, e.g. --set train.steps=4 (repeatable)")
+  parser.add_argument("--stop_after", type=int, metavar="N",
+                      help="train at most N steps in this run, then checkpoint and exit (the same "
+                           "command resumes); for time-limited job slots")
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="kineto", description="Autoregressive token video models in JAX.")
   multi = parser.add_argument_group("multi-host (run the same command on every host)")
@@ -60,14 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
 
   lm = sub.add_parser("lm", help="the language model").add_subparsers(dest="lm_command", required=True)
   train = lm.add_parser("train", help="train the LM")
-  train.add_argument("--config", required=True, help="a config name or path, e.g. configs/lm_tiny.py")
-  train.add_argument("--workdir", required=True, help="where TensorBoard events and summary.json go")
-  train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config field, e.g. --set train.steps=4 (repeatable)")
-  train.add_argument("--stop_after", type=int, metavar="N",
-                     help="train at most N steps in this run, then checkpoint and exit (the same "
-                          "command resumes); for time-limited job slots")
+  _add_run_flags(train, "configs/lm_tiny.py")
   train.set_defaults(run=_lm_train)
+
+  tok = sub.add_parser("tokenizer", help="the video tokenizer").add_subparsers(
+      dest="tokenizer_command", required=True)
+  tok_train = tok.add_parser("train", help="train the video tokenizer on a clip dataset")
+  _add_run_flags(tok_train, "configs/vidtok_demo.py")
+  tok_train.set_defaults(run=_tokenizer_train)
+  tok_eval = tok.add_parser("eval", help="PSNR / SSIM / LPIPS / codebook usage on held-out clips")
+  tok_eval.add_argument("--workdir", required=True, help="a tokenizer training workdir")
+  tok_eval.add_argument("--data", help="dataset dir (default: the one it was trained on)")
+  tok_eval.add_argument("--split", default="validation")
+  tok_eval.add_argument("--clips", type=int, default=16, help="how many clips to evaluate")
+  tok_eval.add_argument("--no-ema", action="store_true", help="use the raw weights, not their EMA")
+  tok_eval.set_defaults(run=_tokenizer_eval)
 
   sub.add_parser("configs", help="list the shipped configs").set_defaults(run=_list_configs)
   return parser

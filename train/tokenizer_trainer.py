@@ -1,0 +1,252 @@
+"""The video tokenizer's training loop and its evaluation (`kineto tokenizer train|eval`).
+
+Reads like the LM trainer: mesh -> data -> sharded state (or resume, or inflate an image
+tokenizer) -> AOT-compiled step -> loop -> held-out evaluation -> summary. Writes into
+`workdir`: `checkpoints/` (tokenizer, discriminator, both optimizer states with the
+tokenizer's EMA, LeCAM means; every `train.checkpoint_every` steps, at the end and on
+SIGTERM), TensorBoard events (`tb/`: losses, PSNR, codebook health, reconstruction
+strips), `reconstructions.gif` (held-out clips, original | reconstruction) and
+`summary.json` (held-out PSNR / SSIM / LPIPS and codebook usage). Running the same command
+again resumes with the same data order: the batch of step s depends only on the seed and s.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+import configs
+import sharding
+from configs.schema import ConfigError, TokenizerConfig
+from train import tokenizer_step
+from train.checkpoint import Checkpointer
+from train import clips
+from train.loop import PreemptionFlag, global_batch, process_rows
+from train.optimizer import find_ema, schedule
+from vidtok import lfq, metrics
+from vidtok.model import VideoTokenizer
+
+EVAL_CLIPS = 16
+
+
+def train_tokenizer(cfg: TokenizerConfig, workdir: str | pathlib.Path, *, progress: bool = True,
+                    stop_after: int | None = None) -> dict:
+  """Trains `cfg` on its dataset; returns the summary (also workdir/summary.json)."""
+  workdir = pathlib.Path(workdir)
+  tc = cfg.train
+  train_clips = clips.ClipBatches(tc.data_dir, "train", tc.frames, tc.batch_size, tc.seed)
+  height, width = train_clips.frame_size
+  if height % cfg.vidtok.space_factor or width % cfg.vidtok.space_factor:
+    raise ConfigError(f"{tc.data_dir} holds {height}x{width} frames, not multiples of the "
+                      f"tokenizer's spatial factor {cfg.vidtok.space_factor}; rebuild with another --size.")
+  workdir.mkdir(parents=True, exist_ok=True)
+  is_chief = jax.process_index() == 0
+
+  # --- mesh and state: resume, inflate an image tokenizer, or start fresh ---------------
+  mesh = sharding.make_mesh(cfg.mesh.shape)
+  ckpt = Checkpointer(workdir / "checkpoints", cfg)
+  start_step = ckpt.latest_step() or 0
+  if start_step:
+    ts = tokenizer_step.abstract_state(cfg, mesh)
+    tokenizer_step.check_fits_mesh(cfg, mesh)
+    _, restored, _ = ckpt.restore(ts.state, start_step)
+    ts = dataclasses.replace(ts, state=restored)
+  else:
+    ts = tokenizer_step.init_state(cfg, mesh)
+    if tc.init_from:
+      ts = dataclasses.replace(ts, state=_inflated(ts, cfg, tc.init_from))
+  step_fn = tokenizer_step.make_step(cfg, mesh, ts)
+  video_sharding = tokenizer_step.video_sharding(cfg, mesh)
+  clip_shape = (tc.batch_size, tc.frames, height, width, 3)
+  rows = process_rows(video_sharding, clip_shape)
+  lpips_params = metrics.lpips_params() if tc.perceptual_weight else None
+
+  with jax.set_mesh(mesh), nnx.logical_axis_rules(cfg.mesh.rules):
+    compiled = step_fn.jitted.lower(
+        ts.state, jax.ShapeDtypeStruct(clip_shape, jnp.uint8, sharding=video_sharding),
+        jax.ShapeDtypeStruct((), jnp.int32), lpips_params).compile()
+  gen = nnx.merge(ts.graphdef, ts.state)[0]
+  n_params = sum(x.size for x in jax.tree.leaves(nnx.state(gen, nnx.Param)))
+  t, h, w = cfg.vidtok.latent_shape(tc.frames, height, width)
+  if is_chief:
+    print(f"kineto: {cfg.name}: {n_params / 1e6:.2f}M tokenizer params on mesh {dict(mesh.shape)}; "
+          f"clips {tc.frames}x{height}x{width} -> {t}x{h}x{w} tokens of {cfg.vidtok.bits} bits; "
+          f"{len(train_clips.source)} training clips in {tc.data_dir}; starting at step {start_step}.")
+  writer = None
+  if is_chief:
+    from tensorboardX import SummaryWriter
+    writer = SummaryWriter(str(workdir / "tb"))
+    writer.add_text("config", json.dumps(configs.to_dict(cfg), indent=1), start_step)
+
+  # --- loop ---------------------------------------------------------------------------
+  state, lr, out = ts.state, schedule(tc), {}
+  timed_steps, timed_seconds, skipped = 0, 0.0, 0
+  preempted = PreemptionFlag()
+  bar = tqdm(range(start_step, tc.steps), desc=f"train {cfg.name}", initial=start_step,
+             total=tc.steps, disable=not (progress and is_chief), dynamic_ncols=True)
+  step = start_step
+  for step in bar:
+    video = global_batch({"video": train_clips.batch(step, rows)}, {"video": video_sharding},
+                         tc.batch_size)["video"]
+    t0 = time.perf_counter()
+    state, out = compiled(state, video, jnp.int32(step), lpips_params)
+    loss = float(out["loss"])
+    if step > start_step:
+      timed_steps += 1
+      timed_seconds += time.perf_counter() - t0
+    if not bool(out["finite"]):
+      skipped += 1
+      if skipped > tc.max_skipped_steps:
+        ckpt.wait()
+        raise FloatingPointError(
+            f"{skipped} tokenizer steps had non-finite losses or gradients (last: step {step}); "
+            f"train.max_skipped_steps={tc.max_skipped_steps}. Lower train.learning_rate (now "
+            f"{tc.learning_rate}) or train.gan_weight. The last good checkpoint is in {ckpt.directory}.")
+      continue
+    stopping = preempted.is_set or (stop_after is not None and step + 1 - start_step >= stop_after)
+    ckpt.save(step + 1, state, force=stopping)
+    if stopping and step + 1 < tc.steps:
+      break
+    bar.set_postfix(loss=f"{loss:.3f}", psnr=f"{float(out['psnr']):.1f}",
+                    codes=int(out["codes_used"]))
+    if writer and (step % tc.log_every == 0 or step == tc.steps - 1):
+      for key, value in out.items():
+        writer.add_scalar(f"{'codebook' if key in _HEALTH else 'train'}/{key}", float(value), step)
+      writer.add_scalar("train/learning_rate", float(lr(step)), step)
+      writer.add_scalar("train/skipped_steps", skipped, step)
+      if timed_steps:
+        writer.add_scalar("speed/clips_per_second", tc.batch_size * timed_steps / timed_seconds, step)
+    if writer and tc.image_every and step % tc.image_every == 0:
+      model = nnx.merge(ts.graphdef, state)[0]
+      _log_strip(writer, model, train_clips.batch(step, slice(0, 2)), step)
+  preempted.restore()
+  done = step + 1 if tc.steps > start_step else start_step
+  if ckpt.latest_step() != done:
+    ckpt.save(done, state, force=True)
+  ckpt.wait()
+  ckpt.close()
+  if done < tc.steps:
+    why = "SIGTERM" if preempted.is_set else f"stopped after {stop_after} steps"
+    print(f"kineto: {why}: saved step {done} to {ckpt.directory}; run the same command to resume.")
+    return {"config": cfg.name, "step": done, "stopped_early": True}
+
+  # --- held-out evaluation ----------------------------------------------------------------
+  gen, gen_opt = nnx.merge(ts.graphdef, state)[:2]
+  ema = find_ema(gen_opt.opt_state)
+  if ema is not None:  # the EMA weights are the ones users get
+    nnx.update(gen, ema)
+  held_out = clips.ClipBatches(tc.data_dir, "validation", tc.frames, 1, seed=0, shuffle=False)
+  videos = np.concatenate([held_out.batch(i) for i in range(min(EVAL_CLIPS, len(held_out.source)))])
+  report = evaluate(gen, videos)
+  if is_chief:
+    save_side_by_side(workdir / "reconstructions.gif", videos[:4], report.pop("reconstructions")[:4])
+  else:
+    report.pop("reconstructions")
+  step_seconds = timed_seconds / timed_steps if timed_steps else None
+  summary = {"config": cfg.name, "step": tc.steps, "resumed_from": start_step, "skipped_steps": skipped,
+             "params": int(n_params), "mesh": dict(mesh.shape), "train_loss": float(out["loss"]) if out else None,
+             "train_psnr": float(out["psnr"]) if out else None, "ema": ema is not None,
+             "step_seconds": step_seconds,
+             "clips_per_second": step_seconds and tc.batch_size / step_seconds,
+             "held_out": report}
+  if is_chief:
+    for key, value in report.items():
+      if isinstance(value, float):
+        writer.add_scalar(f"eval/{key}", value, tc.steps)
+    _log_strip(writer, gen, videos[:2], tc.steps)
+    writer.close()
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+  return summary
+
+
+_HEALTH = ("codes_used", "usage_fraction", "usage_entropy_bits", "bit_balance_min", "bit_balance_max")
+
+
+def evaluate(model: VideoTokenizer, videos_u8: np.ndarray, batch: int = 4) -> dict:
+  """PSNR, SSIM, LPIPS and codebook usage of reconstructing `videos_u8` [N, T, H, W, 3]."""
+  @nnx.jit
+  def reconstruct(model, video_u8):
+    video = tokenizer_step.to_float(video_u8)
+    codes = model.encode(video)
+    recon = jnp.clip(model.decode(codes), -1, 1)
+    return codes, recon, {"psnr": metrics.psnr(recon, video).mean(axis=1),
+                          "ssim": metrics.ssim(recon, video).mean(axis=1),
+                          "lpips": metrics.lpips(recon, video).mean(axis=1)}
+
+  all_codes, recons, scores = [], [], {"psnr": [], "ssim": [], "lpips": []}
+  for i in range(0, len(videos_u8), batch):
+    codes, recon, s = reconstruct(model, jnp.asarray(videos_u8[i:i + batch]))
+    all_codes.append(np.asarray(codes))
+    recons.append(np.asarray(jnp.round((recon + 1) * 127.5)).astype(np.uint8))
+    for k in scores:
+      scores[k].append(np.asarray(s[k]))
+  codes = np.concatenate(all_codes)
+  health = {k: float(v) for k, v in lfq.codebook_health(jnp.asarray(codes), model.cfg.bits).items()}
+  report = {k: float(np.mean(np.concatenate(v))) for k, v in scores.items()}
+  report |= {"clips": int(len(videos_u8)), "tokens": int(codes.size), **health,
+             "reconstructions": np.concatenate(recons)}
+  return report
+
+
+def save_side_by_side(path: pathlib.Path, originals_u8: np.ndarray, recons_u8: np.ndarray, fps: int = 8):
+  """A GIF of clips stacked vertically, each row original | reconstruction."""
+  import imageio.v3 as iio
+  rows = np.concatenate([originals_u8, recons_u8], axis=3)       # [N, T, H, 2W, 3]
+  frames = np.concatenate(list(rows), axis=1)                     # [T, N*H, 2W, 3]
+  iio.imwrite(path, frames, duration=1000 / fps, loop=0)
+
+
+def _log_strip(writer, model, videos_u8: np.ndarray, step: int) -> None:
+  """TensorBoard image: each clip's frames in a row, originals above reconstructions."""
+  recon = np.asarray(jnp.round((jnp.clip(model.decode(model.encode(
+      tokenizer_step.to_float(jnp.asarray(videos_u8)))), -1, 1) + 1) * 127.5)).astype(np.uint8)
+  strip = lambda v: np.concatenate(list(np.concatenate(list(v), axis=1)), axis=1)  # frames side by side
+  image = np.concatenate([strip(videos_u8), strip(recon)], axis=0)
+  writer.add_image("reconstruction", image, step, dataformats="HWC")
+
+
+def _inflated(ts, cfg: TokenizerConfig, image_workdir: str):
+  """The fresh state with the tokenizer's weights from an image (1-frame) tokenizer.
+
+  An image tokenizer only ever used the last time tap of each causal kernel (the others saw
+  padding); copying that tap and zeroing the rest gives a video tokenizer that encodes a
+  one-frame video exactly as the image tokenizer did (MAGVIT-v2's inflation).
+  """
+  image_cfg, image_model = load_tokenizer(image_workdir)
+  if image_cfg.vidtok != cfg.vidtok:
+    raise ConfigError(f"train.init_from={image_workdir!r}: its vidtok config {image_cfg.vidtok} differs "
+                      f"from this run's {cfg.vidtok}; inflation needs the same architecture.")
+
+  def inflate(x):
+    if x.ndim == 5 and x.shape[0] > 1:  # a [kt, kh, kw, in, out] kernel
+      return jnp.zeros_like(x).at[-1].set(x[-1])
+    return x
+
+  gen, *rest = nnx.merge(ts.graphdef, ts.state)
+  nnx.update(gen, jax.tree.map(inflate, nnx.state(image_model, nnx.Param)))
+  return jax.device_put(nnx.state((gen, *rest)), ts.shardings)
+
+
+def load_tokenizer(workdir: str | pathlib.Path, *, ema: bool = True) -> tuple[TokenizerConfig, VideoTokenizer]:
+  """(config, tokenizer) from a tokenizer work directory's latest checkpoint, on one device
+  (EMA weights when the run kept them and `ema`)."""
+  ckpt_dir = pathlib.Path(workdir) / "checkpoints"
+  saved = Checkpointer.read_config(ckpt_dir)
+  cfg = configs.from_dict(TokenizerConfig, saved)
+  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+  ckpt = Checkpointer(ckpt_dir, cfg)
+  ts = tokenizer_step.abstract_state(cfg, mesh)
+  _, state, _ = ckpt.restore(ts.state)
+  ckpt.close()
+  gen, gen_opt = nnx.merge(ts.graphdef, state)[:2]
+  found = find_ema(gen_opt.opt_state)
+  if ema and found is not None:
+    nnx.update(gen, found)
+  return cfg, gen
