@@ -1,6 +1,7 @@
 """The `kineto` command line (also `python -m train`).
 
   kineto lm train --config configs/lm_tiny.py --workdir DIR [--set key.path=value ...]
+  kineto text train --corpus F --vocab N --out PREFIX   a SentencePiece model
   kineto configs                       list the shipped configs
   kineto --coordinator_address H:P --num_processes N --process_id I lm train ...   (multi-host)
 
@@ -20,6 +21,21 @@ def _lm_train(args) -> int:
   cfg = configs.load(args.config, args.set)  # config errors surface before JAX starts work
   summary = train_lm(cfg, args.workdir, stop_after=args.stop_after)
   print(json.dumps(summary, indent=1))
+  return 0
+
+
+def _text_train(args) -> int:
+  from lm.text import train_sentencepiece
+  vocab = None
+  if args.config:
+    import configs
+    vocab = configs.load(args.config, []).vocab
+  try:
+    path = train_sentencepiece(args.corpus, args.vocab, args.out, vocab=vocab)
+  except (ValueError, FileNotFoundError) as e:  # a bad corpus or size: say so, no traceback
+    print(f"kineto: error: {e}", file=sys.stderr)
+    return 2
+  print(json.dumps({"model": str(path), "vocab_size": args.vocab}))
   return 0
 
 
@@ -68,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="train at most N steps in this run, then checkpoint and exit (the same "
                           "command resumes); for time-limited job slots")
   train.set_defaults(run=_lm_train)
+
+  text = sub.add_parser("text", help="the text tokenizer").add_subparsers(dest="text_command", required=True)
+  text_train = text.add_parser("train", help="train a SentencePiece model on a text corpus")
+  text_train.add_argument("--corpus", required=True, help="a UTF-8 text file, one sentence per line")
+  text_train.add_argument("--vocab", required=True, type=int, metavar="N", help="number of pieces")
+  text_train.add_argument("--out", required=True, metavar="PREFIX", help="writes PREFIX.model and PREFIX.vocab")
+  text_train.add_argument("--config", help="refuse N larger than this config's vocab.text range")
+  text_train.set_defaults(run=_text_train)
 
   sub.add_parser("configs", help="list the shipped configs").set_defaults(run=_list_configs)
   return parser
