@@ -124,7 +124,10 @@ class Mixture:
     if total_steps < 1 or batch_size < 1:
       raise ValueError(f"total_steps={total_steps} and batch_size={batch_size} must be >= 1.")
     self.examples, self.vocab, self.schedule, self.spec = list(examples), vocab, schedule, spec
-    self.total_steps, self.batch_size, self.seed, self.cond_dropout = total_steps, batch_size, seed, cond_dropout
+    if not 0 <= cond_dropout <= 1:
+      raise ValueError(f"cond_dropout={cond_dropout} must be in [0, 1].")
+    self.total_steps, self.batch_size, self.seed = total_steps, batch_size, seed
+    self.cond_dropout = cond_dropout
     # Examples that carry every modality a task needs (audio for v2a, a caption for t2v, ...).
     self.eligible = {}
     for name in schedule.tasks():

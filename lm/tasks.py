@@ -129,7 +129,8 @@ class Task:
   def __post_init__(self):
     if self.name not in TASKS:
       raise ValueError(f"task {self.name!r} is not in lm.vocab.TASKS {list(TASKS)}.")
-    for role, segs, allowed in (("input", self.inputs, MODALITIES), ("output", self.outputs, ("video", "audio"))):
+    for role, segs, allowed in (("input", self.inputs, MODALITIES),
+                                ("output", self.outputs, tuple(_OUTPUT_MARKERS))):
       order = [s.modality for s in segs]
       if any(m not in allowed for m in order) or order != sorted(order, key=MODALITIES.index) \
           or len(set(order)) != len(order):
