@@ -3,6 +3,7 @@
   kineto lm train --config configs/lm_tiny.py --workdir DIR [--set key.path=value ...]
   kineto tokenizer train --config configs/vidtok_demo.py --workdir DIR [--set ...]
   kineto tokenizer eval --workdir DIR [--data DIR --split validation --clips 16]
+  kineto text train --corpus F --vocab N --out PREFIX   a SentencePiece model
   kineto configs                       list the shipped configs
   kineto --coordinator_address H:P --num_processes N --process_id I lm train ...   (multi-host)
 
@@ -47,6 +48,21 @@ def _tokenizer_eval(args) -> int:
   out = pathlib.Path(args.workdir) / f"eval_{args.split}.gif"
   save_side_by_side(out, videos[:4], report.pop("reconstructions")[:4])
   print(json.dumps(report | {"gif": str(out)}, indent=1))
+  return 0
+
+
+def _text_train(args) -> int:
+  from lm.text import train_sentencepiece
+  vocab = None
+  if args.config:
+    import configs
+    vocab = configs.load(args.config, []).vocab
+  try:
+    path = train_sentencepiece(args.corpus, args.vocab, args.out, vocab=vocab)
+  except (ValueError, FileNotFoundError) as e:  # a bad corpus or size: say so, no traceback
+    print(f"kineto: error: {e}", file=sys.stderr)
+    return 2
+  print(json.dumps({"model": str(path), "vocab_size": args.vocab}))
   return 0
 
 
@@ -118,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
   tok_eval.add_argument("--clips", type=int, default=16, help="how many clips to evaluate")
   tok_eval.add_argument("--no-ema", action="store_true", help="use the raw weights, not their EMA")
   tok_eval.set_defaults(run=_tokenizer_eval)
+
+  text = sub.add_parser("text", help="the text tokenizer").add_subparsers(dest="text_command", required=True)
+  text_train = text.add_parser("train", help="train a SentencePiece model on a text corpus")
+  text_train.add_argument("--corpus", required=True, help="a UTF-8 text file, one sentence per line")
+  text_train.add_argument("--vocab", required=True, type=int, metavar="N", help="number of pieces")
+  text_train.add_argument("--out", required=True, metavar="PREFIX", help="writes PREFIX.model and PREFIX.vocab")
+  text_train.add_argument("--config", help="refuse N larger than this config's vocab.text range")
+  text_train.set_defaults(run=_text_train)
 
   sub.add_parser("configs", help="list the shipped configs").set_defaults(run=_list_configs)
   return parser
