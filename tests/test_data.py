@@ -8,6 +8,7 @@ import json
 import math
 import pathlib
 import shutil
+import struct
 
 import av
 import numpy as np
@@ -39,6 +40,29 @@ def _cut(src: pathlib.Path, dst: pathlib.Path, seconds: float) -> None:
       out.mux(packet)
 
 
+def _phone_video(dst: pathlib.Path) -> None:
+  """9 frames stored landscape (white left quarter) with the display matrix a phone writes
+  for portrait: shown turned 90 degrees clockwise, so the white band is on top."""
+  with av.open(str(dst), "w") as out:
+    stream = out.add_stream("mpeg4", rate=8)
+    stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+    stored = np.zeros((32, 64, 3), np.uint8)
+    stored[:, :16] = 255
+    for i in range(9):
+      frame = av.VideoFrame.from_ndarray(stored, format="rgb24").reformat(format="yuv420p")
+      frame.pts, frame.time_base = i, fractions.Fraction(1, 8)
+      for packet in stream.encode(frame):
+        out.mux(packet)
+    for packet in stream.encode():
+      out.mux(packet)
+  data = bytearray(dst.read_bytes())
+  tkhd = data.find(b"tkhd")
+  assert data[tkhd + 4] == 0  # version 0 layout: the matrix follows 40 bytes of fields
+  matrix = tkhd + 4 + 4 + 20 + 8 + 8
+  data[matrix:matrix + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
+  dst.write_bytes(data)
+
+
 def _expected_clips(path: pathlib.Path, spec: ClipSpec) -> int:
   with av.open(str(path)) as c:
     frames_at_fps = math.ceil(c.duration / 1e6 * spec.fps - 1e-6)
@@ -50,7 +74,8 @@ def _records(source) -> list[dict]:
 
 
 def _ids(batches) -> list[tuple]:
-  return [(s, round(float(t), 3)) for b in batches for s, t in zip(b["source"].tolist(), b["start"])]
+  return [(s, round(float(t), 3))
+          for b in batches for s, t in zip(b["source"].tolist(), b["start"])]
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +128,8 @@ def test_build_yields_the_good_clips_and_counts_the_bad(clip_dir, built):
 
   captions = {r["source"].decode(): r["caption"].decode()
               for r in per_split["train"] + per_split["validation"]}
-  assert captions == {"bunny.mp4": "a big rabbit, waking up", "sub/bikes.mp4": "two people ride bikes",
+  assert captions == {"bunny.mp4": "a big rabbit, waking up",
+                      "sub/bikes.mp4": "two people ride bikes",
                       "carphone.mp4": "a man talks in a car"}
 
 
@@ -133,6 +159,7 @@ def test_split_by_time_holds_out_the_end_of_each_file(tmp_path):
   src = tmp_path / "one"
   src.mkdir()
   shutil.copy(SK / "bikes.mp4", src / "bikes.mp4")
+  (src / "captions.jsonl").write_text('{"file": "bikes.mp4", "caption": "bikes at dusk"}\n')
   with pytest.raises(DataError, match="use --split_by time"):
     build_dataset(src, tmp_path / "by_file", SPEC, val_fraction=0.5, progress=False)
   spec = ClipSpec(frames=9, fps=4, height=24, width=40, crop="random", stride=5)
@@ -146,8 +173,26 @@ def test_split_by_time_holds_out_the_end_of_each_file(tmp_path):
   assert train and all(r["start"] + spec.seconds <= cut + 1e-6 for r in train)
   assert val and all(r["start"] >= cut - 1e-6 for r in val)
   assert train[0]["video"].shape == (9, 24, 40, 3)
+  assert {r["caption"] for r in train + val} == {b"bikes at dusk"}
   starts = sorted(r["start"] for r in train)
   assert np.allclose(np.diff(starts), spec.stride / spec.fps)  # overlapping windows, stride 5
+  (src / "captions.jsonl").write_text('{"file": "bikes.mp4", "caption": "ok"}\n{"file": "x.mp4"}\n')
+  with pytest.raises(DataError, match="captions.jsonl:2: expected"):
+    build_dataset(src, tmp_path / "bad_captions", spec, val_fraction=0.5, split_by="time")
+
+
+def test_portrait_phone_video_comes_out_upright(tmp_path):
+  src = tmp_path / "phone"
+  src.mkdir()
+  _phone_video(src / "portrait.mp4")
+  with av.open(str(src / "portrait.mp4")) as c:
+    assert next(c.decode(video=0)).rotation == -90
+  build_dataset(src, tmp_path / "ds", ClipSpec(frames=9, height=32, width=16, crop="none"),
+                val_fraction=0, progress=False)
+  (record,) = _records(open_split(tmp_path / "ds", "train"))
+  video = record["video"].astype(float)
+  assert video.shape == (9, 32, 16, 3)
+  assert video[:, :6].mean() > 200 and video[:, 10:].mean() < 30  # the band is on top
 
 
 @pytest.mark.parametrize("args, message", [

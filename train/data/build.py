@@ -15,7 +15,8 @@ Each example holds T frames at `fps` (T = 1 + 4k, what the causal tokenizer take
              the clip's time span (zeros, and has_audio=False, for a file without sound)
   caption    text;  source: the file's path under --src;  start: seconds from its first frame
 
-How a file becomes clips: decode with PyAV; resample to `fps` by timestamp (output frame k
+How a file becomes clips: decode with PyAV (turned upright by its display matrix, as
+phones record portrait video); resample to `fps` by timestamp (output frame k
 is the source frame on screen at time t0 + k / fps, so any source rate works); resize with
 swscale's area filter so the frame covers H x W, then crop (center, or random per clip
 with --seed; `none` squashes the whole frame to H x W); cut windows of T frames every
@@ -155,16 +156,23 @@ class _Resizer:
     if frame is self._last_in:  # resampling up repeats a frame: resize it once
       return self._last_out
     import av
-    src = frame if isinstance(frame, av.VideoFrame) else av.VideoFrame.from_ndarray(
-        np.ascontiguousarray(frame, dtype=np.uint8), format="rgb24")
+    if isinstance(frame, av.VideoFrame):
+      src, quarter_turns = frame, round((frame.rotation or 0) / 90) % 4  # phones store it sideways
+    else:
+      src, quarter_turns = av.VideoFrame.from_ndarray(
+          np.ascontiguousarray(frame, dtype=np.uint8), format="rgb24"), 0
+    turned = quarter_turns % 2
+    shown_h, shown_w = (src.width, src.height) if turned else (src.height, src.width)
     H, W = self.spec.height, self.spec.width
     if self.crop == "none":
       h, w = H, W
     else:
-      scale = max(H / src.height, W / src.width)
-      h, w = max(H, round(src.height * scale)), max(W, round(src.width * scale))
-    out = self._reformatter.reformat(src, width=w, height=h, format="rgb24",
-                                     interpolation="AREA").to_ndarray()
+      scale = max(H / shown_h, W / shown_w)
+      h, w = max(H, round(shown_h * scale)), max(W, round(shown_w * scale))
+    out = self._reformatter.reformat(src, width=h if turned else w, height=w if turned else h,
+                                     format="rgb24", interpolation="AREA").to_ndarray()
+    if quarter_turns:  # the display matrix turns the stored picture counterclockwise
+      out = np.ascontiguousarray(np.rot90(out, quarter_turns))
     self._last_in, self._last_out = frame, out
     return out
 
@@ -301,7 +309,8 @@ def read_captions(src: pathlib.Path) -> dict[str, str]:
   if csv_path.is_file():
     with open(csv_path, newline="", encoding="utf-8") as f:
       for line, row in enumerate(csv.reader(f), 1):
-        if not row or (line == 1 and row[0].strip().lower() in ("file", "filename", "name", "path")):
+        header = line == 1 and row and row[0].strip().lower() in ("file", "filename", "name", "path")
+        if not row or header:
           continue
         if len(row) < 2:
           raise DataError(f"{csv_path}:{line}: expected `file,caption`, got {row!r}.")
@@ -409,7 +418,7 @@ class ClipDataset(tfds.core.GeneratorBasedBuilder):
       self.clips[source.name][split] = n
       count += n
       self.bar.update(1)
-      self.bar.set_postfix({split: count, "skipped": len(self.skipped())})
+      self.bar.set_postfix({split: count, "failed": len(self.errors)})
     if count == 0:
       raise DataError(f"the {split} split got no clips: all its sources were skipped "
                       f"({self.skipped()[:3]}); add usable files or change --val_fraction "
@@ -549,7 +558,8 @@ def build_dataset(src: str | os.PathLike, out: str | os.PathLike, spec: ClipSpec
     else:
       usable.append((path, name))
   if not usable:
-    raise DataError(f"none of the {len(paths)} video files under {src} can give a clip: {refused[:5]}")
+    raise DataError(f"none of the {len(paths)} video files under {src} can give a clip: "
+                    f"{refused[:5]}")
   if split_by == "file":
     held_out = _held_out([name for _, name in usable], val_fraction, spec.seed)
     split_of = lambda name: "validation" if name in held_out else "train"  # noqa: E731

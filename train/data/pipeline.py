@@ -3,7 +3,7 @@
   source = open_split("data/demo", "train")          # random access, no TensorFlow
   ds = make_dataset("data/demo", batch_size=8, seed=0, num_epochs=None)
   it = iter(ds)
-  batch = next(it)                  # {"video": uint8 [8, T, H, W, 3], "audio": ..., "caption": bytes [8], ...}
+  batch = next(it)        # {"video": uint8 [8, T, H, W, 3], "audio": float32 [8, S], "caption": ...}
   state = state_to_json(it.get_state())   # store with the checkpoint ...
   it.set_state(state_from_json(state))    # ... and resume exactly there
 
@@ -42,7 +42,8 @@ def open_split(data_dir: str | os.PathLike, split: str = "train"):
   path = pathlib.Path(data_dir)
   if not (path / "dataset_info.json").is_file():
     raise DataError(f"{path} is not a built dataset (no dataset_info.json there); build one with "
-                    f"`kineto data build --src DIR --out {path}` or `kineto data demo --out {path}`.")
+                    f"`kineto data build --src DIR --out {path}` or "
+                    f"`kineto data demo --out {path}`.")
   builder = tfds.builder_from_directory(str(path))
   if split not in builder.info.splits:
     raise DataError(f"{path} has no split {split!r}; it has {sorted(builder.info.splits)}.")
