@@ -50,13 +50,9 @@ def _data_build(args) -> int:
 
 def _tokenizer_eval(args) -> int:
   import pathlib
-  import numpy as np
-  from train import clips
-  from train.tokenizer_trainer import evaluate, load_tokenizer, save_side_by_side
+  from train.tokenizer_trainer import evaluate, held_out_clips, load_tokenizer, save_side_by_side
   cfg, model = load_tokenizer(args.workdir, ema=not args.no_ema)
-  data = clips.ClipBatches(args.data or cfg.train.data_dir, args.split, cfg.train.frames, 1, seed=0,
-                           shuffle=False)
-  videos = np.concatenate([data.batch(i) for i in range(min(args.clips, len(data.source)))])
+  videos = held_out_clips(args.data or cfg.train.data_dir, args.split, args.clips)
   report = evaluate(model, videos)
   out = pathlib.Path(args.workdir) / f"eval_{args.split}.gif"
   save_side_by_side(out, videos[:4], report.pop("reconstructions")[:4])

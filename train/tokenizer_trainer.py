@@ -27,7 +27,7 @@ import sharding
 from configs.schema import ConfigError, TokenizerConfig
 from train import tokenizer_step
 from train.checkpoint import Checkpointer
-from train import clips
+from train.data import clips
 from train.loop import PreemptionFlag, global_batch, process_rows
 from train.optimizer import find_ema, schedule
 from vidtok import lfq, metrics
@@ -142,8 +142,7 @@ def train_tokenizer(cfg: TokenizerConfig, workdir: str | pathlib.Path, *, progre
   ema = find_ema(gen_opt.opt_state)
   if ema is not None:  # the EMA weights are the ones users get
     nnx.update(gen, ema)
-  held_out = clips.ClipBatches(tc.data_dir, "validation", tc.frames, 1, seed=0, shuffle=False)
-  videos = np.concatenate([held_out.batch(i) for i in range(min(EVAL_CLIPS, len(held_out.source)))])
+  videos = held_out_clips(tc.data_dir, "validation", EVAL_CLIPS)
   report = evaluate(gen, videos)
   if is_chief:
     save_side_by_side(workdir / "reconstructions.gif", videos[:4], report.pop("reconstructions")[:4])
@@ -167,6 +166,12 @@ def train_tokenizer(cfg: TokenizerConfig, workdir: str | pathlib.Path, *, progre
 
 
 _HEALTH = ("codes_used", "usage_fraction", "usage_entropy_bits", "bit_balance_min", "bit_balance_max")
+
+
+def held_out_clips(data_dir: str, split: str, count: int) -> np.ndarray:
+  """The first `count` whole clips of a split (all their frames, even if training used fewer)."""
+  source = clips.open_split(str(data_dir), split)
+  return np.stack([source[i]["video"] for i in range(min(count, len(source)))])
 
 
 def evaluate(model: VideoTokenizer, videos_u8: np.ndarray, batch: int = 4) -> dict:
@@ -197,10 +202,10 @@ def evaluate(model: VideoTokenizer, videos_u8: np.ndarray, batch: int = 4) -> di
 
 def save_side_by_side(path: pathlib.Path, originals_u8: np.ndarray, recons_u8: np.ndarray, fps: int = 8):
   """A GIF of clips stacked vertically, each row original | reconstruction."""
-  import imageio.v3 as iio
+  from PIL import Image
   rows = np.concatenate([originals_u8, recons_u8], axis=3)       # [N, T, H, 2W, 3]
-  frames = np.concatenate(list(rows), axis=1)                     # [T, N*H, 2W, 3]
-  iio.imwrite(path, frames, duration=1000 / fps, loop=0)
+  frames = [Image.fromarray(f) for f in np.concatenate(list(rows), axis=1)]  # T x [N*H, 2W, 3]
+  frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
 
 
 def _log_strip(writer, model, videos_u8: np.ndarray, step: int) -> None:

@@ -1,7 +1,7 @@
 """A 3-D convolutional discriminator for tokenizer GAN training.
 
 Non-causal (it judges whole clips): strided 3x3x3 convolutions with leaky ReLU, halving
-space every block and time while more than two frames remain, then a per-patch logit.
+space at every layer and time (after the first) while more than two frames remain, then a per-patch logit.
 No normalization layers, so the R1 penalty and LeCAM regularization act on a plain
 function of the pixels. A one-frame input (image tokenizer) works: time is never strided.
 """
@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sharding import param
+from vidtok.layers import conv3d_valid_time
 
 
 class Discriminator(nnx.Module):
@@ -22,17 +23,15 @@ class Discriminator(nnx.Module):
                                    (None, None, None, "conv_in", "conv_out"))
                              for c_in, c_out in zip([3] + widths[:-1], widths)])
     self.biases = nnx.List([param(jnp.zeros((c,)), ("conv_out",)) for c in widths])
-    self.head = param(init(rngs.params(), (1, 1, 1, widths[-1], 1)), (None, None, None, "conv_in", None))
+    self.head = param(init(rngs.params(), (widths[-1], 1)), ("conv_in", None))
 
   def __call__(self, video_bthwc: jax.Array) -> jax.Array:
     """Patch logits [B, t, h, w] (real > 0)."""
     x = video_bthwc
     for i, (w, b) in enumerate(zip(self.kernels, self.biases)):
-      time_stride = 2 if (i > 0 and x.shape[1] > 2) else 1
-      stride = (1, 1, 1) if i == 0 else (time_stride, 2, 2)
-      x = jax.lax.conv_general_dilated(x, w[...], stride, "SAME",
-                                       dimension_numbers=("NDHWC", "DHWIO", "NDHWC")) + b[...]
+      # Space halves at every layer (the first one too: D need not see single pixels).
+      stride = (2 if (i > 0 and x.shape[1] > 2) else 1, 2, 2)
+      x = jnp.pad(x, [(0, 0), (1, 1), (0, 0), (0, 0), (0, 0)])  # "same" in time
+      x = conv3d_valid_time(x, w[...], stride) + b[...]
       x = jax.nn.leaky_relu(x, 0.2)
-    logits = jax.lax.conv_general_dilated(x, self.head[...], (1, 1, 1), "VALID",
-                                          dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
-    return logits[..., 0]
+    return (x @ self.head[...])[..., 0]

@@ -5,31 +5,15 @@ of the split in a seeded permutation, and each clip contributes a seeded window 
 `frames` frames. So a resumed run sees exactly the batches an uninterrupted one would,
 with no iterator state to save, and every process can cut its own rows from the same
 global batch. Reads a dataset built by `kineto data build` / `kineto data demo` through
-TFDS's random-access data source (no TensorFlow).
+TFDS's random-access data source (no TensorFlow). A record that fails to read is
+replaced by the next one in the permutation and counted in `bad_records`, never fatal.
 """
 from __future__ import annotations
-
-import functools
-import pathlib
 
 import numpy as np
 
 from configs.schema import ConfigError
-
-
-@functools.cache
-def open_split(data_dir: str, split: str):
-  """The random-access source of one split of a built dataset, with a clear error if absent."""
-  import tensorflow_datasets as tfds
-  path = pathlib.Path(data_dir)
-  if not (path / "dataset_info.json").is_file():
-    raise ConfigError(f"no built dataset in {str(data_dir)!r} (dataset_info.json missing); build one "
-                      f"with `kineto data demo --out {data_dir}` or `kineto data build --src DIR --out "
-                      f"{data_dir}`, or point train.data_dir at one.")
-  builder = tfds.builder_from_directory(str(path))
-  if split not in builder.info.splits:
-    raise ConfigError(f"dataset {data_dir} has no {split!r} split (it has {list(builder.info.splits)}).")
-  return builder.as_data_source(split)
+from train.data.pipeline import open_split
 
 
 class ClipBatches:
@@ -46,6 +30,7 @@ class ClipBatches:
       raise ConfigError(f"train.frames={frames} exceeds the {self.clip_frames}-frame clips of "
                         f"{data_dir}; lower train.frames or rebuild with --frames {frames}.")
     self.frames, self.batch_size, self.seed, self.shuffle = frames, batch_size, seed, shuffle
+    self.bad_records = 0
 
   def _order(self, epoch: int) -> np.ndarray:
     n = len(self.source)
@@ -56,7 +41,17 @@ class ClipBatches:
     n, out = len(self.source), []
     for row in range(self.batch_size)[rows]:
       i = step * self.batch_size + row
-      clip = self.source[int(self._order(i // n)[i % n])]["video"]
+      clip = self._read(i)
       start = np.random.default_rng((self.seed, i)).integers(0, self.clip_frames - self.frames + 1)
       out.append(clip[start:start + self.frames])
     return np.stack(out)
+
+  def _read(self, i: int) -> np.ndarray:
+    n = len(self.source)
+    for j in range(i, i + n):
+      try:
+        return self.source[int(self._order(j // n)[j % n])]["video"]
+      except Exception as e:  # a corrupt record: the next one of the permutation stands in
+        self.bad_records += 1
+        print(f"kineto: skipping unreadable clip ({type(e).__name__}: {e}); {self.bad_records} so far.")
+    raise ConfigError("no clip of the dataset can be read; rebuild it.")
