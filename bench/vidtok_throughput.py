@@ -1,0 +1,67 @@
+"""Video tokenizer throughput: encode and decode frames/s on 17x128x128 clips, and the
+tokenizer's FLOP/s (XLA's cost analysis of the compiled programs) divided by this
+machine's matmul FLOP/s measured in the same run.
+
+  python bench/vidtok_throughput.py [--batch 2] [--configs vidtok_demo,vidtok_magvit2]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import jax
+from flax import nnx
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from common import emit, machine_info, time_fn  # noqa: E402
+
+import configs  # noqa: E402
+from train.flops import measure_matmul_flops_per_second  # noqa: E402
+from vidtok.model import VideoTokenizer  # noqa: E402
+
+FRAMES, SIZE = 17, 128
+
+
+def measure(name: str, batch: int, repeats: int) -> dict:
+  cfg = configs.load(name).vidtok
+  model = VideoTokenizer(cfg, rngs=nnx.Rngs(0))
+  video = jax.random.uniform(jax.random.key(0), (batch, FRAMES, SIZE, SIZE, 3), minval=-1, maxval=1)
+  encode = nnx.jit(lambda m, v: m.encode(v))
+  decode = nnx.jit(lambda m, c: m.decode(c))
+  codes = encode(model, video)
+  flops = {}
+  for key, fn, arg in (("encode", encode, video), ("decode", decode, codes)):
+    # The FLOPs of the exact program that is timed (nnx.jit lowers like jax.jit).
+    flops[key] = jax.jit(lambda v, fn=fn: fn(model, v)).lower(arg).compile().cost_analysis()["flops"]
+  t_enc = time_fn(lambda: encode(model, video).block_until_ready(), repeats=repeats)
+  t_dec = time_fn(lambda: decode(model, codes).block_until_ready(), repeats=repeats)
+  frames = batch * FRAMES
+  return {"encode_fps": frames / t_enc, "decode_fps": frames / t_dec,
+          "encode_gflop_per_clip": flops["encode"] / batch / 1e9,
+          "decode_gflop_per_clip": flops["decode"] / batch / 1e9,
+          "flops_per_second": (flops["encode"] + flops["decode"]) / (t_enc + t_dec),
+          "tokens_per_clip": int(codes[0].size)}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument("--batch", type=int, default=2)
+  parser.add_argument("--configs", default="vidtok_demo,vidtok_magvit2")
+  parser.add_argument("--repeats", type=int, default=2)
+  args = parser.parse_args()
+  results = {name: measure(name, args.batch, args.repeats) for name in args.configs.split(",")}
+  # Measured after the tokenizers: a matmul benchmark run first slows what follows on CPU.
+  peak = measure_matmul_flops_per_second(n=1024)
+  for name, r in results.items():
+    r["flops_ratio"] = r["flops_per_second"] / peak
+    print(f"{name:16s} encode {r['encode_fps']:8.1f} frames/s  decode {r['decode_fps']:8.1f} frames/s  "
+          f"{r['encode_gflop_per_clip']:.1f}+{r['decode_gflop_per_clip']:.1f} GFLOP/clip  "
+          f"{r['flops_ratio']:.2f} of matmul peak ({peak / 1e9:.0f} GFLOP/s)")
+  first = results[args.configs.split(",")[0]]
+  emit({"encode_fps": first["encode_fps"], "decode_fps": first["decode_fps"],
+        "flops_ratio": first["flops_ratio"], "matmul_flops_per_second": peak,
+        "clip": f"{FRAMES}x{SIZE}x{SIZE}", "batch": args.batch, "configs": results, **machine_info()})
+
+
+if __name__ == "__main__":
+  main()
