@@ -316,6 +316,22 @@ class TrainConfig:
       raise ConfigError("train.warmup_steps, train.clip_norm and train.weight_decay must be >= 0.")
 
 
+DATA_SOURCES = ("bytes", "tokens")
+
+
+@dataclasses.dataclass(frozen=True)
+class LmDataConfig:
+  """What the LM trains on (train/lm_data.py)."""
+  source: str = "bytes"        # bytes: the bundled text corpus; tokens: shards of `kineto tokenize`
+  tokens_dir: str = ""         # the token shards (source=tokens), with train and validation splits
+
+  def __post_init__(self):
+    _check_choice("data.source", self.source, DATA_SOURCES)
+    if self.source == "tokens" and not self.tokens_dir:
+      raise ConfigError("data.source=tokens needs data.tokens_dir: a directory written by "
+                        "`kineto tokenize --out DIR`.")
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
   """Everything one run needs."""
@@ -324,6 +340,7 @@ class Config:
   lm: LmConfig = LmConfig()
   mesh: MeshConfig = MeshConfig()
   train: TrainConfig = TrainConfig()
+  data: LmDataConfig = LmDataConfig()
 
   def __post_init__(self):
     if self.lm.vocab < self.vocab.size:

@@ -2,10 +2,13 @@
 
 Reads top to bottom like big_vision's train.py. Writes into `workdir`: checkpoints
 (`checkpoints/`, every `train.checkpoint_every` steps, at the end and on SIGTERM),
-TensorBoard events (`tb/`), and at the end `summary.json` with step, loss, held-out loss,
-tokens/s and MFU, and `sample.txt`: a greedy continuation of a held-out prompt decoded
-with the KV cache. Running the same command again resumes from the last checkpoint, with
-the same data order (the batch of step s depends only on the seed and s).
+TensorBoard events (`tb/`), and at the end `summary.json` with step, loss, held-out loss
+(per task for the task mixture), tokens/s and MFU, and for the byte corpus `sample.txt`: a
+greedy continuation of a held-out prompt decoded with the KV cache. Data comes from
+`train/lm_data.py` (the byte corpus, or the task mixture over token shards) in a few fixed
+sequence lengths, each compiled once ahead of time. Running the same command again resumes
+from the last checkpoint, with the same data order (the batch of step s depends only on
+the seed and s).
 """
 from __future__ import annotations
 
@@ -24,15 +27,15 @@ import configs
 import sharding
 from configs.schema import Config, ConfigError
 from lm import next_token_loss
-from train import corpus
+from train import lm_data
 from train.flops import measure_matmul_flops_per_second, train_step_flops
 from lm.vocab import Vocabulary
 from train.optimizer import find_ema, schedule
 from train.checkpoint import Checkpointer
 from train.loop import PreemptionFlag, global_batch, process_rows
+from train.lm_data import BATCH_KEYS
 from train.state import abstract_state, batch_shardings, check_fits_mesh, init_state, make_train_step
 
-EVAL_BATCHES = 4
 SAMPLE_PROMPT, SAMPLE_LENGTH = 64, 96
 
 
@@ -53,13 +56,7 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
 
   # --- data ---------------------------------------------------------------------------
   vocab = Vocabulary(cfg.vocab)
-  if cfg.vocab.text < corpus.BYTE_VOCAB:
-    raise ConfigError(f"vocab.text={cfg.vocab.text} cannot hold the byte corpus' "
-                      f"{corpus.BYTE_VOCAB} pieces; use vocab.text >= {corpus.BYTE_VOCAB}.")
-  prefix = tc.seq_len // 8  # the first eighth of each sequence is the bidirectional prefix
-  # Bytes are the text pieces of this corpus: they live in the vocabulary's text range.
-  train_data, eval_data = (vocab.text_ids(part).astype(np.int32)
-                           for part in corpus.split(corpus.corpus_bytes()))
+  data = lm_data.make(cfg, vocab)
 
   # --- mesh, model and optimizer; resume from the last checkpoint ----------------------
   mesh = sharding.make_mesh(cfg.mesh.shape)
@@ -74,9 +71,7 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
     ts = init_state(cfg, mesh, seed=tc.seed)
   step_fn = make_train_step(cfg, mesh, ts)
   shardings = batch_shardings(cfg, mesh)
-  rows = process_rows(shardings["tokens"], (tc.batch_size, tc.seq_len + 1))  # this process's rows
-  train_iter = corpus.batches(train_data, tc.batch_size, tc.seq_len, prefix, tc.seed,
-                              start_step=start_step, rows=rows)
+  rows = process_rows(shardings["tokens"], (tc.batch_size, max(data.lengths)))  # this process's rows
   n_params = cfg.lm.param_count()
 
   @nnx.jit
@@ -84,22 +79,23 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
     return next_token_loss(model, batch["tokens"], batch["input_mask"], batch["loss_mask"])[1]
 
   # --- speed and memory accounting, logged before the first step -----------------------
-  flops_per_step = train_step_flops(cfg.lm, np.zeros((tc.batch_size, tc.seq_len), bool)
-                                    | (np.arange(tc.seq_len) < prefix))
-  batch_shape = (tc.batch_size, tc.seq_len + 1)
-  abstract_batch = {key: jax.ShapeDtypeStruct(batch_shape, np.int32 if key == "tokens" else bool,
-                                              sharding=shardings[key]) for key in shardings}
+  def abstract_batch(length):
+    return {key: jax.ShapeDtypeStruct((tc.batch_size, length), np.int32 if key == "tokens" else bool,
+                                      sharding=shardings[key]) for key in shardings}
+
   with jax.set_mesh(mesh), nnx.logical_axis_rules(cfg.mesh.rules):
-    # Compiled once, ahead of time: the same executable runs the loop below.
-    compiled_step = step_fn.jitted.lower(ts.state, abstract_batch).compile()
-  memory = compiled_step.memory_analysis()
+    # Compiled once per sequence length, ahead of time: these executables run the loop below.
+    compiled = {length: step_fn.jitted.lower(ts.state, abstract_batch(length)).compile()
+                for length in data.lengths}
+  flops_per_step = _step_flops(cfg, data.batch(start_step, rows))  # of the first batch, for the log
+  memory = compiled[max(data.lengths)].memory_analysis()
   per_device_bytes = (memory.argument_size_in_bytes + memory.output_size_in_bytes
                       + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
   if is_chief:
     print(f"kineto: {cfg.name}: {n_params / 1e6:.2f}M params on mesh {dict(mesh.shape)}; "
           f"{flops_per_step / 1e9:.2f} GFLOP per step (analytic); {per_device_bytes / 2**20:.1f} MiB "
           f"per device (arguments {memory.argument_size_in_bytes / 2**20:.1f} MiB, temporaries "
-          f"{memory.temp_size_in_bytes / 2**20:.1f} MiB); starting at step {start_step}.")
+          f"{memory.temp_size_in_bytes / 2**20:.1f} MiB); starting at step {start_step}.\nkineto: data: {data.describe}.")
 
   writer = None
   if is_chief:
@@ -110,19 +106,22 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
   # --- loop ---------------------------------------------------------------------------
   state = ts.state
   lr = schedule(tc)
-  timed_steps, timed_seconds, skipped, metrics = 0, 0.0, 0, {}
+  timed_steps, timed_seconds, timed_tokens, timed_flops, skipped, metrics = 0, 0.0, 0, 0.0, 0, {}
   preempted = PreemptionFlag()
   bar = tqdm(range(start_step, tc.steps), desc=f"train {cfg.name}", initial=start_step,
              total=tc.steps, disable=not (progress and is_chief), dynamic_ncols=True)
   step = start_step
   for step in bar:
-    batch = global_batch(next(train_iter), shardings, tc.batch_size)
+    host = data.batch(step, rows)
+    batch = global_batch({k: host[k] for k in BATCH_KEYS}, shardings, tc.batch_size)
     t0 = time.perf_counter()
-    state, metrics = compiled_step(state, batch)
+    state, metrics = compiled[host["tokens"].shape[1]](state, batch)
     loss = float(metrics["loss"])  # blocks: the step's time is measured whole
     if step > start_step:  # the first step's time includes one-off warm-up
       timed_steps += 1
       timed_seconds += time.perf_counter() - t0
+      timed_tokens += tc.batch_size * (host["tokens"].shape[1] - 1)
+      timed_flops += _step_flops(cfg, host)
     if not bool(metrics["finite"]):  # the state was left unchanged; nothing is saved
       skipped += 1
       if skipped > tc.max_skipped_steps:
@@ -138,7 +137,7 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
     if stopping and step + 1 < tc.steps:
       break
     if timed_steps:
-      tokens_per_second = tc.batch_size * tc.seq_len * timed_steps / timed_seconds
+      tokens_per_second = timed_tokens / timed_seconds
       bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_second:.0f}")
     else:
       bar.set_postfix(loss=f"{loss:.3f}")
@@ -148,7 +147,7 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
       writer.add_scalar("train/learning_rate", float(lr(step)), step)
       writer.add_scalar("train/skipped_steps", skipped, step)
       if timed_steps:
-        writer.add_scalar("speed/tokens_per_second", tc.batch_size * tc.seq_len * timed_steps / timed_seconds, step)
+        writer.add_scalar("speed/tokens_per_second", timed_tokens / timed_seconds, step)
   preempted.restore()
   done = step + 1 if tc.steps > start_step else start_step
   if ckpt.latest_step() != done:
@@ -161,24 +160,24 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
     return {"config": cfg.name, "step": done, "stopped_early": True}
 
   # --- held-out evaluation and summary -------------------------------------------------
-  def held_out_loss(model):
-    eval_iter = corpus.batches(eval_data, tc.batch_size, tc.seq_len, prefix, seed=12345, rows=rows)
+  eval_sets = data.eval_sets(rows)
+
+  def held_out_losses(model) -> dict[str, float]:
+    """Mean held-out loss of each eval set (one per task for the mixture)."""
     with jax.set_mesh(mesh), nnx.logical_axis_rules(cfg.mesh.rules):
-      return float(np.mean([float(eval_fn(model, global_batch(next(eval_iter), shardings,
-                                                                tc.batch_size))["loss"])
-                            for _ in range(EVAL_BATCHES)]))
+      return {name: float(np.mean([float(eval_fn(model, global_batch(
+                  {k: b[k] for k in BATCH_KEYS}, shardings, tc.batch_size))["loss"]) for b in batches]))
+              for name, batches in eval_sets.items()}
 
   model, opt = nnx.merge(ts.graphdef, state)
-  eval_loss = held_out_loss(model)
+  eval_losses = held_out_losses(model)
+  eval_loss = float(np.mean(list(eval_losses.values())))
   ema = find_ema(opt.opt_state)
   eval_loss_ema = None
   if ema is not None:
     ema_model = nnx.merge(ts.graphdef, state)[0]
     nnx.update(ema_model, ema)
-    eval_loss_ema = held_out_loss(ema_model)
-  prompt = _prose_prompt(eval_data, vocab.text_offset, SAMPLE_PROMPT)
-  sample = _greedy_continuation(model, prompt, prefix, SAMPLE_LENGTH,
-                                allowed=(vocab.text_offset, vocab.video_offset))
+    eval_loss_ema = float(np.mean(list(held_out_losses(ema_model).values())))
   step_seconds = timed_seconds / timed_steps if timed_steps else None  # 1 step: all compile
   # The matmul peak is measured after training (measured first, it slows what follows).
   # Fake CPU devices share the host's cores: their peak is the host's, not a sum.
@@ -187,22 +186,35 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
   summary = {
       "config": cfg.name, "step": tc.steps, "resumed_from": start_step, "skipped_steps": skipped,
       "loss": float(metrics["loss"]) if metrics else None, "eval_loss": eval_loss,
+      "eval_loss_per_set": eval_losses,
       "eval_loss_ema": eval_loss_ema, "per_device_bytes": int(per_device_bytes),
       "params": n_params, "devices": jax.device_count(), "mesh": dict(mesh.shape),
       "step_seconds": step_seconds,
-      "tokens_per_second": step_seconds and tc.batch_size * tc.seq_len / step_seconds,
-      "mfu": step_seconds and flops_per_step / step_seconds / peak, "peak_flops_per_second": peak,
+      "tokens_per_second": timed_seconds and timed_tokens / timed_seconds,
+      "mfu": timed_seconds and timed_flops / timed_seconds / peak, "peak_flops_per_second": peak,
   }
   if is_chief:
     writer.add_scalar("eval/loss", eval_loss, tc.steps)
+    for name, value in eval_losses.items():
+      writer.add_scalar(f"eval/loss_{name}", value, tc.steps)
     if summary["mfu"]:
       writer.add_scalar("speed/mfu", summary["mfu"], tc.steps)
     writer.close()
     (workdir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    text = lambda ids: _bytes_text(ids, vocab)
-    (workdir / "sample.txt").write_text(f"PROMPT (held-out):\n{text(prompt)}\n\n"
-                                        f"GREEDY CONTINUATION (KV cache):\n{text(sample)}\n")
+    if isinstance(data, lm_data.ByteData):  # a text sample; video samples are the sampler's job
+      prompt = _prose_prompt(data.held_out, vocab.text_offset, SAMPLE_PROMPT)
+      sample = _greedy_continuation(model, prompt, data.prefix, SAMPLE_LENGTH,
+                                    allowed=(vocab.text_offset, vocab.video_offset))
+      text = lambda ids: _bytes_text(ids, vocab)
+      (workdir / "sample.txt").write_text(f"PROMPT (held-out):\n{text(prompt)}\n\n"
+                                          f"GREEDY CONTINUATION (KV cache):\n{text(sample)}\n")
   return summary
+
+
+def _step_flops(cfg: Config, host_batch: dict) -> float:
+  """Analytic FLOPs of the global step, from this process's rows (scaled to the batch)."""
+  input_mask = host_batch["input_mask"][:, :-1]
+  return train_step_flops(cfg.lm, input_mask) * cfg.train.batch_size / len(input_mask)
 
 
 def _bytes_text(ids, vocab: Vocabulary) -> str:

@@ -1,0 +1,87 @@
+"""What the LM trains on, behind one small interface the training loop reads.
+
+  data.lengths                  the sequence lengths batches come in (one compile each)
+  data.batch(step, rows)        this process's rows of step's global batch: tokens,
+                                input_mask, loss_mask [b, L]; a pure function of (seed, step)
+  data.eval_sets(rows)          named held-out batch lists (one per task for the mixture)
+  data.describe                 one line for the log
+
+Two sources (`data.source` in the config):
+- `bytes`: the bundled text corpus (train/corpus.py), bytes in the vocabulary's text range.
+- `tokens`: token shards written by `kineto tokenize` (video codes, caption pieces),
+  arranged by VideoPoet's task layouts into length buckets (lm/tasks.py, lm/mixture.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from configs.schema import Config, ConfigError
+from lm import mixture
+from lm.vocab import Vocabulary
+from train import corpus
+
+EVAL_BATCHES = 4
+BATCH_KEYS = ("tokens", "input_mask", "loss_mask")
+
+
+class ByteData:
+  """The byte corpus: sequences of seq_len + 1 bytes, the first eighth bidirectional."""
+
+  def __init__(self, cfg: Config, vocab: Vocabulary):
+    tc = cfg.train
+    if cfg.vocab.text < corpus.BYTE_VOCAB:
+      raise ConfigError(f"vocab.text={cfg.vocab.text} cannot hold the byte corpus' "
+                        f"{corpus.BYTE_VOCAB} pieces; use vocab.text >= {corpus.BYTE_VOCAB}.")
+    self.vocab, self.batch_size, self.seq_len, self.seed = vocab, tc.batch_size, tc.seq_len, tc.seed
+    self.prefix = tc.seq_len // 8
+    # Bytes are the text pieces of this corpus: they live in the vocabulary's text range.
+    self.train, self.held_out = (vocab.text_ids(part).astype(np.int32)
+                                 for part in corpus.split(corpus.corpus_bytes()))
+    self.lengths = (tc.seq_len + 1,)
+    self.describe = f"byte corpus: {len(self.train):,} training bytes, prefix {self.prefix}"
+
+  def batch(self, step: int, rows: slice = slice(None)) -> dict:
+    return next(corpus.batches(self.train, self.batch_size, self.seq_len, self.prefix, self.seed,
+                               start_step=step, rows=rows))
+
+  def eval_sets(self, rows: slice = slice(None)) -> dict[str, list[dict]]:
+    it = corpus.batches(self.held_out, self.batch_size, self.seq_len, self.prefix, seed=12345, rows=rows)
+    return {"text": [next(it) for _ in range(EVAL_BATCHES)]}
+
+
+class MixtureData:
+  """Token-shard examples under the task mixture, in length buckets."""
+
+  def __init__(self, cfg: Config, vocab: Vocabulary, train_examples, held_out_examples):
+    tc = cfg.train
+    self.mix = mixture.demo_mixture(train_examples, vocab, total_steps=tc.steps,
+                                    batch_size=tc.batch_size, seed=tc.seed)
+    self.lengths = self.mix.buckets
+    if self.lengths[-1] > cfg.lm.max_len:
+      raise ConfigError(f"the task mixture needs sequences of up to {self.lengths[-1]} tokens "
+                        f"(buckets {self.lengths}) but lm.max_len={cfg.lm.max_len}; raise lm.max_len.")
+    self.held_out = {
+        name: mixture.Mixture(held_out_examples, vocab, mixture.Schedule.constant({name: 1.0}),
+                              total_steps=EVAL_BATCHES, batch_size=tc.batch_size, spec=self.mix.spec,
+                              buckets=self.lengths, seed=12345, cond_dropout=0.0)
+        for name in self.mix.schedule.tasks()
+        if all(any(mixture.tasks.has_modality(ex, m) for ex in held_out_examples)
+               for m in mixture.tasks.get_task(name).requires())}
+    self.describe = (f"task mixture: {len(train_examples)} training examples, tasks "
+                     f"{list(self.mix.schedule.tasks())}, buckets {self.lengths}")
+
+  def batch(self, step: int, rows: slice = slice(None)) -> dict:
+    return self.mix.batch(step, rows)
+
+  def eval_sets(self, rows: slice = slice(None)) -> dict[str, list[dict]]:
+    return {name: [m.batch(i, rows) for i in range(EVAL_BATCHES)] for name, m in self.held_out.items()}
+
+
+def make(cfg: Config, vocab: Vocabulary):
+  """The data source the config names."""
+  if cfg.data.source == "bytes":
+    return ByteData(cfg, vocab)
+  from train.data import tokenize
+  train_examples = tokenize.load_examples(cfg.data.tokens_dir, "train", video_bits=cfg.vocab.video_bits)
+  held_out = tokenize.load_examples(cfg.data.tokens_dir, "validation", video_bits=cfg.vocab.video_bits)
+  return MixtureData(cfg, vocab, train_examples, held_out)
