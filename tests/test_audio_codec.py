@@ -151,6 +151,18 @@ def test_prepare_resamples_and_downmixes():
   np.testing.assert_allclose(audio.prepare(np.full(10, -16_384, np.int16), 16_000), -0.5)
 
 
+def test_load_audio_decodes_resamples_and_downmixes(tmp_path):
+  import soundfile
+  t = np.arange(22_050) / 22_050
+  left, right = 0.5 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 440 * t)
+  soundfile.write(tmp_path / "tone.flac", np.stack([left, right], axis=1), 22_050, subtype="PCM_16")
+  wave = audio.load_audio(tmp_path / "tone.flac", 16_000)
+  expected = 0.4 * np.sin(2 * np.pi * 440 * np.arange(16_000) / 16_000)
+  assert wave.shape == (16_000,) and np.abs(wave[100:-100] - expected[100:-100]).max() < 2e-3
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    audio.load_audio(tmp_path / "missing.wav")
+
+
 def test_train_steps_lower_the_loss_on_real_audio(bunny):
   cfg = presets.tiny(quantizer_dropout=0.0)
   split = int(0.7 * len(bunny))

@@ -12,6 +12,10 @@ compiles nothing, where a `jax.random` draw per distinct weight shape costs an X
 compile each (seconds per model on a busy CPU). Under tracing (`nnx.eval_shape`, a
 jitted init) the draw falls back to `jax.random`, so abstract creation still works.
 
+Weights carry no logical axis names: the codec is small (a few million parameters), so it
+is replicated and scales by splitting the batch (`act_batch`); conv axes have no entry
+in the mesh rules (`configs.schema.DEFAULT_RULES`).
+
 Shape letters: B batch, T time steps, C channels.
 """
 from __future__ import annotations
@@ -20,8 +24,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-
-from sharding import param
 
 
 def host_normal(rngs: nnx.Rngs, shape: tuple[int, ...], std: float = 1.0) -> jax.Array:
@@ -42,9 +44,8 @@ class CausalConv(nnx.Module):
   def __init__(self, c_in: int, c_out: int, kernel: int, *, dilation: int = 1,
                scale: float = 1.0, rngs: nnx.Rngs):
     self.kernel, self.dilation = kernel, dilation
-    self.kernel_kio = param(host_normal(rngs, (kernel, c_in, c_out), scale / (c_in * kernel) ** 0.5),
-                            (None, "conv_in", "conv_out"))
-    self.bias_o = param(jnp.asarray(np.zeros((c_out,), np.float32)), ("conv_out",))
+    self.kernel_kio = nnx.Param(host_normal(rngs, (kernel, c_in, c_out), scale / (c_in * kernel) ** 0.5))
+    self.bias_o = nnx.Param(jnp.asarray(np.zeros((c_out,), np.float32)))
 
   def __call__(self, x_btc: jax.Array) -> jax.Array:
     pad = (self.kernel - 1) * self.dilation
