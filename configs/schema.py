@@ -351,3 +351,107 @@ class Config:
     if self.train.seq_len > self.lm.max_len:
       raise ConfigError(f"train.seq_len={self.train.seq_len} exceeds lm.max_len={self.lm.max_len}; "
                         "raise lm.max_len or shorten train.seq_len.")
+
+
+# =========================================================================================
+# Audio codec (vidtok/audio): a SoundStream-style causal 1-D conv codec with residual VQ.
+# =========================================================================================
+CODEBOOK_MODES = ("ema", "straight_through")
+ACTIVATIONS = ("elu", "silu")
+ADVERSARIAL_LOSSES = ("hinge", "least_squares")
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioCodecConfig:
+  """The causal audio codec (vidtok/audio): waveform [B, S] <-> RVQ codes [B, levels, frames].
+
+  The encoder downsamples by prod(strides) (hop; 2*4*5*8 = 320 -> 50 latent frames per
+  second at 16 kHz); encoder block b maps `channels * mult[b-1]` to `channels * mult[b]`
+  channels (mult[-1] = 1). Presets live in `vidtok/audio/presets.py`.
+  """
+  sample_rate: int = 16_000
+  channels: int = 32                      # base width C of the first conv
+  channel_mults: tuple[int, ...] = (2, 4, 8, 16)  # one per stride
+  strides: tuple[int, ...] = (2, 4, 5, 8)         # encoder downsampling factors, in order
+  residual_units: int = 3                 # per block, dilations 1, 3, 9, ...
+  kernel_size: int = 7                    # of the residual and input/output convs
+  activation: str = "elu"
+  latent_dim: int = 128                   # D of the quantized latent
+  levels: int = 4                         # RVQ levels L (VideoPoet: 4)
+  codebook_size: int = 1024               # K codes per level (VideoPoet: 1024)
+  commitment_weight: float = 0.25
+  codebook_mode: str = "ema"              # "ema" updates or "straight_through" (learned by gradient)
+  ema_decay: float = 0.99
+  dead_code_threshold: float = 0.5        # restart codes whose EMA usage (hits/step) falls below this
+  quantizer_dropout: float = 0.5          # prob. an example trains with a random number of levels
+  stft_windows: tuple[int, ...] = (1024, 512, 256, 128, 64)  # multi-scale spectral loss windows
+  mel_bins: int = 64                      # largest mel filterbank of the mel loss (0: no mel loss)
+  stft_weight: float = 1.0                # spectral convergence + log-magnitude L1
+  mel_weight: float = 1.0                 # log-mel L1
+  waveform_weight: float = 0.0            # L1 on samples
+  discriminator: bool = False             # adversarial training with a multi-scale waveform D
+  disc_channels: int = 16                 # first-layer width of each discriminator scale
+  disc_scales: int = 3                    # waveform, /2, /4 average-pooled
+  disc_downsamples: int = 3               # strided (x4) layers per scale
+  adversarial_loss: str = "hinge"         # or "least_squares"
+  adversarial_weight: float = 1.0
+  feature_matching_weight: float = 2.0
+  clip_seconds: float = 2.125             # one LM clip: 17 frames at 8 fps -> 34000 samples -> 106 frames
+
+  def __post_init__(self):
+    _check_positive(self, "sample_rate", "channels", "residual_units", "kernel_size", "latent_dim",
+                    "levels", "codebook_size", "clip_seconds", "disc_channels", "disc_scales")
+    if not self.strides or any(not isinstance(s, int) or s < 1 for s in self.strides):
+      raise ConfigError(f"audio.strides={self.strides} must be a non-empty tuple of integers >= 1, "
+                        "e.g. (2, 4, 5, 8).")
+    if len(self.channel_mults) != len(self.strides) or any(m < 1 for m in self.channel_mults):
+      raise ConfigError(f"audio.channel_mults={self.channel_mults} needs one multiplier >= 1 per "
+                        f"stride in audio.strides={self.strides}.")
+    _check_choice("audio.codebook_mode", self.codebook_mode, CODEBOOK_MODES)
+    _check_choice("audio.activation", self.activation, ACTIVATIONS)
+    _check_choice("audio.adversarial_loss", self.adversarial_loss, ADVERSARIAL_LOSSES)
+    if not 0 <= self.ema_decay < 1:
+      raise ConfigError(f"audio.ema_decay={self.ema_decay} must be in [0, 1), e.g. 0.99.")
+    if not 0 <= self.quantizer_dropout <= 1:
+      raise ConfigError(f"audio.quantizer_dropout={self.quantizer_dropout} is a probability: "
+                        "use a value in [0, 1] (0: always train with all levels).")
+    for name in ("commitment_weight", "dead_code_threshold", "stft_weight", "mel_weight",
+                 "waveform_weight", "adversarial_weight", "feature_matching_weight", "mel_bins",
+                 "disc_downsamples"):
+      if not getattr(self, name) >= 0:
+        raise ConfigError(f"audio.{name}={getattr(self, name)} must be >= 0.")
+    if any(w < 16 or w & (w - 1) for w in self.stft_windows):
+      raise ConfigError(f"audio.stft_windows={self.stft_windows}: every window must be a power of "
+                        "two >= 16 (the STFT hop is a quarter window).")
+    if not self.stft_weight + self.mel_weight + self.waveform_weight > 0:
+      raise ConfigError("audio.stft_weight, audio.mel_weight and audio.waveform_weight are all 0: "
+                        "the codec would have no reconstruction loss; set at least one > 0.")
+    if self.mel_weight > 0 and (self.mel_bins == 0 or not self.stft_windows):
+      raise ConfigError(f"audio.mel_weight={self.mel_weight} needs audio.mel_bins > 0 and "
+                        "audio.stft_windows; set audio.mel_weight=0 to drop the mel loss.")
+    if self.stft_weight > 0 and not self.stft_windows:
+      raise ConfigError("audio.stft_weight > 0 needs at least one window in audio.stft_windows.")
+    if self.clip_samples < self.hop:
+      raise ConfigError(f"audio.clip_seconds={self.clip_seconds} gives {self.clip_samples} samples, "
+                        f"fewer than one latent frame (hop {self.hop}); use a longer clip.")
+
+  @property
+  def hop(self) -> int:
+    """Samples per latent frame (the product of the strides)."""
+    hop = 1
+    for s in self.strides:
+      hop *= s
+    return hop
+
+  @property
+  def frame_rate(self) -> float:
+    return self.sample_rate / self.hop
+
+  @property
+  def clip_samples(self) -> int:
+    return round(self.clip_seconds * self.sample_rate)
+
+  @property
+  def clip_frames(self) -> int:
+    """Latent frames of one clip: a trailing partial frame is not encoded."""
+    return self.clip_samples // self.hop
