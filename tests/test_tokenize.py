@@ -13,12 +13,14 @@ import json
 import math
 import os
 import pathlib
+import pickle
 import signal
 import socket
 import subprocess
 import sys
 import time
 
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -166,7 +168,9 @@ def test_shards_hold_the_tokenizers_codes(assets, reference):
       assert record["caption"] == clip["caption"].decode() and record["source"] == clip["source"].decode()
       assert record["start"] == pytest.approx(clip["start"]) and record["has_audio"] == clip["has_audio"]
       np.testing.assert_array_equal(record["text"], text.encode(record["caption"]))
-    # A record feeds the task layouts directly.
+    # grain reads it (also from worker processes: it pickles), and a record feeds the task layouts.
+    examples = grain.MapDataset.source(pickle.loads(pickle.dumps(shards))).map(to_example)
+    np.testing.assert_array_equal(examples[count - 1]["video"], want[count - 1])
     seq = tasks.build("t2v", to_example(shards[0]), vocab, spec=tasks.ClipSpec(height=32, width=32))
     np.testing.assert_array_equal(seq["tokens"][seq["loss_mask"]][:-2], vocab.video_ids(shards[0]["video"]))
 
@@ -195,6 +199,37 @@ def test_other_tokenizer_or_dataset_is_refused(assets, reference, tmp_path):
   assert shard_bytes(out) == before
   with pytest.raises(TokenShardError, match="no token shards of split 'test'"):
     open_token_shards(out, split="test")
+  # The same command again finds everything done: nothing encoded, nothing changed.
+  again = tokenize_dataset(assets["tok_a"], assets["clips"], out, shard_size=SHARD,
+                           text_model=assets["text_model"], progress=False)
+  assert again["this_run"]["encoded"] == 0 and again["this_run"]["shards_resumed"] == len(SHARDS)
+  assert shard_bytes(out) == before
+
+
+def test_unreadable_clip_is_skipped_and_counted(assets, tmp_path, monkeypatch):
+  import train.data.pipeline
+
+  class Corrupt:  # clip 3 of the train split fails to read, as a corrupt record would
+    def __init__(self, source, split):
+      self.source, self.split = source, split
+
+    def __len__(self):
+      return len(self.source)
+
+    def __getitem__(self, i):
+      if self.split == "train" and i == 3:
+        raise ValueError("corrupt record")
+      return self.source[i]
+
+  real = train.data.pipeline.open_split
+  monkeypatch.setattr(train.data.pipeline, "open_split", lambda d, s="train": Corrupt(real(d, s), s))
+  out = tmp_path / "tokens"
+  summary = tokenize_dataset(assets["tok_a"], assets["clips"], out, splits=["train"], batch=8,
+                             shard_size=SHARD, progress=False)
+  assert summary["splits"] == {"train": {"examples": 5, "skipped": 1, "shards": 3, "video_tokens": 5 * 80}}
+  shards = open_token_shards(out, split="train")
+  assert [shards[i]["index"] for i in range(len(shards))] == [0, 1, 2, 4, 5]
+  assert "text" not in shards[0]  # no --text_model
 
 
 @pytest.mark.slow

@@ -223,8 +223,7 @@ def main(argv=None) -> int:
     from train.data.build import DataError
     errors += (DataError,)
   if args.command == "tokenize":
-    from train.data.tokenize import TokenShardError
-    errors += (TokenShardError, FileNotFoundError)
+    errors += (FileNotFoundError,)  # a missing --text_model
   try:
     return args.run(args)
   except errors as e:

@@ -47,6 +47,8 @@ from typing import Iterator, Sequence
 import msgpack
 import numpy as np
 
+from train.data.build import DataError
+
 FORMAT = "kineto-token-shards"
 VERSION = 1
 SUFFIX = "arrayrecord"
@@ -56,7 +58,7 @@ _ARRAY_EXT = 1  # msgpack ext type of a numpy array
 _SHARD = re.compile(r"^(?P<split>[\w.]+)-(?P<chunk>\d{5})-of-(?P<chunks>\d{5})\." + SUFFIX + "$")
 
 
-class TokenShardError(ValueError):
+class TokenShardError(DataError):
   """Token shards that do not fit the request (another tokenizer, dataset, an unfinished
   run, ...); the message names both sides and the fix."""
 
@@ -258,16 +260,19 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
   from lm.vocab import Vocabulary
   from train.data.pipeline import open_split
   from train.tokenizer_trainer import load_tokenizer
+  from vidtok.model import check_video
 
   # --- arguments and inputs, checked before any compile ------------------------------------
   started = time.perf_counter()
   out, data = pathlib.Path(out), pathlib.Path(data)
   if not isinstance(batch, int) or batch < 1:
-    raise ValueError(f"batch={batch!r} must be a positive integer.")
+    raise DataError(f"--batch {batch!r} must be a positive integer.")
   if not isinstance(shard_size, int) or shard_size < 1:
-    raise ValueError(f"shard_size={shard_size!r} must be a positive integer.")
+    raise DataError(f"--shard_size {shard_size!r} must be a positive integer.")
   if out.exists() and not out.is_dir():
     raise TokenShardError(f"--out {out} exists and is not a directory; choose another --out.")
+  if splits is not None and not splits:
+    raise DataError("--split names no split; give e.g. --split train,validation, or leave it out for all.")
   open_split(data, "train" if splits is None else splits[0])  # a missing dataset fails here, clearly
   info = json.loads((data / "dataset_info.json").read_text())
   available = [s["name"] for s in info["splits"]]
@@ -284,7 +289,6 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
   first = sources[splits[0]][0]["video"]
   frames, height, width = first.shape[:3]
   try:
-    from vidtok.model import check_video
     check_video(np.zeros((1, frames, height, width, 3), np.float32), vidtok_cfg)
   except ValueError as e:
     raise TokenShardError(f"{data} holds clips this tokenizer cannot encode: {e}") from e
@@ -497,6 +501,8 @@ def _encoded_chunks(todo: list[_Chunk], source, encoder: _Encoder, text, stats: 
   """Encodes the clips of `todo` in order, `encoder.shape[0]` at a time; yields each chunk
   as soon as all its clips are done. While the devices encode one batch, the host reads the
   next one and writes out the previous results."""
+  if not todo:
+    return
   batch, clip_shape = encoder.shape[0], encoder.shape[1:]
   items = [(chunk, i) for chunk in todo for i in chunk.indices]
   pending = None
