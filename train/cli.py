@@ -198,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
   demo.set_defaults(run=_data_demo)
 
   tokenize = sub.add_parser("tokenize", help="pre-tokenize a clip dataset into token shards for the LM")
-  tokenize.add_argument("--tokenizer", required=True, help="a video tokenizer workdir (its latest checkpoint)")
+  tokenize.add_argument("--tokenizer", required=True,
+                        help="a video tokenizer workdir (its latest checkpoint)")
   tokenize.add_argument("--data", required=True, help="a dataset built by `kineto data build|demo`")
   tokenize.add_argument("--out", required=True, help="the token shard directory; rerun to resume")
   tokenize.add_argument("--split", help="comma-separated splits (default: all of the dataset's)")

@@ -296,7 +296,8 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
 
   vocab_cfg = VocabConfig(video_bits=vidtok_cfg.bits,
                           text=max(VocabConfig.text, text.vocab_size if text else 0))
-  dataset_summary = data / "summary.json"
+  dataset_summary = data / "summary.json"  # the builder's clip spec (fps, audio rate), when there
+  dataset_spec = json.loads(dataset_summary.read_text()).get("spec") if dataset_summary.is_file() else None
   header = {
       "format": FORMAT, "version": VERSION,
       "tokenizer": {"workdir": str(pathlib.Path(tokenizer).absolute()), **ident,
@@ -305,7 +306,7 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
       "text_model": ({"path": str(pathlib.Path(text_model).absolute()), "pieces": text.vocab_size,
                       "sha256": _file_sha256(pathlib.Path(text_model))} if text else None),
       "dataset": {"path": str(data.absolute()), "fingerprint": _file_sha256(data / "dataset_info.json"),
-                  "spec": json.loads(dataset_summary.read_text()).get("spec") if dataset_summary.is_file() else None},
+                  "spec": dataset_spec},
       "shard_size": shard_size,
       "clip": {"frames": int(frames), "height": int(height), "width": int(width),
                "latents": list(latent_thw)},
@@ -497,7 +498,8 @@ def _token_record(index: int, record: dict, codes_thw: np.ndarray, text) -> dict
   return out
 
 
-def _encoded_chunks(todo: list[_Chunk], source, encoder: _Encoder, text, stats: dict, bar) -> Iterator[_Chunk]:
+def _encoded_chunks(todo: list[_Chunk], source, encoder: _Encoder, text, stats: dict,
+                    bar) -> Iterator[_Chunk]:
   """Encodes the clips of `todo` in order, `encoder.shape[0]` at a time; yields each chunk
   as soon as all its clips are done. While the devices encode one batch, the host reads the
   next one and writes out the previous results."""
@@ -597,7 +599,8 @@ class TokenShards:
                             f"vocab.text={vocab_cfg.text}; raise vocab.text to >= {text['pieces']}.")
 
   def __repr__(self) -> str:
-    return f"TokenShards({str(self.out_dir)!r}, split={self.split!r}, {len(self)} records, tokenizer {self.fingerprint})"
+    return (f"TokenShards({str(self.out_dir)!r}, split={self.split!r}, {len(self)} records, "
+            f"tokenizer {self.fingerprint})")
 
 
 def open_token_shards(out_dir: str | os.PathLike, expected_fingerprint: str | None = None, *,
