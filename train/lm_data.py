@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from configs.schema import Config, ConfigError
-from lm import mixture
+from lm import mixture, tasks
 from lm.vocab import Vocabulary
 from train import corpus
 
@@ -52,23 +52,25 @@ class ByteData:
 class MixtureData:
   """Token-shard examples under the task mixture, in length buckets."""
 
-  def __init__(self, cfg: Config, vocab: Vocabulary, train_examples, held_out_examples):
+  def __init__(self, cfg: Config, vocab: Vocabulary, train_examples, held_out_examples,
+               spec: tasks.ClipSpec, schedule: mixture.Schedule = mixture.DEMO_SCHEDULE):
     tc = cfg.train
-    self.mix = mixture.demo_mixture(train_examples, vocab, total_steps=tc.steps,
-                                    batch_size=tc.batch_size, seed=tc.seed)
+    schedule, dropped = feasible(schedule, train_examples)
+    self.mix = mixture.Mixture(train_examples, vocab, schedule, total_steps=tc.steps,
+                               batch_size=tc.batch_size, spec=spec, seed=tc.seed)
     self.lengths = self.mix.buckets
     if self.lengths[-1] > cfg.lm.max_len:
       raise ConfigError(f"the task mixture needs sequences of up to {self.lengths[-1]} tokens "
                         f"(buckets {self.lengths}) but lm.max_len={cfg.lm.max_len}; raise lm.max_len.")
+    held_out_tasks = feasible(schedule, held_out_examples)[0].tasks()
     self.held_out = {
         name: mixture.Mixture(held_out_examples, vocab, mixture.Schedule.constant({name: 1.0}),
-                              total_steps=EVAL_BATCHES, batch_size=tc.batch_size, spec=self.mix.spec,
+                              total_steps=EVAL_BATCHES, batch_size=tc.batch_size, spec=spec,
                               buckets=self.lengths, seed=12345, cond_dropout=0.0)
-        for name in self.mix.schedule.tasks()
-        if all(any(mixture.tasks.has_modality(ex, m) for ex in held_out_examples)
-               for m in mixture.tasks.get_task(name).requires())}
+        for name in held_out_tasks}
     self.describe = (f"task mixture: {len(train_examples)} training examples, tasks "
-                     f"{list(self.mix.schedule.tasks())}, buckets {self.lengths}")
+                     f"{list(schedule.tasks())}, buckets {self.lengths}"
+                     + (f"; left out for lack of their modalities: {dropped}" if dropped else ""))
 
   def batch(self, step: int, rows: slice = slice(None)) -> dict:
     return self.mix.batch(step, rows)
@@ -77,11 +79,30 @@ class MixtureData:
     return {name: [m.batch(i, rows) for i in range(EVAL_BATCHES)] for name, m in self.held_out.items()}
 
 
+def feasible(schedule: mixture.Schedule, examples) -> tuple[mixture.Schedule, list[str]]:
+  """The schedule without tasks no example can feed (e.g. v2a before audio codes exist),
+  and the names of those tasks."""
+  def fed(name):
+    need = tasks.get_task(name).requires()
+    return any(all(tasks.has_modality(ex, m) for m in need) for ex in examples)
+  dropped = [name for name in schedule.tasks() if not fed(name)]
+  stages = [(start, {n: w for n, w in weights if n not in dropped}) for start, weights in schedule.stages]
+  return mixture.Schedule.of(stages), dropped
+
+
 def make(cfg: Config, vocab: Vocabulary):
   """The data source the config names."""
   if cfg.data.source == "bytes":
     return ByteData(cfg, vocab)
   from train.data import tokenize
-  train_examples = tokenize.load_examples(cfg.data.tokens_dir, "train", video_bits=cfg.vocab.video_bits)
-  held_out = tokenize.load_examples(cfg.data.tokens_dir, "validation", video_bits=cfg.vocab.video_bits)
-  return MixtureData(cfg, vocab, train_examples, held_out)
+  shards = {split: tokenize.open_token_shards(cfg.data.tokens_dir, split=split)
+            for split in ("train", "validation")}
+  for s in shards.values():
+    s.check_vocab(cfg.vocab)
+  clip = shards["train"].manifest["clip"]
+  t, h, w = clip["latents"]
+  compression = ((clip["frames"] - 1) // (t - 1) if t > 1 else 4, clip["height"] // h, clip["width"] // w)
+  spec = tasks.ClipSpec(frames=clip["frames"], height=clip["height"], width=clip["width"],
+                        compression=compression)
+  examples = {split: [tokenize.to_example(s[i]) for i in range(len(s))] for split, s in shards.items()}
+  return MixtureData(cfg, vocab, examples["train"], examples["validation"], spec)
