@@ -80,6 +80,15 @@ def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
   assert "cannot be read" in capsys.readouterr().err
 
 
+def test_a_missing_token_dataset_is_a_clear_error_before_compile(tmp_path, capsys):
+  missing = tmp_path / "no_tokens"
+  code = main(["lm", "train", "--config", "lm_tiny", "--workdir", str(tmp_path / "work"),
+               "--set", "data.source=tokens", "--set", f"data.tokens_dir={missing}"])
+  err = capsys.readouterr().err
+  assert code == 2 and str(missing) in err and "kineto tokenize" in err
+  assert not (tmp_path / "work" / "checkpoints").exists()  # failed before any state existed
+
+
 @pytest.mark.slow
 def test_kill_9_during_async_saves_then_resume_equals_an_uninterrupted_run(tmp_path):
   overrides = ["train.steps=60", "train.checkpoint_every=1", "train.seq_len=64"]

@@ -217,19 +217,28 @@ def main(argv=None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
   _init_distributed(args, parser)
+  try:
+    return args.run(args)
+  except Exception as e:
+    if not _is_user_error(e, args.command):
+      raise
+    print(f"kineto: error: {e}", file=sys.stderr)
+    return 2
+
+
+def _is_user_error(e: Exception, command: str) -> bool:
+  """Bad configs, meshes, datasets and token shards get one line and exit code 2."""
   from configs.schema import ConfigError
   from sharding import MeshError
   errors = (ConfigError, MeshError)
-  if args.command in ("data", "tokenize"):
-    from train.data.build import DataError
-    errors += (DataError,)
-  if args.command == "tokenize":
+  # DataError (and TokenShardError) can only be raised once its module is loaded; checking
+  # sys.modules keeps TFDS out of commands that never touched data.
+  build = sys.modules.get("train.data.build")
+  if build is not None:
+    errors += (build.DataError,)
+  if command == "tokenize":
     errors += (FileNotFoundError,)  # a missing --text_model
-  try:
-    return args.run(args)
-  except errors as e:
-    print(f"kineto: error: {e}", file=sys.stderr)
-    return 2
+  return isinstance(e, errors)
 
 
 if __name__ == "__main__":
