@@ -333,9 +333,13 @@ _choose_jit = jax.jit(choose, static_argnames="sampling")
 
 
 def reference_sample(model, vocab: Vocabulary, prompts_xp, valid_xp, plan: Plan, *, rng,
-                     sampling: Sampling = Sampling(), forced_bn=None, weights=None) -> np.ndarray:
+                     sampling: Sampling = Sampling(), forced_bn=None, weights=None,
+                     max_positions: int | None = None) -> np.ndarray:
   """`sample` without a cache, for tests and benchmarks: a Python loop running one full
-  forward pass over the whole (fixed-length, so compiled once) sequence per token."""
+  forward pass over the whole (fixed-length, so compiled once) sequence per token.
+
+  max_positions stops early (a benchmark: every position costs the same full pass).
+  """
   prompts_xp, valid_xp, forced, weights = _check_batch(model, vocab, prompts_xp, valid_xp, plan,
                                                        forced_bn, weights)
   static, state = _static(model, vocab, sampling)
@@ -345,7 +349,7 @@ def reference_sample(model, vocab: Vocabulary, prompts_xp, valid_xp, plan: Plan,
   done = np.zeros(b, bool)
   key = _key(rng)
   forward = dataclasses.replace(static, sampling=Sampling())  # the forward pass ignores it
-  for i in range(n):
+  for i in range(n if max_positions is None else min(n, max_positions)):
     logits_xv = _uncached_logits(state, seq, valid_xp, i, static=forward)
     token = np.asarray(_choose_jit(logits_xv, i, key, forced, plan.lo_n, plan.hi_n, weights,
                                    sampling=sampling))
@@ -531,7 +535,9 @@ def _input_segment(task: str, modality: str) -> tasks.Segment:
                    f"{[s.modality for s in layout.inputs]}.")
 
 
-def _null_prompt(task, example, modality, vocab, spec, mask, negative) -> np.ndarray:
+def null_prompt(task: str, example: Mapping, modality: str, vocab: Vocabulary,
+                spec: ClipSpec = ClipSpec(), mask: np.ndarray | None = None,
+                negative: Mapping | None = None) -> np.ndarray:
   """The prefix with one condition removed, as guidance's unconditional row.
 
   A negative prompt for the modality replaces it; else the trained null: the droppable
@@ -579,7 +585,9 @@ def generate(model, vocab: Vocabulary, task: str, example: Mapping | Sequence[Ma
   negative: conditions ({"text": pieces}) whose prefix replaces the unconditional one.
   known: for inpaint/outpaint, bool [t, h, w] (or [E, t, h, w], one per example) of the
   canvas tokens (example["video"]) to keep; the rest is generated (the prefix shows them as
-  <mask>, and the output forces the known ones). method: "autoregressive" or "maskgit".
+  <mask>, and the output forces the known ones). Inpainting: known = ~box_to_tokens(box);
+  interpolation: known[[0, -1]] = True; continuation: known[:k] = True.
+  method: "autoregressive" or "maskgit" (for models trained with a masked objective).
   Returns {"video": [B, t, h, w], "audio": [B, levels, frames] (when output), "tokens":
   [B, N] output ids}, rows ordered example-major (B = examples x num_samples).
   """
@@ -617,7 +625,7 @@ def generate(model, vocab: Vocabulary, task: str, example: Mapping | Sequence[Ma
   for e, ex in enumerate(examples):
     mask = None if known_e is None else ~known_e[e]
     cond = tasks.prompt(task, ex, vocab, spec=spec, mask=mask)
-    nulls = [_null_prompt(task, ex, m, vocab, spec, mask, negative) for m in scales]
+    nulls = [null_prompt(task, ex, m, vocab, spec, mask, negative) for m in scales]
     forced = np.full(plan.length, -1, np.int32)
     canvas = np.zeros(plan.slots[0].length, np.int32)
     if known_e is not None:

@@ -244,6 +244,21 @@ def test_pixel_regions_map_to_covering_latent_tokens():
     sampling.pixel_mask_to_tokens(np.zeros((8, 32, 32), bool), SPEC)
 
 
+def test_null_prompts_drop_one_condition_each():
+  ex, sp = example(0, (5, 9)), VOCAB.special
+  cond = tasks.prompt("i2v", ex, VOCAB, spec=SPEC)
+  text = sampling.null_prompt("i2v", ex, "text", VOCAB, SPEC)  # the trained null: empty caption
+  np.testing.assert_array_equal(text, tasks.prompt("i2v", ex, VOCAB, spec=SPEC, drop_condition=True))
+  assert len(text) == len(cond) - 2 and sp("bot_i") in text
+  video = sampling.null_prompt("i2v", ex, "video", VOCAB, SPEC)  # no trained null: <mask> tokens
+  changed = video != cond
+  assert len(video) == len(cond) and (video[changed] == sp("mask")).all() and changed.sum() == 16
+  negative = sampling.null_prompt("i2v", ex, "text", VOCAB, SPEC, negative={"text": [7]})
+  np.testing.assert_array_equal(negative, tasks.prompt("i2v", {**ex, "text": [7]}, VOCAB, spec=SPEC))
+  with pytest.raises(ValueError, match="no 'audio' condition"):
+    sampling.null_prompt("i2v", ex, "audio", VOCAB, SPEC)
+
+
 def test_user_errors_are_clear(model):
   with pytest.raises(ValueError, match="text budget"):
     sampling.generate(model, VOCAB, "t2v", example(0, tuple(range(10))), SPEC, rng=0)
