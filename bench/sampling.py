@@ -1,0 +1,154 @@
+"""Benchmark: sampling a 1,280-token video, KV-cached compiled loop vs a full pass per token.
+
+  python bench/sampling.py                       # lm_bench (d=512, 8 layers), one sample
+  python bench/sampling.py --config lm_tiny --uncached-tokens 1280   # quick, whole baseline
+
+Measures in one run on this machine, for text-to-video with 17x128x128 clips (5x16x16 =
+1,280 video tokens, plus the closing marker and <eos>):
+  * cached: `lm.sampling.sample` (prefill + one `lax.while_loop` of `decode_step`), wall time
+    of the whole sequence after a warm-up compile;
+  * uncached: `lm.sampling.reference_sample`, a Python loop of full forward passes over the
+    fixed-length sequence. Every position costs the same pass, so by default only the first
+    `--uncached-tokens` positions are timed and its rate is tokens / time of those;
+  * per-token latency of one jitted `decode_step` at the start (cache index = prompt) and
+    at the end (index = prompt + 1,200) of the sequence, in the same cache;
+  * guidance cost: the cached sampler with one unconditional row group (2B rows) / without;
+  * MaskGIT steps per second (bidirectional pass over prefix + canvas, 12 steps).
+The last line is one JSON object of the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+import common  # noqa: E402
+
+import configs  # noqa: E402
+from lm import Transformer, sampling, tasks  # noqa: E402
+from lm.tasks import ClipSpec  # noqa: E402
+from lm.vocab import Vocabulary  # noqa: E402
+
+SPEC = ClipSpec(frames=17, height=128, width=128, text_budget=16)  # 5x16x16 = 1,280 tokens
+
+
+def timed(fn):
+  t0 = time.perf_counter()
+  out = jax.block_until_ready(fn())
+  return time.perf_counter() - t0, out
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--config", default="lm_bench")
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+  parser.add_argument("--batch", type=int, default=1)
+  parser.add_argument("--uncached-tokens", type=int, default=16,
+                      help="positions of the uncached baseline to time (its per-token cost is constant)")
+  parser.add_argument("--maskgit-steps", type=int, default=12)
+  args = parser.parse_args(argv)
+  cfg = configs.load(args.config, args.set)
+  vocab = Vocabulary(cfg.vocab)
+  print("machine:", common.machine_info())
+
+  model = Transformer(cfg.lm, rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(0)
+  examples = [{"text": rng.integers(0, cfg.vocab.text, SPEC.text_budget)} for _ in range(args.batch)]
+  plan = sampling.layout_plan("t2v", vocab, SPEC)
+  n_video = plan.slots[0].length
+  length = sampling.prompt_length("t2v", vocab, SPEC)
+  pad = vocab.special("pad")
+  prompts, valid = sampling.pad_prompts([tasks.prompt("t2v", ex, vocab, spec=SPEC) for ex in examples],
+                                        pad, length)
+  guided, guided_valid = sampling.pad_prompts(
+      [tasks.prompt("t2v", ex, vocab, spec=SPEC, drop_condition=d) for d in (False, True) for ex in examples],
+      pad, length)
+  settings = sampling.Sampling(temperature=1.0, top_k=100)
+  print(f"{args.config}: {cfg.lm.param_count() / 1e6:.1f}M params, batch {args.batch}, prompt "
+        f"{length} + {plan.length} output tokens ({n_video} video)")
+
+  # --- cached: prefill + one compiled decode loop ------------------------------------
+  # The warm-up call forces <eos> first: same shapes, so it compiles the same program, but
+  # the loop stops at once (every row is done) instead of running the whole sequence.
+  stop = np.full((args.batch, plan.length), -1, np.int32)
+  stop[:, 0] = vocab.special("eos")
+  run = lambda p, v, w, seed, forced=None: sampling.sample(model, vocab, p, v, plan, rng=seed, sampling=settings,
+                                                           weights=w, forced_bn=forced)
+  compile_s, _ = timed(lambda: run(prompts, valid, None, 0, stop))
+  cached_s, tokens = timed(lambda: run(prompts, valid, None, 1))
+  assert (np.asarray(tokens)[:, n_video] == plan.forced_n[n_video]).all()
+  cached_tps = args.batch * plan.length / cached_s
+  print(f"cached: {cached_s:.2f} s for {plan.length} tokens x {args.batch} = {cached_tps:.1f} tokens/s "
+        f"(compile + prefill {compile_s:.1f} s)")
+
+  # --- uncached: a full forward pass per token ----------------------------------------
+  k = min(args.uncached_tokens, plan.length)
+  ref = lambda: sampling.reference_sample(model, vocab, prompts, valid, plan, rng=1, sampling=settings,
+                                          max_positions=k)
+  ref_compile_s, _ = timed(lambda: sampling.reference_sample(model, vocab, prompts, valid, plan, rng=1,
+                                                             sampling=settings, max_positions=1))
+  uncached_s, ref_tokens = timed(ref)
+  same = bool((ref_tokens[:, :k] == np.asarray(tokens)[:, :k]).all())
+  uncached_tps = args.batch * k / uncached_s
+  print(f"uncached: {uncached_s:.2f} s for the first {k} tokens x {args.batch} = {uncached_tps:.2f} tokens/s "
+        f"(same tokens as cached: {same})")
+
+  # --- per-token latency at the start and the end of the cache ------------------------
+  graphdef, state = nnx.split(model)
+  cache_len = length + plan.length - 1
+  step = jax.jit(lambda st, tok, cache: nnx.merge(graphdef, st).decode_step(tok, cache))
+  prefill = jax.jit(lambda st, t, v: nnx.merge(graphdef, st).prefill(t, v, v, cache_len=cache_len)[1])
+  latency = {}
+  for where, extra in (("start", 0), ("end", n_video - 80)):
+    seq = np.concatenate([prompts, np.full((args.batch, extra), vocab.video_offset, np.int32)], axis=1)
+    seq_valid = np.concatenate([valid, np.ones((args.batch, extra), bool)], axis=1)
+    cache = prefill(state, seq, seq_valid)
+    tok = jnp.full((args.batch,), vocab.video_offset, jnp.int32)
+    latency[where] = common.time_fn(lambda: jax.block_until_ready(step(state, tok, cache)[0]),
+                                    warmup=2, repeats=20)
+  print(f"decode_step latency: start {latency['start'] * 1e3:.2f} ms, end {latency['end'] * 1e3:.2f} ms "
+        f"(cache of {cache_len})")
+
+  # --- guidance cost ------------------------------------------------------------------
+  w = sampling.guidance_weights([3.0])
+  timed(lambda: run(guided, guided_valid, w, 0, stop))
+  cfg_s, _ = timed(lambda: run(guided, guided_valid, w, 1))
+  print(f"with guidance (2 x {args.batch} rows): {cfg_s:.2f} s = {cfg_s / cached_s:.2f}x without")
+
+  # --- MaskGIT --------------------------------------------------------------------------
+  mg = sampling.MaskGit(steps=args.maskgit_steps)
+  canvas = np.zeros((args.batch, n_video), np.int32)
+  known = np.zeros((args.batch, n_video), bool)
+  suffix = (vocab.special("eov_o"), vocab.special("eos"))
+  masked = lambda seed: sampling.maskgit(model, vocab, prompts, valid, canvas, known, rng=seed,
+                                         suffix=suffix, config=mg)[0]
+  timed(lambda: masked(0))
+  maskgit_s, _ = timed(lambda: masked(1))
+  print(f"maskgit: {mg.steps} steps in {maskgit_s:.2f} s = {mg.steps / maskgit_s:.2f} steps/s "
+        f"({args.batch * n_video / maskgit_s:.1f} video tokens/s)")
+
+  figures = {
+      "config": args.config, "overrides": args.set, "batch": args.batch, "prompt_tokens": length,
+      "output_tokens": plan.length, "video_tokens": n_video,
+      "cached_seconds": round(cached_s, 3), "cached_compile_seconds": round(compile_s, 2),
+      "cached_tokens_per_second": round(cached_tps, 2),
+      "uncached_timed_tokens": k, "uncached_seconds": round(uncached_s, 3),
+      "uncached_compile_seconds": round(ref_compile_s, 2),
+      "uncached_tokens_per_second": round(uncached_tps, 3),
+      "speedup": round(cached_tps / uncached_tps, 1), "uncached_matches_cached": same,
+      "decode_latency_start_ms": round(latency["start"] * 1e3, 3),
+      "decode_latency_end_ms": round(latency["end"] * 1e3, 3),
+      "cfg_cost_ratio": round(cfg_s / cached_s, 3),
+      "maskgit_steps": mg.steps, "maskgit_steps_per_second": round(mg.steps / maskgit_s, 3),
+  }
+  common.emit(figures)
+
+
+if __name__ == "__main__":
+  main()
