@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import configs
-from configs.schema import ConfigError
 from train.cli import main
 from train.data import demo
 from train.tokenizer_trainer import load_tokenizer, train_tokenizer

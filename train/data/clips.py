@@ -38,7 +38,7 @@ class ClipBatches:
 
   def batch(self, step: int, rows: slice = slice(None)) -> np.ndarray:
     """Rows `rows` of the global batch of `step` (a process reads only its own rows)."""
-    n, out = len(self.source), []
+    out = []
     for row in range(self.batch_size)[rows]:
       i = step * self.batch_size + row
       clip = self._read(i)
