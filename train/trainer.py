@@ -201,10 +201,12 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
       writer.add_scalar("speed/mfu", summary["mfu"], tc.steps)
     writer.close()
     (workdir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    if isinstance(data, lm_data.ByteData):  # a text sample; video samples are the sampler's job
-      prompt = _prose_prompt(data.held_out, vocab.text_offset, SAMPLE_PROMPT)
-      sample = _greedy_continuation(model, prompt, data.prefix, SAMPLE_LENGTH,
-                                    allowed=(vocab.text_offset, vocab.video_offset))
+  if isinstance(data, lm_data.ByteData):  # a text sample; video samples are the sampler's job
+    # Every process decodes: the parameters are sharded across all of them.
+    prompt = _prose_prompt(data.held_out, vocab.text_offset, SAMPLE_PROMPT)
+    sample = _greedy_continuation(model, prompt, data.prefix, SAMPLE_LENGTH,
+                                  allowed=(vocab.text_offset, vocab.video_offset))
+    if is_chief:
       text = lambda ids: _bytes_text(ids, vocab)
       (workdir / "sample.txt").write_text(f"PROMPT (held-out):\n{text(prompt)}\n\n"
                                           f"GREEDY CONTINUATION (KV cache):\n{text(sample)}\n")
