@@ -123,7 +123,7 @@ def train_tokenizer(cfg: TokenizerConfig, workdir: str | pathlib.Path, *, progre
       writer.add_scalar("train/skipped_steps", skipped, step)
       if timed_steps:
         writer.add_scalar("speed/clips_per_second", tc.batch_size * timed_steps / timed_seconds, step)
-    if writer and tc.image_every and step % tc.image_every == 0:
+    if tc.image_every and step % tc.image_every == 0:  # every process: the weights are sharded
       model = nnx.merge(ts.graphdef, state)[0]
       _log_strip(writer, model, train_clips.batch(step, slice(0, 2)), step)
   preempted.restore()
@@ -155,11 +155,11 @@ def train_tokenizer(cfg: TokenizerConfig, workdir: str | pathlib.Path, *, progre
              "step_seconds": step_seconds,
              "clips_per_second": step_seconds and tc.batch_size / step_seconds,
              "held_out": report}
+  _log_strip(writer, gen, videos[:2], tc.steps)
   if is_chief:
     for key, value in report.items():
       if isinstance(value, float):
         writer.add_scalar(f"eval/{key}", value, tc.steps)
-    _log_strip(writer, gen, videos[:2], tc.steps)
     writer.close()
     (workdir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
   return summary
@@ -209,12 +209,16 @@ def save_side_by_side(path: pathlib.Path, originals_u8: np.ndarray, recons_u8: n
 
 
 def _log_strip(writer, model, videos_u8: np.ndarray, step: int) -> None:
-  """TensorBoard image: each clip's frames in a row, originals above reconstructions."""
+  """TensorBoard image: each clip's frames in a row, originals above reconstructions.
+
+  Every process reconstructs (the weights are sharded across them); process 0, the one
+  with a `writer`, writes."""
   recon = np.asarray(jnp.round((jnp.clip(model.decode(model.encode(
       tokenizer_step.to_float(jnp.asarray(videos_u8)))), -1, 1) + 1) * 127.5)).astype(np.uint8)
   strip = lambda v: np.concatenate(list(np.concatenate(list(v), axis=1)), axis=1)  # frames side by side
   image = np.concatenate([strip(videos_u8), strip(recon)], axis=0)
-  writer.add_image("reconstruction", image, step, dataformats="HWC")
+  if writer is not None:
+    writer.add_image("reconstruction", image, step, dataformats="HWC")
 
 
 def _inflated(ts, cfg: TokenizerConfig, image_workdir: str):
