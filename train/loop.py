@@ -1,5 +1,5 @@
 """Pieces every training loop shares: per-process batch rows, global batch assembly,
-and the SIGTERM (preemption) flag."""
+the SIGTERM (preemption) flag and the final checkpoint."""
 from __future__ import annotations
 
 import signal
@@ -43,3 +43,20 @@ class PreemptionFlag:
   def restore(self):
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
+
+
+def final_checkpoint(ckpt, state, last_step: int, start_step: int, total_steps: int,
+                     preempted: PreemptionFlag, stop_after: int | None) -> int:
+  """Saves the state after the loop (unless that step is already saved), waits for every
+  async save and closes the manager; returns the step saved. A run that stopped early
+  (SIGTERM or --stop_after) says how to resume."""
+  preempted.restore()
+  done = last_step + 1 if total_steps > start_step else start_step
+  if ckpt.latest_step() != done:
+    ckpt.save(done, state, force=True)
+  ckpt.wait()
+  ckpt.close()
+  if done < total_steps:
+    why = "SIGTERM" if preempted.is_set else f"stopped after {stop_after} steps"
+    print(f"kineto: {why}: saved step {done} to {ckpt.directory}; run the same command to resume.")
+  return done

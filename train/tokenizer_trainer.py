@@ -28,7 +28,7 @@ from configs.schema import ConfigError, TokenizerConfig
 from train import tokenizer_step
 from train.checkpoint import Checkpointer
 from train.data import clips
-from train.loop import PreemptionFlag, global_batch, process_rows
+from train.loop import PreemptionFlag, final_checkpoint, global_batch, process_rows
 from train.optimizer import find_ema, schedule
 from vidtok import lfq, metrics
 from vidtok.model import VideoTokenizer
@@ -126,15 +126,8 @@ def train_tokenizer(cfg: TokenizerConfig, workdir: str | pathlib.Path, *, progre
     if tc.image_every and step % tc.image_every == 0:  # every process: the weights are sharded
       model = nnx.merge(ts.graphdef, state)[0]
       _log_strip(writer, model, train_clips.batch(step, slice(0, 2)), step)
-  preempted.restore()
-  done = step + 1 if tc.steps > start_step else start_step
-  if ckpt.latest_step() != done:
-    ckpt.save(done, state, force=True)
-  ckpt.wait()
-  ckpt.close()
+  done = final_checkpoint(ckpt, state, step, start_step, tc.steps, preempted, stop_after)
   if done < tc.steps:
-    why = "SIGTERM" if preempted.is_set else f"stopped after {stop_after} steps"
-    print(f"kineto: {why}: saved step {done} to {ckpt.directory}; run the same command to resume.")
     return {"config": cfg.name, "step": done, "stopped_early": True}
 
   # --- held-out evaluation ----------------------------------------------------------------

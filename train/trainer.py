@@ -32,7 +32,7 @@ from train.flops import measure_matmul_flops_per_second, train_step_flops
 from lm.vocab import Vocabulary
 from train.optimizer import find_ema, schedule
 from train.checkpoint import Checkpointer
-from train.loop import PreemptionFlag, global_batch, process_rows
+from train.loop import PreemptionFlag, final_checkpoint, global_batch, process_rows
 from train.lm_data import BATCH_KEYS
 from train.state import abstract_state, batch_shardings, check_fits_mesh, init_state, make_train_step
 
@@ -148,15 +148,8 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
       writer.add_scalar("train/skipped_steps", skipped, step)
       if timed_steps:
         writer.add_scalar("speed/tokens_per_second", timed_tokens / timed_seconds, step)
-  preempted.restore()
-  done = step + 1 if tc.steps > start_step else start_step
-  if ckpt.latest_step() != done:
-    ckpt.save(done, state, force=True)
-  ckpt.wait()
-  ckpt.close()
+  done = final_checkpoint(ckpt, state, step, start_step, tc.steps, preempted, stop_after)
   if done < tc.steps:
-    why = "SIGTERM" if preempted.is_set else f"stopped after {stop_after} steps"
-    print(f"kineto: {why}: saved step {done} to {ckpt.directory}; run the same command to resume.")
     return {"config": cfg.name, "step": done, "stopped_early": True}
 
   # --- held-out evaluation and summary -------------------------------------------------
