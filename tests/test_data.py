@@ -242,13 +242,19 @@ def test_finished_dataset_is_refused_unless_overwrite_and_a_killed_build_leaves_
   assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no temp or old dirs left
 
 
-def test_atari_rollouts_are_deterministic_and_move():
-  a = np.stack([f for _, f in demo._rollout("Pong", seed=3, steps=12, fps=8, frame_skip=4)])
-  b = np.stack([f for _, f in demo._rollout("Pong", seed=3, steps=12, fps=8, frame_skip=4)])
-  c = np.stack([f for _, f in demo._rollout("Pong", seed=4, steps=12, fps=8, frame_skip=4)])
-  assert a.shape == (12, 210, 160, 3)
+def test_atari_rollouts_are_deterministic_move_and_sound():
+  def rollout(seed):
+    stream = demo._rollout("Pong", seed=seed, seconds=1.0, frame_skip=4, audio_rate=16000)
+    return np.array([t for t, _ in stream.frames]), np.stack([f for _, f in stream.frames]), stream.audio
+  t, a, sound = rollout(3)
+  _, b, sound_b = rollout(3)
+  _, c, _ = rollout(4)
+  assert a.shape == (15, 210, 160, 3)  # 1 s at 60 / 4 screens a second, stamped in real time
+  np.testing.assert_allclose(t, np.arange(15) * 4 / 60)
   np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(sound, sound_b)
   assert (a != c).any() and (a[1:] != a[:-1]).any()
+  assert sound.dtype == np.float32 and len(sound) == 16000 and np.abs(sound).max() <= 1.0
 
 
 @pytest.fixture(scope="module")
@@ -268,7 +274,7 @@ def test_demo_dataset_holds_games_and_videos(demo_ds):
   assert summary["skipped"]["count"] == 0
   assert summary["captions"]["validation"] == {"big buck bunny": 1, "bikes": 2, "freeway": 2,
                                                "pong": 2}
-  assert summary["with_audio"] == {"train": 1, "validation": 1}
+  assert summary["with_audio"] == {"train": 1 + 2 * 3, "validation": 1 + 2 * 2}  # bunny + game clips
   train = _records(open_split(out, "train"))
   val = _records(open_split(out, "validation"))
   pong = [r for r in train if r["caption"] == b"pong"]
@@ -276,6 +282,8 @@ def test_demo_dataset_holds_games_and_videos(demo_ds):
   assert {r["source"] for r in val if r["caption"] == b"pong"} == {b"atari/Pong/seed1000"}
   assert all(r["video"].shape == (17, 64, 64, 3) for r in train + val)
   assert all((r["video"][1:] != r["video"][:-1]).any() for r in pong)  # the game moves
+  assert all(r["has_audio"] and r["audio"].shape == (34000,) for r in pong)  # 17 / 8 s at 16 kHz
+  assert any(np.abs(r["audio"]).max() > 0.05 for r in pong)  # ... and makes sound
 
 
 def test_pipeline_order_shards_epochs_and_resume(demo_ds):

