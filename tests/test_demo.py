@@ -1,0 +1,148 @@
+"""The main job end to end (`kineto demo --quick`, killed and resumed), its report pieces, and
+the zero-shot notebook executed against its outputs."""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from train import report
+from train.data import demo as demo_data
+from train.demo import QUICK, DemoError, Stages
+from train.recognize import GameClassifier
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+# --- pieces -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def games(tmp_path_factory):
+  out = tmp_path_factory.mktemp("games") / "data"
+  demo_data.build_demo(out, size=32, frames=5, games=("Pong", "Freeway", "Boxing"), train_episodes=1,
+                       train_clips=4, val_clips=2, videos=False, progress=False)
+  from train.data.pipeline import open_split
+
+  def split(name):
+    src = open_split(out, name)
+    recs = [src[i] for i in range(len(src))]
+    return np.stack([r["video"] for r in recs]), [r["caption"].decode() for r in recs]
+  return split("train"), split("validation")
+
+
+def test_game_classifier_recognizes_held_out_episodes(games):
+  (x, y), (xv, yv) = games
+  clf = GameClassifier.fit(x, y)
+  assert clf.labels == ("boxing", "freeway", "pong")
+  assert clf.accuracy(xv, yv) == 1.0  # other episodes of the same games
+  noise = np.random.default_rng(0).integers(0, 256, xv.shape, dtype=np.uint8)
+  assert clf.accuracy(noise, yv) < 1.0  # it reads the picture, not a constant
+  with pytest.raises(ValueError, match="one caption per clip"):
+    GameClassifier.fit(x, y[:-1])
+  with pytest.raises(ValueError, match="uint8"):
+    clf.predict(xv.astype(np.float32))
+
+
+def test_scalars_round_trip_through_tensorboard_files(tmp_path):
+  from tensorboardX import SummaryWriter
+  writer = SummaryWriter(str(tmp_path / "tb"))
+  for step in range(5):
+    writer.add_scalar("train/loss", 1.0 / (step + 1), step)
+  writer.add_scalar("eval/loss", 0.25, 4)
+  writer.close()
+  scalars = report.read_scalars(tmp_path / "tb")
+  assert [s for s, _ in scalars["train/loss"]] == list(range(5))
+  np.testing.assert_allclose([v for _, v in scalars["train/loss"]], [1, 1 / 2, 1 / 3, 1 / 4, 1 / 5], rtol=1e-6)
+  assert scalars["eval/loss"] == [(4, 0.25)]
+  events = next((tmp_path / "tb").glob("events.*"))
+  events.write_bytes(events.read_bytes()[:-7])  # a crash mid-write: earlier records still read
+  assert len(report.read_scalars(tmp_path / "tb")["train/loss"]) == 5
+  with pytest.raises(FileNotFoundError, match="no TensorBoard directory"):
+    report.read_scalars(tmp_path / "missing")
+
+
+def test_contact_sheet_and_curves_are_pictures(tmp_path, games):
+  from PIL import Image
+  (x, _), _ = games
+  path = report.contact_sheet([("pong", [x[0], x[1]]), ("two\nlines", [x[2]])], tmp_path / "sheet.png",
+                              frames=3, scale=2, label_width=100)
+  w, h = Image.open(path).size
+  assert (w, h) == (100 + 2 * (3 * 32 * 2 + 6), 2 * (32 * 2 + 6) + 6)
+  curves = report.plot_curves({"lm": {"train/loss": [(0, 2.0), (1, 1.0)]}}, [("LM", "lm", ["train/loss"])],
+                              tmp_path / "curves.png")
+  assert Image.open(curves).size[0] > 100
+
+
+def test_a_demo_directory_of_another_plan_is_refused(tmp_path):
+  Stages(tmp_path, QUICK).run("data", lambda: None)
+  from train.demo import FULL
+  with pytest.raises(DemoError, match="'quick' plan, not 'full'"):
+    Stages(tmp_path, FULL)
+
+
+# --- the quick demo, interrupted and resumed ----------------------------------------------
+
+def _demo(out: pathlib.Path) -> subprocess.Popen:
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  return subprocess.Popen([sys.executable, "-m", "train", "demo", "--quick", "--out", str(out)],
+                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+  """`kineto demo --quick`, SIGKILLed once the tokenizer stage has finished, then run again."""
+  out = tmp_path_factory.mktemp("demo") / "demo"
+  first = _demo(out)
+  stages = out / "stages.json"
+  deadline = time.time() + 900
+  while time.time() < deadline and first.poll() is None:
+    if stages.is_file() and "vidtok" in json.loads(stages.read_text())["seconds"]:
+      break
+    time.sleep(1)
+  assert first.poll() is None, first.communicate()[0][-3000:]
+  first.send_signal(signal.SIGKILL)
+  first.wait()
+  second = _demo(out)
+  log = second.communicate(timeout=1800)[0]
+  assert second.returncode == 0, log[-3000:]
+  return out, log
+
+
+def test_quick_demo_resumes_and_writes_every_output(quick_demo):
+  out, log = quick_demo
+  assert "data: done" in log and "vidtok: done" in log  # finished stages are not redone
+  for name in ("report.md", "report.json", "contact_sheet.png", "loss_curves.png", "stages.json"):
+    assert (out / name).is_file(), name
+  for game in ("pong", "freeway", "breakout"):
+    for kind in ("t2v", "i2v", "continuation", "inpaint"):
+      assert (out / "samples" / f"{kind}_{game}.mp4").stat().st_size > 0
+  assert list((out / "lm" / "tb").glob("events.*")) and list((out / "vidtok" / "tb").glob("events.*"))
+  r = json.loads((out / "report.json").read_text())
+  rec = r["recognition"]
+  assert rec["chance"] == pytest.approx(1 / 3) and rec["t2v_samples"] == 3 * QUICK.samples_per_game
+  assert 0 <= rec["t2v_recognition_rate"] <= 1 and rec["held_out_real_accuracy"] > rec["chance"]
+  assert all(np.isfinite(v) for v in (r["tokenizer"]["psnr"], r["lm"]["held_out_loss"]))
+  assert set(r["stage_seconds"]) == {"data", "vidtok", "audio", "text", "tokens", "lm", "samples"}
+  md = (out / "report.md").read_text()
+  assert f"{rec['t2v_recognition_rate']:.1%}" in md and f"{r['tokenizer']['psnr']:.3g}" in md
+
+
+def test_zero_shot_notebook_runs_on_the_quick_demo(quick_demo):
+  import nbformat
+  from nbclient import NotebookClient
+  out, _ = quick_demo
+  nb = nbformat.read(ROOT / "notebooks" / "zero_shot.ipynb", as_version=4)
+  os.environ["KINETO_DEMO"] = str(out)  # the notebook's kernel inherits it
+  try:
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+  finally:
+    del os.environ["KINETO_DEMO"]
+  outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+  assert not [o for o in outputs if o.output_type == "error"]
+  assert any("image/png" in o.get("data", {}) for o in outputs)  # the plots
+  assert any("text/html" in o.get("data", {}) for o in outputs)  # mediapy videos

