@@ -32,6 +32,7 @@ from typing import Callable
 
 import numpy as np
 
+FPS = 8.0  # the demo clips' frame rate
 STAGES = ("data", "vidtok", "audio", "text", "tokens", "lm", "samples")
 
 
@@ -137,7 +138,7 @@ def run_demo(out: str | pathlib.Path = "outputs/demo", *, quick: bool = False) -
   def data():
     if (paths["data"] / "dataset_info.json").is_file():  # built (atomically) before a crash
       return
-    build_demo(paths["data"], size=plan.size, frames=plan.frames, games=plan.games,
+    build_demo(paths["data"], size=plan.size, frames=plan.frames, fps=FPS, games=plan.games,
                train_episodes=plan.train_episodes, train_clips=plan.train_clips,
                val_clips=plan.val_clips, videos=plan.videos)
 
@@ -147,9 +148,11 @@ def run_demo(out: str | pathlib.Path = "outputs/demo", *, quick: bool = False) -
     train_tokenizer(cfg, paths["vidtok"])
 
   def audio():
-    from train.audio_trainer import train_audio_codec
-    cfg = configs.load("audio_demo", [f"train.data_dir={paths['data']}", *plan.audio])
-    train_audio_codec(cfg, paths["audio"])
+    from train.audio_trainer import train_audio
+    # The game clips' sound is the training audio: no extra sources to install.
+    cfg = configs.load("audio_demo", [f"train.data_dir={paths['data']}", "train.extra_audio=",
+                                      f"codec.clip_seconds={plan.frames / FPS}", *plan.audio])
+    train_audio(cfg, paths["audio"])
 
   def text():
     from lm.text import train_sentencepiece
@@ -226,8 +229,8 @@ def make_samples(paths: dict, plan: DemoPlan) -> None:
     speeds.append(result["tokens_per_second"])
     return result
 
-  def save(name, video_thwc, audio=None):
-    write_video(out / f"{name}.mp4", video_thwc, fps, audio=audio, sample_rate=gen.audio_rate)
+  def save(name, video_thwc, audio=None, sample_rate=None):
+    write_video(out / f"{name}.mp4", video_thwc, fps, audio=audio, sample_rate=sample_rate)
     write_gif(out / f"{name}.gif", video_thwc, fps)
 
   s = plan.size
@@ -245,10 +248,10 @@ def make_samples(paths: dict, plan: DemoPlan) -> None:
       video = keep(gen.generate(**inputs, seed=plan.seed))["video"][0]
       save(f"{task}_{name}", np.concatenate([clip, video], axis=2))  # held-out | generated
       arrays[f"{task}/{caption}"] = video
-    if gen.audio_rate and record["has_audio"]:
-      audio = keep(gen.generate(video=clip, task="v2a", seed=plan.seed))["audio"][0]
-      save(f"v2a_{name}", clip, audio)
-      arrays[f"v2a/{caption}"] = audio
+    if gen.audio_codec is not None and record["has_audio"]:
+      v2a = keep(gen.generate(video=clip, task="v2a", seed=plan.seed))
+      save(f"v2a_{name}", clip, v2a["audio"][0], v2a["sample_rate"])  # the held-out clip, new sound
+      arrays[f"v2a/{caption}"] = v2a["audio"][0]
     arrays[f"held_out/{caption}"] = clip
   np.savez_compressed(out / "samples.npz", **arrays)
   _write_json(out / "summary.json", {"games": games, "cfg_scale": plan.cfg_scale,
