@@ -317,6 +317,7 @@ class TrainConfig:
 
 
 DATA_SOURCES = ("bytes", "tokens")
+AUDIO_ORDERS = ("level", "time")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,9 +325,11 @@ class LmDataConfig:
   """What the LM trains on (train/lm_data.py)."""
   source: str = "bytes"        # bytes: the bundled text corpus; tokens: shards of `kineto tokenize`
   tokens_dir: str = ""         # the token shards (source=tokens), with train and validation splits
+  audio_order: str = "level"   # RVQ audio codes flattened level-major (VideoPoet) or "time"-major
 
   def __post_init__(self):
     _check_choice("data.source", self.source, DATA_SOURCES)
+    _check_choice("data.audio_order", self.audio_order, AUDIO_ORDERS)
     if self.source == "tokens" and not self.tokens_dir:
       raise ConfigError("data.source=tokens needs data.tokens_dir: a directory written by "
                         "`kineto tokenize --out DIR`.")

@@ -10,7 +10,8 @@ held-out evaluation -> summary. Writes into `workdir`:
                       (held-out original and reconstruction) and a spectrogram image
   reconstructions.wav held-out clips, each original, 0.25 s silence, reconstruction
   spectrogram.png     their spectrograms, original above reconstruction (all and 1 level)
-  summary.json        held-out multi-scale spectral distance (dB) and SNR (dB), per level
+  summary.json        held-out multi-scale spectral distance (dB) and SNR (dB), per number
+                      of levels, on peak-normalized clips (and `as_stored`: at their own level)
 
 Data (`AudioData`): the `audio` of the `has_audio` clips of the dataset's train split (plus
 the bundled sources in `train.extra_audio`) are cut into random crops; each crop is
@@ -137,10 +138,13 @@ class AudioData:
     gain_b = 0.9 / np.maximum(peak_b, 1e-4) * 10 ** (-rng.uniform(0, self.gain_db, (len(crops_bs), 1)) / 20)
     return (crops_bs * gain_b).astype(np.float32)[rows]
 
-  def held_out_batch(self) -> np.ndarray:
-    """The held-out clips [N, S] (cut to the shortest)."""
+  def held_out_batch(self, normalize: bool = True) -> np.ndarray:
+    """The held-out clips [N, S] (cut to the shortest), peak-normalized unless `normalize`
+    is False: the spectral distance floors magnitudes at -80 dB full scale, so on quiet
+    clips (bigbuckbunny's peaks at -26 dBFS) it would mostly compare the floor."""
     n = min(len(w) for w in self.held_out)
-    return np.stack([w[:n] for w in self.held_out]).astype(np.float32)
+    waves = [audio.peak_normalize(w[:n]) if normalize else w[:n] for w in self.held_out]
+    return np.stack(waves).astype(np.float32)
 
 
 # --- the state as checkpointed ------------------------------------------------------------------
@@ -252,6 +256,8 @@ def train_audio(cfg: AudioConfig, workdir: str | pathlib.Path, *, progress: bool
   # --- held-out evaluation ----------------------------------------------------------------------
   codec = state.codec()
   report = evaluate_codec(codec, held_bs)
+  report["as_stored"] = {k: v for k, v in audio.evaluate(codec, data.held_out_batch(False)).items()
+                         if k != "levels"}
   step_seconds = timed_seconds / timed_steps if timed_steps else None
   summary = {
       "config": cfg.name, "step": tc.steps, "resumed_from": start_step, "params": n_params,
