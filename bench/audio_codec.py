@@ -2,7 +2,7 @@
 compute, for the demo codec (configs/audio_demo.py), `presets.demo()` and
 `presets.soundstream()` (VideoPoet's scale), plus XLA's FLOP count per second of audio.
 
-  python bench/audio_codec.py [--batch 4] [--seconds 10] [--presets audio_demo,demo,soundstream]
+  python bench/audio_codec.py [--batch 2] [--seconds 10] [--presets audio_demo,demo,soundstream]
 
 The input is real audio: the bigbuckbunny soundtrack, tiled to `--seconds`, `--batch` rows.
 The weights are freshly initialized (the cost does not depend on their values). Encode
@@ -56,7 +56,7 @@ def measure(name: str, wave_bs: np.ndarray, repeats: int) -> dict:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--batch", type=int, default=4, help="recordings per call")
+  parser.add_argument("--batch", type=int, default=2, help="recordings per call")
   parser.add_argument("--seconds", type=float, default=10.0, help="length of each recording")
   parser.add_argument("--presets", default="audio_demo,demo,soundstream",
                       help="comma-separated presets.* names or configs/ audio configs")
