@@ -162,3 +162,18 @@ def test_tokenize_stores_audio_codes_and_the_lm_trains_audio_tasks(data, trained
 def test_audio_order_is_validated():
   with pytest.raises(configs.ConfigError, match="data.audio_order"):
     configs.load("lm_tiny", ["data.audio_order=random"])
+
+
+def test_dataset_at_another_rate_is_resampled_to_the_codec_rate(data, tmp_path):
+  """A dataset built at 8 kHz trains a 16 kHz codec: its audio is resampled (the documented
+  conversion), and matches the same clip built at 16 kHz below 4 kHz."""
+  build_dataset(data / "src", tmp_path / "bunny8k",
+                ClipSpec(frames=FRAMES, fps=FPS, height=SIZE, width=SIZE, stride=4, audio_rate=8_000),
+                val_fraction=0.5, split_by="time", progress=False)
+  from train.audio_trainer import dataset_audio
+  low, high = dataset_audio(tmp_path / "bunny8k", "train", 16_000), dataset_audio(data / "bunny", "train", 16_000)
+  assert len(low) == len(high) and all(len(a) == len(b) == 18_000 for a, b in zip(low, high))
+  from vidtok.audio.data import resample_poly
+  for a, b in zip(low, high):
+    b_low = resample_poly(resample_poly(b, 16_000, 8_000), 8_000, 16_000)  # the same band limit
+    assert np.corrcoef(a[500:-500], b_low[500:-500])[0, 1] > 0.99
