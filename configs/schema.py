@@ -317,6 +317,7 @@ class TrainConfig:
 
 
 DATA_SOURCES = ("bytes", "tokens")
+AUDIO_ORDERS = ("level", "time")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,9 +325,11 @@ class LmDataConfig:
   """What the LM trains on (train/lm_data.py)."""
   source: str = "bytes"        # bytes: the bundled text corpus; tokens: shards of `kineto tokenize`
   tokens_dir: str = ""         # the token shards (source=tokens), with train and validation splits
+  audio_order: str = "level"   # RVQ audio codes flattened level-major (VideoPoet) or "time"-major
 
   def __post_init__(self):
     _check_choice("data.source", self.source, DATA_SOURCES)
+    _check_choice("data.audio_order", self.audio_order, AUDIO_ORDERS)
     if self.source == "tokens" and not self.tokens_dir:
       raise ConfigError("data.source=tokens needs data.tokens_dir: a directory written by "
                         "`kineto tokenize --out DIR`.")
@@ -455,3 +458,74 @@ class AudioCodecConfig:
   def clip_frames(self) -> int:
     """Latent frames of one clip: a trailing partial frame is not encoded."""
     return self.clip_samples // self.hop
+
+
+EXTRA_AUDIO = ("sonic_pi", "espeak")
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioTrainConfig:
+  """Audio codec training (train/audio_trainer.py): data, optimizer, schedule, checkpoints.
+
+  Training audio: the `audio` tracks of the `has_audio` clips of `data_dir`'s train split,
+  plus the bundled sources named in `extra_audio` (comma-separated: "sonic_pi" = Debian's
+  sonic-pi-samples FLACs, "espeak" = espeak-ng speech). Held out: the validation split's
+  clips with sound, never trained on.
+  """
+  data_dir: str = "outputs/data/demo"  # a dataset built by `kineto data build` / `kineto data demo`
+  extra_audio: str = ""        # e.g. "sonic_pi,espeak"; "" = the dataset's audio only
+  extra_max_seconds: float = 4.0  # each extra recording is cut to this many seconds
+  steps: int = 20
+  batch_size: int = 8
+  crop_seconds: float = 0.4    # training crops (rounded down to whole latent frames)
+  gain_db: float = 30.0        # crops are peak-normalized, then attenuated by U[0, gain_db] dB
+  learning_rate: float = 1e-3
+  warmup_steps: int = 20
+  b1: float = 0.8
+  b2: float = 0.99
+  weight_decay: float = 0.0
+  clip_norm: float = 1.0
+  seed: int = 0
+  log_every: int = 10
+  audio_every: int = 0         # steps between audio/spectrogram summaries (0: at the end only)
+  checkpoint_every: int = 100  # steps between checkpoints (0: only at the end and on SIGTERM)
+  keep_last: int = 2
+  keep_every: int = 0
+  eval_clips: int = 16         # held-out clips scored at the end (at most this many)
+
+  def __post_init__(self):
+    _check_positive(self, "steps", "batch_size", "crop_seconds", "learning_rate", "log_every",
+                    "keep_last", "eval_clips", "extra_max_seconds")
+    for f in ("warmup_steps", "audio_every", "checkpoint_every", "keep_every", "clip_norm",
+              "weight_decay", "gain_db"):
+      if not getattr(self, f) >= 0:
+        raise ConfigError(f"train.{f}={getattr(self, f)} must be >= 0.")
+    for f in ("b1", "b2"):
+      if not 0 <= getattr(self, f) < 1:
+        raise ConfigError(f"train.{f}={getattr(self, f)} must be in [0, 1).")
+    unknown = [s for s in self.extra_sources if s not in EXTRA_AUDIO]
+    if unknown:
+      raise ConfigError(f"train.extra_audio={self.extra_audio!r}: unknown sources {unknown}; "
+                        f"use a comma-separated subset of {list(EXTRA_AUDIO)} or ''.")
+
+  @property
+  def extra_sources(self) -> tuple[str, ...]:
+    return tuple(s.strip() for s in self.extra_audio.split(",") if s.strip())
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioConfig:
+  """Everything one audio codec run needs (`kineto audio train`)."""
+  name: str = "unnamed"
+  codec: AudioCodecConfig = AudioCodecConfig()
+  mesh: MeshConfig = MeshConfig()
+  train: AudioTrainConfig = AudioTrainConfig()
+
+  def __post_init__(self):
+    crop = int(self.train.crop_seconds * self.codec.sample_rate)
+    if crop < self.codec.hop:
+      raise ConfigError(f"train.crop_seconds={self.train.crop_seconds} gives {crop} samples, fewer "
+                        f"than one latent frame (hop {self.codec.hop}); use a longer crop.")
+    if crop < max(self.codec.stft_windows, default=0):
+      raise ConfigError(f"train.crop_seconds={self.train.crop_seconds} ({crop} samples) is shorter "
+                        f"than the largest STFT window {max(self.codec.stft_windows)}; lengthen the crop.")

@@ -63,12 +63,14 @@ class Schedule:
     return {n: w / total for n, w in stage if w > 0}
 
 
-# VideoPoet-like: image-heavy for the first 25% of steps, then video-heavy.
+# VideoPoet-like: image-heavy for the first 25% of steps, then video-heavy, with the audio
+# tasks (video-to-audio, audio-to-video, audio-video continuation) in the video stage.
+# Tasks no example can feed (audio ones without audio codes) are dropped by the caller.
 DEMO_SCHEDULE = Schedule.of([
     (0.0, {"t2i": 0.5, "t2v": 0.15, "unconditional": 0.05, "i2v": 0.05, "continuation": 0.05,
            "inpaint": 0.05, "outpaint": 0.05, "v2a": 0.1}),
     (0.25, {"t2i": 0.1, "t2v": 0.3, "unconditional": 0.05, "i2v": 0.1, "continuation": 0.1,
-            "inpaint": 0.1, "outpaint": 0.1, "v2a": 0.15}),
+            "inpaint": 0.1, "outpaint": 0.1, "v2a": 0.05, "a2v": 0.05, "av_continuation": 0.05}),
 ])
 
 
@@ -182,6 +184,7 @@ def demo_mixture(examples: Sequence[Mapping], vocab: Vocabulary, *, total_steps:
                  seed: int = 0, schedule: Schedule = DEMO_SCHEDULE) -> Mixture:
   """The demo's mixture: 17x64x64 clips -> [5, 8, 8] latents, captions <= 16 pieces, RVQ
   audio [levels, 106] where a clip has audio; t2i, t2v, unconditional, i2v, continuation,
-  inpaint, outpaint and v2a in a VideoPoet-like image-then-video schedule."""
+  inpaint, outpaint, v2a, a2v and av_continuation in a VideoPoet-like image-then-video
+  schedule."""
   return Mixture(examples, vocab, schedule, total_steps=total_steps, batch_size=batch_size,
                  spec=ClipSpec(frames=17, height=64, width=64, text_budget=16), seed=seed)

@@ -302,7 +302,7 @@ def test_lm_trains_on_the_task_mixture_of_token_shards(reference, tmp_path):
                                  "lm.vocab=704", "lm.max_len=256", "train.steps=3", "lm.attention_block=64"])
   summary = train_lm(cfg, tmp_path, progress=False)
   per_task = summary["eval_loss_per_set"]
-  # Audio codes do not exist yet, so v2a is left out; every video task is scored on held-out clips.
+  # Tokenized without --audio_codec: the audio tasks are left out; every video task is scored.
   assert {"t2i", "t2v", "i2v", "continuation", "inpaint", "outpaint"} <= set(per_task) and "v2a" not in per_task
   assert all(np.isfinite(v) and 0 < v < 10 for v in per_task.values())
   assert summary["step"] == 3 and np.isfinite(summary["loss"])

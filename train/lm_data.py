@@ -8,8 +8,9 @@
 
 Two sources (`data.source` in the config):
 - `bytes`: the bundled text corpus (train/corpus.py), bytes in the vocabulary's text range.
-- `tokens`: token shards written by `kineto tokenize` (video codes, caption pieces),
-  arranged by VideoPoet's task layouts into length buckets (lm/tasks.py, lm/mixture.py).
+- `tokens`: token shards written by `kineto tokenize` (video codes, caption pieces, audio
+  RVQ codes with --audio_codec), arranged by VideoPoet's task layouts into length buckets
+  (lm/tasks.py, lm/mixture.py); audio codes are flattened per `data.audio_order`.
 """
 from __future__ import annotations
 
@@ -102,7 +103,14 @@ def make(cfg: Config, vocab: Vocabulary):
   clip = shards["train"].manifest["clip"]
   t, h, w = clip["latents"]
   compression = ((clip["frames"] - 1) // (t - 1) if t > 1 else 4, clip["height"] // h, clip["width"] // w)
+  manifest = shards["train"].manifest
+  # The clip's duration and the codec's frame rate fix the audio frames per clip; both come
+  # from the shards (the dataset's fps, the codec that wrote the audio codes).
+  dataset_spec = manifest["dataset"].get("spec") or {}
+  codec = manifest.get("audio_codec") or {}
   spec = tasks.ClipSpec(frames=clip["frames"], height=clip["height"], width=clip["width"],
-                        compression=compression)
+                        compression=compression, fps=float(dataset_spec.get("fps", tasks.ClipSpec.fps)),
+                        audio_hz=float(codec.get("frame_rate", tasks.ClipSpec.audio_hz)),
+                        audio_order=cfg.data.audio_order)
   examples = {split: [tokenize.to_example(s[i]) for i in range(len(s))] for split, s in shards.items()}
   return MixtureData(cfg, vocab, examples["train"], examples["validation"], spec)

@@ -1,10 +1,11 @@
 """Pre-tokenization: a clip dataset -> token shards the LM trains on (`kineto tokenize`).
 
   kineto tokenize --tokenizer WORKDIR --data DIR --out DIR [--split train,validation]
-                  [--batch N] [--shard_size N] [--text_model SPM.model]
+                  [--batch N] [--shard_size N] [--text_model SPM.model] [--audio_codec WORKDIR]
 
   shards = open_token_shards("tokens/demo", "train", expected_fingerprint=fp)   # random access
-  example = to_example(shards[0])          # {"video": codes [t, h, w], "text": pieces} for lm/tasks.py
+  example = to_example(shards[0])          # {"video": codes [t, h, w], "text": pieces,
+                                           #  "audio": codes [levels, frames]} for lm/tasks.py
 
 Data comes from a dataset built by `kineto data build` / `kineto data demo` and a video
 tokenizer work directory (`kineto tokenizer train`; its latest checkpoint, EMA weights). It
@@ -19,19 +20,29 @@ goes to `--out` (DESIGN.md section 3):
 A record (msgpack, numpy arrays as an ext type; `decode_record`) holds `index` (the clip's
 position in its split), `video` int32 codes [t, h, w], `caption` (str), `text` int32
 SentencePiece pieces (only with --text_model), `has_audio` and `audio`: the float32
-waveform kept as-is for the audio codec to come (empty when the clip has no sound), and
-`source`, `start` (seconds). Codes carry no vocabulary offset (`Vocabulary.video_ids` adds it).
+waveform as stored (empty when the clip has no sound), `audio_codes` int32 RVQ codes
+[levels, frames] of that waveform (only with --audio_codec, and only for clips with
+sound), and `source`, `start` (seconds). Codes carry no vocabulary offset
+(`Vocabulary.video_ids` / `audio_ids` add it).
+
+With --audio_codec (a `kineto audio train` work directory) the clip's audio is resampled
+to the codec's rate if the dataset's differs, and encoded one clip at a time (so the codes
+do not depend on the batch); the codec's frames per clip must equal the LM's
+`ClipSpec.audio_frames` for the dataset's clip length and fps (e.g. 17 frames at 8 fps =
+2.125 s -> 106 frames at 50 Hz), or the run stops before encoding anything. The manifest
+records the codec (`audio_codec`: workdir, fingerprint, levels, codebook, rates) and the
+vocabulary's `audio_levels` / `audio_codebook` follow it.
 
 Sharded over whatever runs: chunk c of a split belongs to process c % process_count, and
 each process encodes its clips in batches split over its local devices' batch axis with
 one compiled encode (the last batch padded). The shards are a function of (dataset,
-tokenizer, text model, shard_size) alone - not of the process count, devices or batch size.
+tokenizer, audio codec, text model, shard_size) alone - not of the process count, devices or batch size.
 
 Resumable: a shard is written under a temporary name and renamed when complete, so a
 finished name means a finished shard; a killed run, run again with the same command,
 discards partial shards and encodes only the missing ones, and ends with the same bytes an
-uninterrupted run writes. An --out written by another tokenizer, dataset, text model or
-shard size is refused. Clips that fail to read are skipped and counted, never fatal.
+uninterrupted run writes. An --out written by another tokenizer, audio codec, dataset, text
+model or shard size is refused. Clips that fail to read are skipped and counted, never fatal.
 """
 from __future__ import annotations
 
@@ -92,14 +103,17 @@ def decode_record(data: bytes) -> dict:
 
 
 def to_example(record: dict) -> dict:
-  """A token record -> the example dict of `lm/tasks.py` (`video` codes, `text` pieces).
+  """A token record -> the example dict of `lm/tasks.py` (`video` codes, `text` pieces,
+  `audio` RVQ codes [levels, frames]).
 
-  Audio joins when the audio codec exists: the record keeps the waveform, not codes, so
-  tasks that need audio codes find none and are not drawn for this example.
+  Records without audio codes (tokenized without --audio_codec, or a clip without sound)
+  give no `audio`: tasks that need it are not drawn for that example.
   """
   example = {"video": np.asarray(record["video"])}
   if "text" in record:
     example["text"] = np.asarray(record["text"])
+  if "audio_codes" in record:
+    example["audio"] = np.asarray(record["audio_codes"])
   return example
 
 
@@ -193,6 +207,7 @@ def read_manifest(out_dir: str | os.PathLike) -> dict:
 
 # What must agree for a re-run to continue an --out: (manifest key, what it is, the flag to change).
 _IDENTITY = (("tokenizer", "fingerprint", "tokenizer fingerprint", "--tokenizer"),
+             ("audio_codec", "fingerprint", "audio codec", "--audio_codec"),
              ("dataset", "fingerprint", "dataset", "--data"),
              ("text_model", "sha256", "text model", "--text_model"),
              ("shard_size", None, "shard size", "--shard_size"))
@@ -245,12 +260,14 @@ class _Chunk:
 
 def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, *,
                      splits: Sequence[str] | None = None, batch: int = 16, shard_size: int = 1024,
-                     text_model: str | os.PathLike | None = None, progress: bool = True) -> dict:
+                     text_model: str | os.PathLike | None = None,
+                     audio_codec: str | os.PathLike | None = None, progress: bool = True) -> dict:
   """Encodes `splits` (default: all) of dataset `data` with the tokenizer in workdir
   `tokenizer` into token shards in `out`; returns the summary (also out/summary.json).
 
   batch: clips per encode call in each process, rounded up to a multiple of its devices.
   shard_size: clips per shard file. text_model: a SentencePiece model for the captions.
+  audio_codec: an audio codec work directory; clips with sound also get RVQ codes.
   """
   import jax
 
@@ -294,14 +311,18 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
     raise TokenShardError(f"{data} holds clips this tokenizer cannot encode: {e}") from e
   latent_thw = vidtok_cfg.latent_shape(frames, height, width)
 
-  vocab_cfg = VocabConfig(video_bits=vidtok_cfg.bits,
-                          text=max(VocabConfig.text, text.vocab_size if text else 0))
   dataset_summary = data / "summary.json"  # the builder's clip spec (fps, audio rate), when there
   dataset_spec = json.loads(dataset_summary.read_text()).get("spec") if dataset_summary.is_file() else None
+  codec, audio_header = (_audio_codec(audio_codec, dataset_spec, data, frames)
+                         if audio_codec is not None else (None, None))
+  audio_vocab = ({"audio_levels": codec.levels, "audio_codebook": codec.codebook_size} if codec else {})
+  vocab_cfg = VocabConfig(video_bits=vidtok_cfg.bits,
+                          text=max(VocabConfig.text, text.vocab_size if text else 0), **audio_vocab)
   header = {
       "format": FORMAT, "version": VERSION,
       "tokenizer": {"workdir": str(pathlib.Path(tokenizer).absolute()), **ident,
                     "bits": vidtok_cfg.bits, "config": _jsonable(vidtok_cfg)},
+      "audio_codec": audio_header,
       "vocab": {"config": _jsonable(vocab_cfg), "ranges": Vocabulary(vocab_cfg).ranges()},
       "text_model": ({"path": str(pathlib.Path(text_model).absolute()), "pieces": text.vocab_size,
                       "sha256": _file_sha256(pathlib.Path(text_model))} if text else None),
@@ -336,7 +357,8 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
 
 
   # --- this process's chunks, and those a previous run already finished ------------------------
-  stats = dict.fromkeys(("encoded", "skipped", "text_pieces", "shards_written", "shards_resumed"), 0)
+  stats = dict.fromkeys(("encoded", "skipped", "text_pieces", "audio_clips", "shards_written",
+                         "shards_resumed"), 0)
   todo: dict[str, list[_Chunk]] = {}
   for split in splits:
     todo[split] = []
@@ -361,6 +383,7 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
           f"{stats['shards_resumed']} shards already done.")
   encoder = (_Encoder(model, mesh, (batch, frames, height, width, 3))
              if any(todo.values()) else None)
+  audio_enc = _AudioEncoder(codec, audio_header, dataset_spec["audio_rate"]) if codec else None
 
   # --- encode and write ----------------------------------------------------------------------
   from tqdm import tqdm
@@ -371,7 +394,7 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
     bar = tqdm(total=mine, initial=mine - sum(len(c.indices) for c in todo[split]), unit="clip",
                desc=f"tokenize {split}" + (f" [process {p}]" if n_proc > 1 else ""),
                disable=not progress, dynamic_ncols=True)
-    for chunk in _encoded_chunks(todo[split], sources[split], encoder, text, stats, bar):
+    for chunk in _encoded_chunks(todo[split], sources[split], encoder, text, stats, bar, audio_enc):
       _write_shard(out / shard_name(split, chunk.chunk, plan[split]["shards"]), chunk.records)
       stats["shards_written"] += 1
       if is_chief:  # the manifest follows the shards as they land
@@ -395,12 +418,14 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
     entries = [e for e in manifest["shards"].values() if e["split"] == split]
     records = sum(e["records"] for e in entries)
     per_split[split] = {"examples": records, "skipped": sum(e["skipped"] for e in entries),
-                    "shards": len(entries), "video_tokens": records * tokens_per_clip}
+                        "shards": len(entries), "video_tokens": records * tokens_per_clip}
   summary = {
       "out": str(out.absolute()), "fingerprint": ident["fingerprint"], "complete": manifest["complete"],
       "splits": per_split, "video_tokens": sum(v["video_tokens"] for v in per_split.values()),
+      "audio_codec": audio_header and audio_header["fingerprint"],
       "processes": n_proc, "devices_per_process": n_dev, "batch_per_process": batch,
       "this_run": {**run, "video_tokens": run["encoded"] * tokens_per_clip,
+                   "audio_tokens": run["audio_clips"] * (audio_header["tokens_per_clip"] if codec else 0),
                    "encoded_per_process": [s["encoded"] for s in per_process],
                    "seconds": round(run_seconds, 3),  # encoding and writing; total_seconds adds
                    "total_seconds": round(time.perf_counter() - started, 3),  # loading and compiling
@@ -439,6 +464,52 @@ def _max_over_processes(value: float, process_count: int) -> float:
     return value
   from jax.experimental import multihost_utils
   return float(np.max(multihost_utils.process_allgather(np.array([value], np.float64))))
+
+
+def _audio_codec(workdir, dataset_spec: dict | None, data: pathlib.Path, frames: int):
+  """The codec of --audio_codec and its manifest entry; the codec's frames per clip must be
+  the LM's `ClipSpec.audio_frames` for this dataset's clips."""
+  from lm.tasks import ClipSpec
+  from train.audio_trainer import load_audio_codec
+  if not dataset_spec or "audio_rate" not in dataset_spec or "fps" not in dataset_spec:
+    raise TokenShardError(f"--audio_codec needs the dataset's clip spec (fps, audio_rate) from "
+                          f"{data}/summary.json, which is missing; rebuild the dataset with "
+                          "`kineto data build` / `kineto data demo`.")
+  codec = load_audio_codec(workdir)
+  fps, rate = float(dataset_spec["fps"]), int(dataset_spec["audio_rate"])
+  samples = round(frames * rate / fps)                   # the builder's audio per clip
+  codec_samples = -(-samples * codec.sample_rate // rate)  # after resampling (resample_poly's length)
+  codec_frames = codec_samples // codec.cfg.hop
+  spec_frames = ClipSpec(frames=frames, fps=fps, audio_hz=codec.frame_rate).audio_frames
+  if codec_frames != spec_frames or codec_frames < 1:
+    raise TokenShardError(
+        f"--audio_codec {workdir}: a {frames}-frame clip at {fps:g} fps ({frames / fps:g} s) gives "
+        f"{codec_frames} codec frames ({codec_samples} samples at {codec.sample_rate} Hz, hop "
+        f"{codec.cfg.hop}) but the LM's clip layout expects {spec_frames} frames at "
+        f"{codec.frame_rate:g} Hz; use a codec whose hop divides the clip's samples (e.g. 17 frames "
+        "at 8 fps with a 320-sample hop at 16 kHz) or rebuild the dataset with another --frames/--fps.")
+  header = {"workdir": str(codec.workdir), **codec.fingerprint(), "step": codec.step,
+            "levels": codec.levels, "codebook": codec.codebook_size, "sample_rate": codec.sample_rate,
+            "frame_rate": codec.frame_rate, "frames_per_clip": codec_frames,
+            "tokens_per_clip": codec_frames * codec.levels, "config": _jsonable(codec.cfg)}
+  return codec, header
+
+
+class _AudioEncoder:
+  """One clip's waveform (at the dataset's rate) -> int32 codes [levels, frames]."""
+
+  def __init__(self, codec, header: dict, rate: int):
+    self.codec, self.rate, self.frames = codec, int(rate), header["frames_per_clip"]
+
+  def __call__(self, wave_s: np.ndarray) -> np.ndarray:
+    from vidtok.audio import prepare
+    wave_s = prepare(wave_s, self.rate, self.codec.sample_rate, resample=True)
+    # One clip per call: the codes cannot depend on which clips share a batch.
+    codes_lf = self.codec.encode(wave_s[None])[0]
+    if codes_lf.shape[1] != self.frames:
+      raise TokenShardError(f"a clip's audio of {len(wave_s)} samples gave {codes_lf.shape[1]} codec "
+                            f"frames, not {self.frames}; the dataset's clips differ in length.")
+    return np.ascontiguousarray(codes_lf, np.int32)
 
 
 class _Encoder:
@@ -485,7 +556,7 @@ def _read(source, index: int, clip_shape: tuple[int, ...]) -> tuple[dict | None,
   return record, ""
 
 
-def _token_record(index: int, record: dict, codes_thw: np.ndarray, text) -> dict:
+def _token_record(index: int, record: dict, codes_thw: np.ndarray, text, audio_enc=None) -> dict:
   caption = record["caption"].decode() if isinstance(record["caption"], bytes) else str(record["caption"])
   source = record["source"].decode() if isinstance(record["source"], bytes) else str(record["source"])
   has_audio = bool(record["has_audio"])
@@ -495,11 +566,13 @@ def _token_record(index: int, record: dict, codes_thw: np.ndarray, text) -> dict
          "source": source, "start": float(record["start"])}
   if text is not None:
     out["text"] = np.asarray(text.encode(caption), np.int32)
+  if audio_enc is not None and has_audio:
+    out["audio_codes"] = audio_enc(out["audio"])
   return out
 
 
 def _encoded_chunks(todo: list[_Chunk], source, encoder: _Encoder, text, stats: dict,
-                    bar) -> Iterator[_Chunk]:
+                    bar, audio_enc=None) -> Iterator[_Chunk]:
   """Encodes the clips of `todo` in order, `encoder.shape[0]` at a time; yields each chunk
   as soon as all its clips are done. While the devices encode one batch, the host reads the
   next one and writes out the previous results."""
@@ -521,17 +594,18 @@ def _encoded_chunks(todo: list[_Chunk], source, encoder: _Encoder, text, stats: 
       good.append((chunk, i, record))
     codes = encoder(video) if good else None
     if pending is not None:
-      yield from _finish(*pending, text, stats, bar)
+      yield from _finish(*pending, text, stats, bar, audio_enc)
     pending = (group, good, codes)
   if pending is not None:
-    yield from _finish(*pending, text, stats, bar)
+    yield from _finish(*pending, text, stats, bar, audio_enc)
 
 
-def _finish(group, good, codes, text, stats: dict, bar) -> Iterator[_Chunk]:
+def _finish(group, good, codes, text, stats: dict, bar, audio_enc=None) -> Iterator[_Chunk]:
   codes_bthw = np.asarray(codes)[:len(good)] if good else []
   for (chunk, i, record), codes_thw in zip(good, codes_bthw):
-    token_record = _token_record(i, record, codes_thw, text)
+    token_record = _token_record(i, record, codes_thw, text, audio_enc)
     stats["text_pieces"] += len(token_record.get("text", ()))
+    stats["audio_clips"] += "audio_codes" in token_record
     chunk.records.append(encode_record(token_record))
   stats["encoded"] += len(good)
   finished = []
@@ -593,6 +667,12 @@ class TokenShards:
     if vocab_cfg.video_bits != bits:
       raise TokenShardError(f"{self.out_dir} holds {bits}-bit video codes but vocab.video_bits="
                             f"{vocab_cfg.video_bits}; set --set vocab.video_bits={bits} or re-tokenize.")
+    codec = self.manifest.get("audio_codec")
+    if codec and (vocab_cfg.audio_levels, vocab_cfg.audio_codebook) != (codec["levels"], codec["codebook"]):
+      raise TokenShardError(
+          f"{self.out_dir} holds audio codes of {codec['levels']} levels x {codec['codebook']} codes but "
+          f"vocab.audio_levels={vocab_cfg.audio_levels}, vocab.audio_codebook={vocab_cfg.audio_codebook}; "
+          f"set --set vocab.audio_levels={codec['levels']} --set vocab.audio_codebook={codec['codebook']}.")
     text = self.manifest.get("text_model")
     if text and text["pieces"] > vocab_cfg.text:
       raise TokenShardError(f"{self.out_dir} holds text pieces of a {text['pieces']}-piece model but "

@@ -1,8 +1,8 @@
 """Named audio codec configs: `tiny()` for tests, `demo()` for a few CPU minutes, and
 `soundstream()` at VideoPoet's scale (4 levels x 1024 codes, 50 Hz latents at 16 kHz).
 
-They live here, not in `configs/`, until the trainer CLI gives the codec a config file;
-a config file can then return e.g. `Config(audio=presets.demo())`.
+The trainer's config files (`configs/audio_*.py`, `kineto audio train`) build their own
+`AudioCodecConfig`; these presets serve the library demo, tests and benchmarks.
 """
 from __future__ import annotations
 
