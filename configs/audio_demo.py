@@ -3,13 +3,14 @@
   kineto data demo --out outputs/data/demo
   kineto audio train --config configs/audio_demo.py --workdir outputs/demo/audio
 
-Trains on the audio of the demo dataset's training clips with sound (bigbuckbunny's first
-half: one 2.125 s clip) plus bundled audio for variety (espeak-ng speech and the first
-second of each of Debian's 165 sonic-pi samples), and is scored on the validation split's
-clips with sound (bigbuckbunny's second half, never trained on). Narrow (base width 8,
-one residual unit per block) so that 400 steps take about 1.5 minutes on two CPU cores
-(~0.2 s a step); `python -m vidtok.audio.demo` trains the wider `presets.demo()` longer.
-Short training: expect a spectral envelope, not clean audio (see summary.json).
+Trains on the sound of the demo dataset's training clips: the Atari games' own audio
+(recorded with the screens, in real time) and bigbuckbunny's first half; it is scored on
+the validation split's clips with sound (other game episodes, bigbuckbunny's second half),
+never trained on. `--set train.extra_audio=espeak,sonic_pi` adds espeak-ng speech and
+Debian's sonic-pi samples (both installed with apt) for variety. Narrow (base width 8, one
+residual unit per block) so that 400 steps take about 1.5 minutes on two CPU cores (~0.2 s
+a step); `python -m vidtok.audio.demo` trains the wider `presets.demo()` longer. Short
+training: expect a spectral envelope, not clean audio (see summary.json).
 """
 from configs.schema import AudioConfig, AudioCodecConfig, AudioTrainConfig, MeshConfig
 
@@ -21,7 +22,7 @@ def get_config() -> AudioConfig:
                              levels=4, codebook_size=256, stft_windows=(1024, 512, 256, 128, 64),
                              mel_bins=64, waveform_weight=1.0),
       mesh=MeshConfig(data=1, fsdp=-1, tensor=1),
-      train=AudioTrainConfig(data_dir="outputs/data/demo", extra_audio="espeak,sonic_pi",
+      train=AudioTrainConfig(data_dir="outputs/data/demo", extra_audio="",
                              extra_max_seconds=1.0, steps=400, batch_size=8, crop_seconds=0.25,
                              gain_db=12.0, learning_rate=3e-3, warmup_steps=30, log_every=10,
                              audio_every=100, checkpoint_every=100),

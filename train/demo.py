@@ -149,8 +149,7 @@ def run_demo(out: str | pathlib.Path = "outputs/demo", *, quick: bool = False) -
 
   def audio():
     from train.audio_trainer import train_audio
-    # The game clips' sound is the training audio: no extra sources to install.
-    cfg = configs.load("audio_demo", [f"train.data_dir={paths['data']}", "train.extra_audio=",
+    cfg = configs.load("audio_demo", [f"train.data_dir={paths['data']}",
                                       f"codec.clip_seconds={plan.frames / FPS}", *plan.audio])
     train_audio(cfg, paths["audio"])
 
