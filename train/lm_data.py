@@ -90,6 +90,16 @@ def feasible(schedule: mixture.Schedule, examples) -> tuple[mixture.Schedule, li
   return mixture.Schedule.of(stages), dropped
 
 
+def clip_spec(manifest: dict) -> tasks.ClipSpec:
+  """The task layouts' clip shapes of a token-shard manifest (training and sampling agree)."""
+  clip = manifest["clip"]
+  t, h, w = clip["latents"]
+  compression = ((clip["frames"] - 1) // (t - 1) if t > 1 else 4, clip["height"] // h, clip["width"] // w)
+  fps = ((manifest.get("dataset") or {}).get("spec") or {}).get("fps") or tasks.ClipSpec.fps
+  return tasks.ClipSpec(frames=clip["frames"], height=clip["height"], width=clip["width"],
+                        compression=compression, fps=float(fps))
+
+
 def make(cfg: Config, vocab: Vocabulary):
   """The data source the config names."""
   if cfg.data.source == "bytes":
@@ -99,10 +109,6 @@ def make(cfg: Config, vocab: Vocabulary):
             for split in ("train", "validation")}
   for s in shards.values():
     s.check_vocab(cfg.vocab)
-  clip = shards["train"].manifest["clip"]
-  t, h, w = clip["latents"]
-  compression = ((clip["frames"] - 1) // (t - 1) if t > 1 else 4, clip["height"] // h, clip["width"] // w)
-  spec = tasks.ClipSpec(frames=clip["frames"], height=clip["height"], width=clip["width"],
-                        compression=compression)
+  spec = clip_spec(shards["train"].manifest)
   examples = {split: [tokenize.to_example(s[i]) for i in range(len(s))] for split, s in shards.items()}
   return MixtureData(cfg, vocab, examples["train"], examples["validation"], spec)
