@@ -357,7 +357,6 @@ class Generator:
     elif task == "v2a":
       video_codes = np.broadcast_to(example["video"], (num_samples,) + example["video"].shape)
     k = s.continuation_frames
-    segment = 1
     from tqdm import tqdm
     more = max(0, math.ceil((latents_needed - video_codes.shape[1]) / (s.video_shape[0] - k)))
     for segment in tqdm(range(1, more + 1), desc="continue", disable=not progress or not more):
@@ -381,7 +380,7 @@ class Generator:
     codes = {"video": video_codes, **({"audio": audio_codes} if audio_codes is not None else {})}
     return {"video": video_u8, "audio": wave, "codes": codes, "task": task, "fps": s.fps,
             "sample_rate": None if self.audio_codec is None else int(self.audio_codec.sample_rate),
-            "segments": segment if more else 1, "cfg_scale": cfg_scale,
+            "segments": 1 + more, "cfg_scale": cfg_scale,
             "seconds_taken": time.perf_counter() - t0, "tokens_per_second": tokens / max(t_sample, 1e-9)}
 
 
