@@ -198,3 +198,44 @@ def test_lm_vocab_must_match_the_tokenizer(run, tmp_path):
   with pytest.raises(GenerateError, match=r"'video_bits': 6.*'video_bits': 8"):
     Generator.load(other, progress=False)
   assert main(["generate", "--lm", str(other), "--prompt", "Pong", "--out", str(tmp_path / "x.mp4")]) == 2
+
+
+class ToneCodec:
+  """A deterministic stand-in with the audio codec contract of `train.audio_trainer`
+  (`load_audio_codec`, being built separately): 50 codec frames per second at 16 kHz; level
+  0 codes the frame's loudness, level 1 its zero-crossing rate; decode plays one tone per
+  frame whose pitch and loudness follow the two codes."""
+  sample_rate, hop, levels, size = 16_000, 320, 2, 64
+
+  def encode(self, wave_bs):
+    w = np.asarray(wave_bs, np.float32)
+    frames = w[:, :w.shape[1] // self.hop * self.hop].reshape(len(w), -1, self.hop)
+    loud = np.minimum(np.sqrt(np.mean(frames ** 2, -1)) * 2 * self.size, self.size - 1)
+    cross = np.minimum(np.mean(np.abs(np.diff(np.sign(frames), axis=-1)) > 0, -1) * self.size, self.size - 1)
+    return np.stack([loud, cross], 1).astype(np.int32)
+
+  def decode(self, codes_blf):
+    codes = np.asarray(codes_blf)
+    t = np.arange(self.hop) / self.sample_rate
+    amp = (codes[:, 0, :, None] + 1) / (2 * self.size)
+    pitch = 100 + 50 * codes[:, 1, :, None]
+    return (amp * np.sin(2 * np.pi * pitch * t)).reshape(len(codes), -1).astype(np.float32)
+
+
+def test_audio_tasks_use_the_codec_contract(gen, tmp_path):
+  import dataclasses
+  g = dataclasses.replace(gen, audio_codec=ToneCodec())
+  video = frames_u8(17, seed=4)
+  out = g.generate(video=video, task="v2a", seed=0)  # video -> sound
+  frames = g.spec.audio_frames  # 2.125 s at 50 Hz = 106 codec frames
+  assert out["task"] == "v2a" and out["codes"]["audio"].shape == (1, 2, frames)
+  assert out["audio"].shape == (1, frames * ToneCodec.hop) and np.abs(out["audio"]).max() > 0
+  np.testing.assert_array_equal(out["codes"]["video"][0], g._encode(video.astype(np.float32) / 127.5 - 1.0))
+  path = media.write_video(tmp_path / "v2a.mp4", out["video"][0], out["fps"], out["audio"][0], out["sample_rate"])
+  with av.open(str(path)) as c:
+    assert len(c.streams.audio) == 1 and sum(1 for _ in c.decode(video=0)) == 17
+  # sound -> video: the input waveform is returned with the frames (to mux), one clip long.
+  wave = (0.3 * np.sin(np.arange(40_000) * 2 * np.pi * 300 / 16_000)).astype(np.float32)
+  out = g.generate(audio=wave, seed=0)
+  assert out["task"] == "a2v" and out["video"].shape == (1, 17, 32, 32, 3)
+  np.testing.assert_array_equal(out["audio"][0], wave[:round(g.clip_seconds * 16_000)])

@@ -257,7 +257,8 @@ class Generator:
                           f"{self.spec.text_budget}; shorten it.")
     return pieces
 
-  def _audio_codes(self, audio) -> np.ndarray:
+  def _audio_codes(self, audio) -> tuple[np.ndarray, np.ndarray]:
+    """(codes [levels, frames] of one clip, the waveform they encode [S])."""
     from train import media
     if self.audio_codec is None:
       raise GenerateError("audio input given, but this LM's token shards record no audio codec; "
@@ -268,12 +269,18 @@ class Generator:
     need = round(self.clip_seconds * rate)
     if len(wave) < need:
       wave = np.pad(wave, (0, need - len(wave)))
-    codes_blf = np.asarray(self.audio_codec.encode(wave[None, :need]))
-    return codes_blf[0, :, :self.spec.audio_frames]
+    wave = np.asarray(wave[:need], np.float32)
+    codes_blf = np.asarray(self.audio_codec.encode(wave[None]))
+    if codes_blf.ndim != 3 or codes_blf.shape[2] < self.spec.audio_frames:
+      raise GenerateError(f"the audio codec encoded {self.clip_seconds:g} s into codes of shape "
+                          f"{codes_blf.shape}; the LM's clips need [1, levels, {self.spec.audio_frames}] "
+                          f"(ClipSpec.audio_hz={self.spec.audio_hz:g}).")
+    return codes_blf[0, :, :self.spec.audio_frames], wave
 
   def prepare(self, *, prompt=None, image=None, video=None, mask=None, audio=None,
-              task: str | None = None) -> tuple[str, dict, np.ndarray | None]:
-    """(task, lm.tasks example, known token mask or None) from the user's inputs; all checks."""
+              task: str | None = None) -> tuple[str, dict, np.ndarray | None, np.ndarray | None]:
+    """(task, lm.tasks example, known token mask or None, input waveform or None) from the
+    user's inputs; every check happens here, before sampling compiles."""
     given = {"prompt": prompt, "image": image, "video": video, "mask": mask, "audio": audio}
     task = task or choose_task(**given)
     if task not in _NEEDS:
@@ -302,9 +309,10 @@ class Generator:
       example["video"] = self._encode(self._pixels(video, 1 + s.compression[0] * (k - 1), "video"))
     elif video is not None:
       example["video"] = self._encode(self._pixels(video, s.frames, "video", exact=not isinstance(video, (str, os.PathLike))))
+    wave = None
     if audio is not None:
-      example["audio"] = self._audio_codes(audio)
-    return task, example, known
+      example["audio"], wave = self._audio_codes(audio)
+    return task, example, known, wave
 
   # --- generation -----------------------------------------------------------------------
 
@@ -325,7 +333,7 @@ class Generator:
       raise GenerateError(f"num_samples={num_samples} must be >= 1.")
     if seconds is not None and not seconds > 0:
       raise GenerateError(f"seconds={seconds} must be > 0.")
-    task, example, known = self.prepare(prompt=prompt, image=image, video=video, mask=mask,
+    task, example, known, input_wave = self.prepare(prompt=prompt, image=image, video=video, mask=mask,
                                         audio=audio, task=task)
     s = self.spec
     if cfg_scale is None:
@@ -375,8 +383,14 @@ class Generator:
     frames_f = decode_chunks(self.tokenizer, video_codes, s.video_shape[0])
     video_u8 = _uint8(frames_f[:, :frames])  # whole latents cover up to ct - 1 frames more
     wave = None
+    if task == "av_continuation":  # the condition's audio comes first, as its video does
+      split = s.audio_split(k)
+      head = np.broadcast_to(example["audio"][:, :split], (num_samples,) + example["audio"][:, :split].shape)
+      audio_codes = np.concatenate([head, audio_codes], axis=2)
     if audio_codes is not None:
       wave = np.asarray(self.audio_codec.decode(np.asarray(audio_codes)), np.float32)
+    elif task == "a2v":  # the video was made for the given sound: keep it with the frames
+      wave = np.tile(input_wave[None], (num_samples, 1))
     codes = {"video": video_codes, **({"audio": audio_codes} if audio_codes is not None else {})}
     return {"video": video_u8, "audio": wave, "codes": codes, "task": task, "fps": s.fps,
             "sample_rate": None if self.audio_codec is None else int(self.audio_codec.sample_rate),
