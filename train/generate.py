@@ -238,6 +238,9 @@ class Generator:
     x = x[-frames:] if not exact else x
     if x.dtype == np.uint8:
       return x.astype(np.float32) / 127.5 - 1.0
+    if x.size and (x.min() < -1.0 or x.max() > 1.0):
+      raise GenerateError(f"{what} array of {x.dtype} values in [{x.min():g}, {x.max():g}]: expected uint8 "
+                          "or floats in [-1, 1].")
     return x.astype(np.float32)
 
   def _encode(self, pixels_thwc: np.ndarray) -> np.ndarray:
@@ -350,6 +353,8 @@ class Generator:
     latents_needed = 1 + math.ceil((frames - 1) / ct)
     if latents_needed > s.video_shape[0] and task in ("v2a", "t2i", "av_continuation"):
       raise GenerateError(f"task {task} makes one clip ({self.clip_seconds:g} s); seconds={seconds} is longer.")
+    if task == "t2i":
+      frames = latents_needed = 1
     kw = dict(num_samples=1, temperature=temperature, top_k=top_k, top_p=top_p)
 
     say(f"kineto: {task}, {num_samples} sample(s), {latents_needed} latent frames")
