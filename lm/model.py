@@ -122,16 +122,19 @@ class Block(nnx.Module):
     x_btd = x_btd + self.attn.out(o)
     return x_btd + self.mlp(self.mlp_norm(x_btd)), (k, v)
 
-  def decode(self, x_b1d, k_bgsk, v_bgsk, valid_bs, index, position_b):
-    """One new token per row against this layer's cache slice; returns updated k, v."""
-    q_b1nk, k_new, v_new = self.attn.qkv(self.attn_norm(x_b1d), position_b[:, None])
-    k_bgsk = jax.lax.dynamic_update_slice_in_dim(
-        k_bgsk, k_new.transpose(0, 2, 1, 3).astype(k_bgsk.dtype), index, axis=2)
-    v_bgsk = jax.lax.dynamic_update_slice_in_dim(
-        v_bgsk, v_new.transpose(0, 2, 1, 3).astype(v_bgsk.dtype), index, axis=2)
-    o = decode_attention(q_b1nk, k_bgsk, v_bgsk, valid_bs)
+  def decode(self, x_b1d, k_lbgsk, v_lbgsk, layer, valid_bs, index, position_b):
+    """One new token per row against the cache of every layer; writes this layer's new
+    key and value at slot `index` in place and returns the updated caches."""
+    q, k_new, v_new = self.attn.qkv(self.attn_norm(x_b1d), position_b[:, None])
+    start = (layer, 0, 0, index, 0)
+    k_lbgsk = jax.lax.dynamic_update_slice(
+        k_lbgsk, k_new.transpose(0, 2, 1, 3)[None].astype(k_lbgsk.dtype), start)
+    v_lbgsk = jax.lax.dynamic_update_slice(
+        v_lbgsk, v_new.transpose(0, 2, 1, 3)[None].astype(v_lbgsk.dtype), start)
+    o = decode_attention(q, jax.lax.dynamic_index_in_dim(k_lbgsk, layer, keepdims=False),
+                         jax.lax.dynamic_index_in_dim(v_lbgsk, layer, keepdims=False), valid_bs)
     x_b1d = x_b1d + self.attn.out(o)
-    return x_b1d + self.mlp(self.mlp_norm(x_b1d)), k_bgsk, v_bgsk
+    return x_b1d + self.mlp(self.mlp_norm(x_b1d)), k_lbgsk, v_lbgsk
 
 
 def decode_attention(q_b1nk, k_bgsk, v_bgsk, valid_bs):
@@ -263,12 +266,15 @@ class Transformer(nnx.Module):
         cache.valid_bs, jnp.ones((tokens_b.shape[0], 1), bool), cache.index, axis=1)
     x = self.embed(tokens_b[:, None])
 
-    def layer(x, block, k, v):
-      x, k, v = block.decode(x, k, v, valid_bs, cache.index, cache.position_b)
-      return x, (k, v)
+    # The whole cache rides in the scan's carry and each layer writes only its new slot:
+    # stacking per-layer outputs instead would copy the entire cache every step.
+    def layer(carry, block):
+      x, k, v, i = carry
+      x, k, v = block.decode(x, k, v, i, valid_bs, cache.index, cache.position_b)
+      return x, k, v, i + 1
 
-    x, (k, v) = nnx.scan(layer, in_axes=(nnx.Carry, 0, 0, 0), out_axes=(nnx.Carry, 0))(
-        x, self.blocks, cache.k, cache.v)
+    x, k, v, _ = nnx.scan(layer, in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)(
+        (x, cache.k, cache.v, jnp.asarray(0, jnp.int32)), self.blocks)
     logits = self.logits(self.final_norm(x)[:, 0])
     logits = jnp.where(cache.index < cache.valid_bs.shape[1], logits, jnp.nan)
     k, v = shard(k, *CACHE_BGSK), shard(v, *CACHE_BGSK)
