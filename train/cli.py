@@ -275,8 +275,8 @@ def _is_user_error(e: Exception, command: str) -> bool:
   build = sys.modules.get("train.data.build")
   if build is not None:
     errors += (build.DataError,)
-  if command == "tokenize":
-    errors += (FileNotFoundError,)  # a missing --text_model
+  if command in ("tokenize", "generate"):
+    errors += (FileNotFoundError,)  # a missing --text_model, or one a manifest names
   media = sys.modules.get("train.media")
   if command == "generate" and media is not None:
     errors += (media.MediaError,)  # an unreadable --image/--video/--audio
