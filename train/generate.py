@@ -415,7 +415,9 @@ def run(lm: str, out: str, *, gif: bool = False, progress: bool = True, **kwargs
   result = gen.generate(progress=progress, **kwargs)
   videos = result["video"]
   paths = {}
-  for b, frames in enumerate(videos):
+  # Every process loads its own single-device copy and samples the same seed; one writes.
+  chief = jax.process_index() == 0
+  for b, frames in enumerate(videos if chief else ()):
     stem = out if len(videos) == 1 else out.with_name(f"{out.stem}-{b}{out.suffix}")
     audio = None if result["audio"] is None else result["audio"][b]
     paths.setdefault("mp4", []).append(str(media.write_video(stem, frames, result["fps"], audio,
@@ -431,6 +433,8 @@ def run(lm: str, out: str, *, gif: bool = False, progress: bool = True, **kwargs
              "seconds_taken": round(result["seconds_taken"], 3),
              "tokens_per_second": round(result["tokens_per_second"], 2)}
   json_path = out.with_suffix(".json")
+  if not chief:
+    return summary
   tmp = json_path.with_name(f".{json_path.name}.tmp-{os.getpid()}")
   tmp.write_text(json.dumps(summary, indent=1) + "\n")
   os.replace(tmp, json_path)
