@@ -239,3 +239,24 @@ def test_audio_tasks_use_the_codec_contract(gen, tmp_path):
   out = g.generate(audio=wave, seed=0)
   assert out["task"] == "a2v" and out["video"].shape == (1, 17, 32, 32, 3)
   np.testing.assert_array_equal(out["audio"][0], wave[:round(g.clip_seconds * 16_000)])
+
+
+def test_cli_reads_image_and_video_files(run, tmp_path):
+  """Files are resized/cropped to the clip: a 48x40 PNG -> i2v; an MP4 + box mask -> inpaint
+  (two samples, two MP4s); an MP4 alone with --seconds -> a continued, longer video."""
+  Image.fromarray(frames_u8(1, size=48)[0][:, :40]).save(tmp_path / "still.png")
+  media.write_video(tmp_path / "in.mp4", frames_u8(20, seed=7, size=40), 8)
+  lm = str(run["lm"])
+  assert main(["generate", "--lm", lm, "--image", str(tmp_path / "still.png"), "--out", str(tmp_path / "i.mp4")]) == 0
+  assert json.loads((tmp_path / "i.json").read_text())["task"] == "i2v"
+  assert main(["generate", "--lm", lm, "--video", str(tmp_path / "in.mp4"), "--mask", "box:8,24,8,24",
+               "--samples", "2", "--method", "maskgit", "--out", str(tmp_path / "p.mp4")]) == 0
+  summary = json.loads((tmp_path / "p.json").read_text())
+  assert summary["task"] == "inpaint" and summary["video_shape"] == [2, 17, 32, 32, 3]
+  assert summary["outputs"]["mp4"] == [str(tmp_path / "p-0.mp4"), str(tmp_path / "p-1.mp4")]
+  assert summary["settings"]["mask"] == "box:8,24,8,24" and summary["settings"]["method"] == "maskgit"
+  assert main(["generate", "--lm", lm, "--video", str(tmp_path / "in.mp4"), "--seconds", "3",
+               "--out", str(tmp_path / "c.mp4")]) == 0
+  with av.open(str(tmp_path / "c.mp4")) as c:
+    assert sum(1 for _ in c.decode(video=0)) == 24  # 3 s at 8 fps
+  assert json.loads((tmp_path / "c.json").read_text())["task"] == "continuation"

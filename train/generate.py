@@ -16,7 +16,9 @@ one clip (`seconds`) repeats the continuation task on the last `spec.continuatio
 generated latent frames; the whole latent sequence is then decoded by the causal
 tokenizer in clip-sized chunks (`vidtok.model.decode_chunks`). Inputs are checked before
 anything compiles. Image/video *files* are resized to cover the clip and center-cropped;
-*arrays* must already have the clip's size.
+*arrays* must already have the clip's size. Continuation conditions on the last
+1 + 4(k - 1) frames (k = `spec.continuation_frames` latents) of the array, or of the
+file's first clip; the output starts with those frames.
 
 Mask SPEC (CLI `--mask`, or a string for `mask=`), True = to generate:
   box:y0,y1,x0,x1   a pixel box (half-open, all frames) -> tokens via `box_to_tokens` (inpaint)
@@ -225,7 +227,10 @@ class Generator:
     if isinstance(value, (str, os.PathLike)):
       if what == "image":
         return media.read_image(value, s.height, s.width)
-      return media.read_video(value, frames, s.height, s.width, fps=s.fps)
+      if exact:
+        return media.read_video(value, frames, s.height, s.width, fps=s.fps)
+      # Continue the file's first clip: its last `frames` frames are the condition.
+      return media.read_video(value, s.frames, s.height, s.width, fps=s.fps, min_frames=frames)[-frames:]
     x = np.asarray(value)
     if what == "image" and x.ndim == 3:
       x = x[None]
@@ -311,7 +316,7 @@ class Generator:
       k = s.continuation_frames
       example["video"] = self._encode(self._pixels(video, 1 + s.compression[0] * (k - 1), "video"))
     elif video is not None:
-      example["video"] = self._encode(self._pixels(video, s.frames, "video", exact=not isinstance(video, (str, os.PathLike))))
+      example["video"] = self._encode(self._pixels(video, s.frames, "video", exact=True))
     wave = None
     if audio is not None:
       example["audio"], wave = self._audio_codes(audio)

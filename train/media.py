@@ -116,9 +116,11 @@ def _to_float(frames_u8: np.ndarray) -> np.ndarray:
   return frames_u8.astype(np.float32) / 127.5 - 1.0
 
 
-def read_video(path, frames: int, height: int, width: int, fps: float | None = None) -> np.ndarray:
+def read_video(path, frames: int, height: int, width: int, fps: float | None = None,
+               min_frames: int | None = None) -> np.ndarray:
   """The first `frames` frames (resampled to `fps` when given) as float32 [T, H, W, 3] in
-  [-1, 1], each resized to cover H x W and center-cropped."""
+  [-1, 1], each resized to cover H x W and center-cropped. A shorter video is an error,
+  unless it has at least `min_frames` (then all of its frames are returned)."""
   from train.data import build
   path = _existing(path)
   out = []
@@ -136,9 +138,10 @@ def read_video(path, frames: int, height: int, width: int, fps: float | None = N
     raise
   except Exception as e:  # PyAV raises many kinds for garbage; all mean "unreadable"
     raise MediaError(f"cannot read video {path}: {type(e).__name__}: {e}") from e
-  if len(out) < frames:
+  need = frames if min_frames is None else min(min_frames, frames)
+  if len(out) < need:
     raise MediaError(f"video {path} has {len(out)} frames{'' if fps is None else f' at {fps:g} fps'}; "
-                     f"{frames} are needed.")
+                     f"{need} are needed.")
   return _to_float(build._crop(np.stack(out), spec, "center", [0]))
 
 
