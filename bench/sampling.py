@@ -19,6 +19,7 @@ The last line is one JSON object of the figures.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -27,7 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
+_BENCH = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, _BENCH)
+# This checkout's packages, not whichever checkout is installed (editable) in the venv.
+sys.path.insert(1, os.path.dirname(_BENCH))
 import common  # noqa: E402
 
 import configs  # noqa: E402

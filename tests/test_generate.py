@@ -1,0 +1,262 @@
+"""Generation end to end: `Generator.load` resolves a run from its LM checkpoint, each task
+gives frames of the clip's shape, long video continues, `kineto generate` writes a
+readable MP4 / GIF / JSON, the sampler compiles once per shape, bad input exits with 2.
+
+The LM checkpoint is written the way the trainer writes it (Checkpointer, whole train
+state, config with data.tokens_dir) from seeded initial weights, and the tokenizer holds
+seeded random weights (as in test_tokenize.py): the tests check the wiring and shapes,
+not sample quality, and compiling a training step would cost minutes on shared cores.
+"""
+from __future__ import annotations
+
+import json
+
+import av
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+import configs
+import sharding
+from lm import sampling
+from lm.text import train_sentencepiece
+from test_tokenize import write_tokenizer
+from train import media
+from train.checkpoint import Checkpointer
+from train.cli import main
+from train.data import demo
+from train.data.tokenize import tokenize_dataset
+from train.generate import GenerateError, Generator, choose_task, token_mask
+from train.state import init_state
+
+
+def write_lm(workdir, tokens_dir, *extra: str):
+  cfg = configs.load("lm_tiny", ["data.source=tokens", f"data.tokens_dir={tokens_dir}", "lm.vocab=704",
+                                 "lm.max_len=256", "lm.attention_block=64", *extra])
+  ts = init_state(cfg, sharding.make_mesh((1, 1, 1), jax.devices()[:1]), seed=0)
+  ckpt = Checkpointer(workdir / "checkpoints", cfg)
+  ckpt.save(3, ts.state, force=True)
+  ckpt.wait()
+  ckpt.close()
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """Demo clips (32x32, 17 frames) -> tokenizer -> token shards with captions -> LM checkpoint."""
+  root = tmp_path_factory.mktemp("generate")
+  clips = root / "clips"
+  demo.build_demo(clips, size=32, games=("Pong", "Freeway"), train_episodes=1, train_clips=1,
+                  val_clips=1, videos=False, progress=False)
+  corpus = root / "captions.txt"
+  corpus.write_text("\n".join(list(demo.GAMES.values()) * 20) + "\n")
+  text_model = train_sentencepiece(corpus, 24, root / "captions", model_type="bpe")
+  tok = write_tokenizer(root / "tok", seed=0)
+  tokens = root / "tokens"
+  tokenize_dataset(tok, clips, tokens, batch=8, shard_size=2, text_model=text_model, progress=False)
+  lm = write_lm(root / "lm", tokens, "vocab.video_bits=8")
+  return {"root": root, "lm": lm, "tokens": tokens, "tok": tok, "clips": clips}
+
+
+@pytest.fixture(scope="module")
+def gen(run):
+  return Generator.load(run["lm"], progress=False)
+
+
+def frames_u8(n, seed=0, size=32):
+  return (np.random.default_rng(seed).random((n, size, size, 3)) * 255).astype(np.uint8)
+
+
+def test_load_resolves_the_run(gen, run):
+  assert (gen.spec.frames, gen.spec.height, gen.spec.width) == (17, 32, 32)
+  assert gen.spec.video_shape == (5, 4, 4)
+  assert gen.checkpoints["lm_step"] == 3 and gen.checkpoints["tokenizer"] == str(run["tok"].absolute())
+  assert gen.checkpoints["text_model"].endswith("captions.model") and gen.audio_codec is None
+  assert gen.vocab.cfg.video_bits == gen.tokenizer.cfg.bits == 8
+
+
+def test_task_is_chosen_from_the_inputs():
+  v, m = np.zeros((17, 32, 32, 3)), np.zeros((17, 32, 32), bool)
+  assert choose_task(prompt="x") == "t2v" and choose_task() == "unconditional"
+  assert choose_task(image=v[0]) == "i2v" and choose_task(video=v) == "continuation"
+  assert choose_task(video=v, mask="box:8,24,8,24") == "inpaint"
+  assert choose_task(video=v, mask="border:8") == "outpaint"
+  border = m.copy()
+  border[:, :, :8] = True  # kept: the right three quarters, one rectangle
+  assert choose_task(video=v, mask=border) == "outpaint"
+  hole = m.copy()
+  hole[:, 8:16, 8:16] = True
+  assert choose_task(video=v, mask=hole) == "inpaint"
+  assert choose_task(audio=np.zeros(10)) == "a2v"
+
+
+def test_t2v_i2v_inpaint_outpaint_give_clips(gen):
+  out = gen.generate(prompt="Pong", num_samples=2, seed=1)
+  assert out["task"] == "t2v" and out["video"].shape == (2, 17, 32, 32, 3) and out["video"].dtype == np.uint8
+  assert out["codes"]["video"].shape == (2, 5, 4, 4) and out["audio"] is None
+  assert out["tokens_per_second"] > 0 and out["seconds_taken"] > 0
+  assert not np.array_equal(out["codes"]["video"][0], out["codes"]["video"][1])  # two samples differ
+
+  image = frames_u8(1)[0]
+  out = gen.generate(image=image, seed=0)
+  assert out["task"] == "i2v" and out["video"].shape == (1, 17, 32, 32, 3)
+  np.testing.assert_array_equal(out["codes"]["video"][0, :1], gen._encode(image[None].astype(np.float32) / 127.5 - 1.0))
+
+  video = frames_u8(17, seed=2)
+  codes = gen._encode(video.astype(np.float32) / 127.5 - 1.0)
+  out = gen.generate(video=video, mask="box:8,24,8,24", prompt="Pong", seed=0)
+  assert out["task"] == "inpaint" and out["video"].shape == (1, 17, 32, 32, 3)
+  known = ~token_mask("box:8,24,8,24", gen.spec)
+  assert known.sum() == 5 * 12  # the 2x2 center tokens of each latent frame are generated
+  np.testing.assert_array_equal(out["codes"]["video"][0][known], codes[known])
+
+  out = gen.generate(video=video, mask="border:8", cfg_scale=1.0, prompt="Pong", seed=0)
+  assert out["task"] == "outpaint"
+  known = ~token_mask("border:8", gen.spec)
+  np.testing.assert_array_equal(out["codes"]["video"][0][known], codes[known])
+
+
+def test_long_video_continues_from_the_last_latents(gen):
+  out = gen.generate(prompt="Freeway", seconds=2 * gen.clip_seconds, seed=3)
+  frames = round(2 * gen.clip_seconds * gen.spec.fps)
+  assert out["video"].shape == (1, frames, 32, 32, 3)
+  assert frames == 34 and out["codes"]["video"].shape == (1, 10, 4, 4)  # 1 + ceil(33 / 4) latents
+  assert out["segments"] == 3  # 5 latents, then 3 new ones per continuation: 5 + 3 + 3 >= 10
+  # The first clip is the one-clip generation with the same seed (segment 0's key).
+  one = gen.generate(prompt="Freeway", seed=3)
+  np.testing.assert_array_equal(out["codes"]["video"][:, :5], one["codes"]["video"])
+
+
+def test_generate_compiles_once_per_shape(gen):
+  gen.generate(prompt="Pong", seed=0)
+  before = dict(sampling.TRACES)
+  a = gen.generate(prompt="Freeway", seed=5)
+  b = gen.generate(prompt="Pong Pong", seed=6)
+  assert dict(sampling.TRACES) == before
+  assert a["video"].shape == b["video"].shape == (1, 17, 32, 32, 3)
+
+
+def test_write_video_muxes_audio(tmp_path):
+  frames = frames_u8(9, size=30)[:, :, :, :]
+  wave = (0.5 * np.sin(np.arange(16000) * 2 * np.pi * 440 / 16000)).astype(np.float32)
+  path = media.write_video(tmp_path / "a.mp4", frames[:, :, :29], 8, audio=wave, sample_rate=16000)
+  with av.open(str(path)) as c:
+    assert c.streams.video[0].codec_context.name == "h264" and c.streams.audio[0].codec_context.name == "aac"
+    decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+  assert len(decoded) == 9 and decoded[0].shape == (30, 30, 3)  # odd width padded to even
+  back = media.read_audio(path, 16000)
+  assert abs(len(back) - 16000) < 2048 and np.abs(back).max() > 0.3
+  assert not list(tmp_path.glob(".*tmp*"))
+  with pytest.raises(media.MediaError, match="expected uint8"):
+    media.write_video(tmp_path / "b.mp4", frames.astype(np.float32), 8)
+
+
+def test_cli_writes_mp4_gif_and_json(run, tmp_path, capsys):
+  out = tmp_path / "clip.mp4"
+  assert main(["generate", "--lm", str(run["lm"]), "--prompt", "Pong", "--seed", "2", "--cfg", "2",
+               "--gif", "--out", str(out)]) == 0
+  with av.open(str(out)) as c:
+    assert c.streams.video[0].codec_context.name == "h264" and not c.streams.audio
+    assert sum(1 for _ in c.decode(video=0)) == 17
+  with Image.open(out.with_suffix(".gif")) as g:
+    assert g.n_frames == 17 and g.size == (32, 32)
+  summary = json.loads(out.with_suffix(".json").read_text())
+  assert summary["task"] == "t2v" and summary["cfg_scale"] == 2.0 and summary["settings"]["seed"] == 2
+  assert summary["checkpoints"]["lm_step"] == 3 and summary["video_shape"] == [1, 17, 32, 32, 3]
+  assert summary["seconds_taken"] > 0 and summary["tokens_per_second"] > 0
+
+
+def test_bad_inputs_are_refused_before_sampling(gen, run, tmp_path, capsys):
+  lm, out = str(run["lm"]), str(tmp_path / "x.mp4")
+  before = dict(sampling.TRACES)
+  cases = {
+      "text budget of 16": ["--prompt", " ".join(["Pong Freeway"] * 20)],
+      "expected 'box:y0,y1,x0,x1'": ["--video", "v.mp4", "--mask", "box:1,2"],
+      "the box must lie inside the 32x32": ["--video", "v.mp4", "--mask", "box:0,40,0,8"],
+      "task i2v needs image": ["--task", "i2v"],
+      "does not exist": ["--image", str(tmp_path / "missing.png")],
+      "cannot read video": ["--video", str(tmp_path / "garbage.mp4")],
+      "no audio codec": ["--audio", str(tmp_path / "garbage.mp4")],
+      "expected a .mp4": ["--prompt", "Pong", "--out", str(tmp_path / "x.avi")],
+  }
+  (tmp_path / "garbage.mp4").write_bytes(b"not a video")
+  for message, args in cases.items():
+    argv = ["generate", "--lm", lm, *args] + ([] if "--out" in args else ["--out", out])
+    assert main(argv) == 2, message
+    assert message in capsys.readouterr().err, message
+  assert dict(sampling.TRACES) == before  # nothing was sampled
+  # Through the API: arrays of the wrong size or a mask of the wrong shape.
+  with pytest.raises(GenerateError, match=r"image array of shape \(16, 16, 3\): expected \[T, 32, 32, 3\]"):
+    gen.generate(image=np.zeros((16, 16, 3), np.uint8))
+  with pytest.raises(GenerateError, match=r"mask of shape \(5, 8, 8\): expected pixels \(17, 32, 32\)"):
+    gen.generate(video=frames_u8(17), mask=np.ones((5, 8, 8), bool))
+
+
+def test_lm_vocab_must_match_the_tokenizer(run, tmp_path):
+  other = write_lm(tmp_path / "lm6", run["tokens"], "vocab.video_bits=6")
+  with pytest.raises(GenerateError, match=r"'video_bits': 6.*'video_bits': 8"):
+    Generator.load(other, progress=False)
+  assert main(["generate", "--lm", str(other), "--prompt", "Pong", "--out", str(tmp_path / "x.mp4")]) == 2
+
+
+class ToneCodec:
+  """A deterministic stand-in with the audio codec contract of `train.audio_trainer`
+  (`load_audio_codec`, being built separately): 50 codec frames per second at 16 kHz; level
+  0 codes the frame's loudness, level 1 its zero-crossing rate; decode plays one tone per
+  frame whose pitch and loudness follow the two codes."""
+  sample_rate, hop, levels, size = 16_000, 320, 2, 64
+
+  def encode(self, wave_bs):
+    w = np.asarray(wave_bs, np.float32)
+    frames = w[:, :w.shape[1] // self.hop * self.hop].reshape(len(w), -1, self.hop)
+    loud = np.minimum(np.sqrt(np.mean(frames ** 2, -1)) * 2 * self.size, self.size - 1)
+    cross = np.minimum(np.mean(np.abs(np.diff(np.sign(frames), axis=-1)) > 0, -1) * self.size, self.size - 1)
+    return np.stack([loud, cross], 1).astype(np.int32)
+
+  def decode(self, codes_blf):
+    codes = np.asarray(codes_blf)
+    t = np.arange(self.hop) / self.sample_rate
+    amp = (codes[:, 0, :, None] + 1) / (2 * self.size)
+    pitch = 100 + 50 * codes[:, 1, :, None]
+    return (amp * np.sin(2 * np.pi * pitch * t)).reshape(len(codes), -1).astype(np.float32)
+
+
+def test_audio_tasks_use_the_codec_contract(gen, tmp_path):
+  import dataclasses
+  g = dataclasses.replace(gen, audio_codec=ToneCodec())
+  video = frames_u8(17, seed=4)
+  out = g.generate(video=video, task="v2a", seed=0)  # video -> sound
+  frames = g.spec.audio_frames  # 2.125 s at 50 Hz = 106 codec frames
+  assert out["task"] == "v2a" and out["codes"]["audio"].shape == (1, 2, frames)
+  assert out["audio"].shape == (1, frames * ToneCodec.hop) and np.abs(out["audio"]).max() > 0
+  np.testing.assert_array_equal(out["codes"]["video"][0], g._encode(video.astype(np.float32) / 127.5 - 1.0))
+  path = media.write_video(tmp_path / "v2a.mp4", out["video"][0], out["fps"], out["audio"][0], out["sample_rate"])
+  with av.open(str(path)) as c:
+    assert len(c.streams.audio) == 1 and sum(1 for _ in c.decode(video=0)) == 17
+  # sound -> video: the input waveform is returned with the frames (to mux), one clip long.
+  wave = (0.3 * np.sin(np.arange(40_000) * 2 * np.pi * 300 / 16_000)).astype(np.float32)
+  out = g.generate(audio=wave, seed=0)
+  assert out["task"] == "a2v" and out["video"].shape == (1, 17, 32, 32, 3)
+  np.testing.assert_array_equal(out["audio"][0], wave[:round(g.clip_seconds * 16_000)])
+
+
+def test_cli_reads_image_and_video_files(run, tmp_path):
+  """Files are resized/cropped to the clip: a 48x40 PNG -> i2v; an MP4 + box mask -> inpaint
+  (two samples, two MP4s); an MP4 alone with --seconds -> a continued, longer video."""
+  Image.fromarray(frames_u8(1, size=48)[0][:, :40]).save(tmp_path / "still.png")
+  media.write_video(tmp_path / "in.mp4", frames_u8(20, seed=7, size=40), 8)
+  lm = str(run["lm"])
+  assert main(["generate", "--lm", lm, "--image", str(tmp_path / "still.png"), "--out", str(tmp_path / "i.mp4")]) == 0
+  assert json.loads((tmp_path / "i.json").read_text())["task"] == "i2v"
+  assert main(["generate", "--lm", lm, "--video", str(tmp_path / "in.mp4"), "--mask", "box:8,24,8,24",
+               "--samples", "2", "--method", "maskgit", "--out", str(tmp_path / "p.mp4")]) == 0
+  summary = json.loads((tmp_path / "p.json").read_text())
+  assert summary["task"] == "inpaint" and summary["video_shape"] == [2, 17, 32, 32, 3]
+  assert summary["outputs"]["mp4"] == [str(tmp_path / "p-0.mp4"), str(tmp_path / "p-1.mp4")]
+  assert summary["settings"]["mask"] == "box:8,24,8,24" and summary["settings"]["method"] == "maskgit"
+  assert main(["generate", "--lm", lm, "--video", str(tmp_path / "in.mp4"), "--seconds", "3",
+               "--out", str(tmp_path / "c.mp4")]) == 0
+  with av.open(str(tmp_path / "c.mp4")) as c:
+    assert sum(1 for _ in c.decode(video=0)) == 24  # 3 s at 8 fps
+  assert json.loads((tmp_path / "c.json").read_text())["task"] == "continuation"

@@ -1,0 +1,448 @@
+"""Generation from a trained LM checkpoint: the notebook API and `kineto generate`.
+
+    gen = Generator.load("runs/lm")                       # everything resolved from the run
+    out = gen.generate(prompt="a paddle hits the ball", seconds=4, seed=0)
+    out["video"]   # uint8 [B, T, H, W, 3];  out["audio"]: float32 [B, S] or None
+
+`Generator.load` reads the LM's saved config; its `data.tokens_dir` names the token-shard
+manifest (`kineto tokenize`), which records the video tokenizer, the SentencePiece model,
+the vocabulary, the clip shape and fps, and (when there is one) the audio codec. Every
+part is checked against the others at load: the LM's vocab config must equal the
+manifest's and the tokenizer's LFQ bits.
+
+`generate` picks the task from the inputs (`choose_task`), encodes them with the
+tokenizer / text model / audio codec, and calls `lm.sampling.generate`. Video longer than
+one clip (`seconds`) repeats the continuation task on the last `spec.continuation_frames`
+generated latent frames; the whole latent sequence is then decoded by the causal
+tokenizer in clip-sized chunks (`vidtok.model.decode_chunks`). Inputs are checked before
+anything compiles. Image/video *files* are resized to cover the clip and center-cropped;
+*arrays* must already have the clip's size. Continuation conditions on the last
+1 + 4(k - 1) frames (k = `spec.continuation_frames` latents) of the array, or of the
+file's first clip; the output starts with those frames.
+
+Mask SPEC (CLI `--mask`, or a string for `mask=`), True = to generate:
+  box:y0,y1,x0,x1   a pixel box (half-open, all frames) -> tokens via `box_to_tokens` (inpaint)
+  border:N          an N-pixel border on every side (outpaint)
+An array mask is bool [frames, H, W] in pixels or [t, h, w] in latent tokens. A mask whose
+kept region is one rectangle (everything around it generated) is outpainting.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import time
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import configs
+from configs.schema import Config, ConfigError
+from lm import sampling, tasks
+from lm.vocab import Vocabulary
+
+
+class GenerateError(ConfigError):
+  """Bad generation input or an inconsistent checkpoint; the message names value and fix."""
+
+
+# Which inputs each task needs (beyond an optional caption).
+_NEEDS = {"unconditional": (), "t2v": ("prompt",), "t2i": ("prompt",), "i2v": ("image",),
+          "continuation": ("video",), "inpaint": ("video", "mask"), "outpaint": ("video", "mask"),
+          "v2a": ("video",), "a2v": ("audio",), "av_continuation": ("video", "audio")}
+
+
+def choose_task(prompt=None, image=None, video=None, mask=None, audio=None) -> str:
+  """The task the given inputs ask for (module docstring); `mask` must be a token mask or spec."""
+  if mask is not None and video is None:
+    raise GenerateError("a mask was given without a video: inpainting/outpainting needs --video.")
+  if image is not None and video is not None:
+    raise GenerateError("give an image (image-to-video) or a video, not both.")
+  if audio is not None:
+    if video is not None:
+      return "av_continuation"
+    if image is not None or prompt is not None:
+      raise GenerateError("audio-to-video takes only audio; drop the prompt/image or pass task=.")
+    return "a2v"
+  if video is not None:
+    if mask is None:
+      return "continuation"
+    return "outpaint" if _is_border(mask) else "inpaint"
+  if image is not None:
+    return "i2v"
+  return "t2v" if prompt is not None else "unconditional"
+
+
+def _is_border(mask) -> bool:
+  if isinstance(mask, str):
+    return mask.strip().startswith("border:")
+  m = np.asarray(mask, bool)
+  if not m.any() or not (m == m[:1]).all():
+    return False
+  kept = ~m[0]
+  if not kept.any():
+    return False
+  ys, xs = np.nonzero(kept)
+  return bool(kept[ys.min():ys.max() + 1, xs.min():xs.max() + 1].all())
+
+
+def parse_mask(spec_str: str, spec: tasks.ClipSpec) -> np.ndarray:
+  """A mask SPEC (module docstring) -> bool pixel mask [frames, H, W], True = generate."""
+  kind, _, value = spec_str.strip().partition(":")
+  try:
+    numbers = [int(v) for v in value.split(",")]
+  except ValueError:
+    numbers = None
+  mask = np.zeros((spec.frames, spec.height, spec.width), bool)
+  if kind == "box" and numbers and len(numbers) == 4:
+    y0, y1, x0, x1 = numbers
+    if not (0 <= y0 < y1 <= spec.height and 0 <= x0 < x1 <= spec.width):
+      raise GenerateError(f"mask {spec_str!r}: the box must lie inside the {spec.height}x{spec.width} "
+                          "clip with y0 < y1, x0 < x1 (pixels, half-open).")
+    mask[:, y0:y1, x0:x1] = True
+    return mask
+  if kind == "border" and numbers and len(numbers) == 1:
+    n = numbers[0]
+    if not 1 <= n < min(spec.height, spec.width) / 2:
+      raise GenerateError(f"mask {spec_str!r}: border N must be in [1, {math.ceil(min(spec.height, spec.width) / 2) - 1}] "
+                          f"pixels for a {spec.height}x{spec.width} clip.")
+    mask[:] = True
+    mask[:, n:spec.height - n, n:spec.width - n] = False
+    return mask
+  raise GenerateError(f"mask {spec_str!r}: expected 'box:y0,y1,x0,x1' (pixels) or 'border:N'.")
+
+
+def token_mask(mask, spec: tasks.ClipSpec) -> np.ndarray:
+  """A mask (SPEC string, pixel [frames, H, W] or token [t, h, w]) -> bool tokens [t, h, w]."""
+  if isinstance(mask, str):
+    mask = parse_mask(mask, spec)
+  m = np.asarray(mask)
+  if m.shape == spec.video_shape:
+    out = m.astype(bool)
+  elif m.shape == (spec.frames, spec.height, spec.width):
+    out = sampling.pixel_mask_to_tokens(m.astype(bool), spec)
+  else:
+    raise GenerateError(f"mask of shape {m.shape}: expected pixels {(spec.frames, spec.height, spec.width)} "
+                        f"or latent tokens {spec.video_shape} (True = generate), or a SPEC string.")
+  if not out.any():
+    raise GenerateError("the mask selects nothing to generate (all False).")
+  return out
+
+
+def _uint8(video) -> np.ndarray:
+  return np.clip(np.round((np.asarray(video, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+@dataclasses.dataclass
+class Generator:
+  """A loaded LM, video tokenizer, text model and (optional) audio codec that agree."""
+  cfg: Config
+  model: Any
+  vocab: Vocabulary
+  spec: tasks.ClipSpec
+  tokenizer: Any
+  text: Any
+  audio_codec: Any
+  manifest: dict
+  checkpoints: dict
+
+  # --- loading ------------------------------------------------------------------------
+
+  @classmethod
+  def load(cls, lm_workdir: str | os.PathLike, *, progress: bool = True) -> "Generator":
+    """Everything from an LM work directory (its latest checkpoint); see module docstring."""
+    from train import lm_data
+    from train.checkpoint import Checkpointer
+    from train.data.tokenize import read_manifest
+    from train.optimizer import find_ema
+    from train.state import abstract_state
+    from train.tokenizer_trainer import load_tokenizer
+    import sharding
+
+    say = print if progress else (lambda *a, **k: None)
+    workdir = pathlib.Path(lm_workdir)
+    ckpt_dir = workdir / "checkpoints"
+    if not ckpt_dir.is_dir():
+      raise GenerateError(f"{workdir} holds no LM checkpoints ({ckpt_dir} missing); pass the "
+                          "--workdir of `kineto lm train`.")
+    cfg = configs.from_dict(Config, Checkpointer.read_config(ckpt_dir))
+    if cfg.data.source != "tokens":
+      raise GenerateError(f"the LM in {workdir} was trained on data.source={cfg.data.source!r}, not "
+                          "on video token shards (data.source=tokens): it cannot generate video.")
+    manifest = read_manifest(cfg.data.tokens_dir)
+    lm_vocab = json.loads(json.dumps(dataclasses.asdict(cfg.vocab)))
+    if lm_vocab != manifest["vocab"]["config"]:
+      raise GenerateError(f"the LM's vocab config {lm_vocab} differs from the token shards' "
+                          f"{manifest['vocab']['config']} ({cfg.data.tokens_dir}); the checkpoint "
+                          "does not belong to these shards.")
+    tok_dir = manifest["tokenizer"]["workdir"]
+    say(f"kineto: loading video tokenizer {tok_dir}")
+    tok_cfg, tokenizer = load_tokenizer(tok_dir)
+    if tok_cfg.vidtok.bits != cfg.vocab.video_bits:
+      raise GenerateError(f"the LM's vocab.video_bits={cfg.vocab.video_bits} does not match the video "
+                          f"tokenizer's bits={tok_cfg.vidtok.bits} ({tok_dir}); use the tokenizer "
+                          "the LM's token shards were made with.")
+    vocab = Vocabulary(cfg.vocab)
+    text = None
+    if manifest.get("text_model"):
+      from lm.text import TextTokenizer
+      text = TextTokenizer(manifest["text_model"]["path"], cfg.vocab)
+    codec = None
+    if manifest.get("audio_codec"):
+      from train.audio_trainer import load_audio_codec  # only when the shards hold audio codes
+      say(f"kineto: loading audio codec {manifest['audio_codec']['workdir']}")
+      codec = load_audio_codec(manifest["audio_codec"]["workdir"])
+
+    say(f"kineto: loading LM {ckpt_dir}")
+    mesh = sharding.make_mesh((1, 1, 1), jax.local_devices()[:1])
+    ts = abstract_state(cfg, mesh)
+    ckpt = Checkpointer(ckpt_dir, cfg)
+    step, state, _ = ckpt.restore(ts.state)
+    ckpt.close()
+    model, opt = nnx.merge(ts.graphdef, state)
+    ema = find_ema(opt.opt_state)
+    if ema is not None:
+      nnx.update(model, ema)
+    checkpoints = {"lm": str(ckpt_dir.absolute()), "lm_step": int(step), "lm_ema": ema is not None,
+                   "tokenizer": str(tok_dir), "tokens_dir": str(cfg.data.tokens_dir),
+                   "text_model": (manifest.get("text_model") or {}).get("path"),
+                   "audio_codec": (manifest.get("audio_codec") or {}).get("workdir")}
+    return cls(cfg, model, vocab, lm_data.clip_spec(manifest), tokenizer, text, codec, manifest, checkpoints)
+
+  # --- inputs -------------------------------------------------------------------------
+
+  @property
+  def clip_seconds(self) -> float:
+    return self.spec.frames / self.spec.fps
+
+  def _pixels(self, value, frames: int, what: str, *, exact: bool = False) -> np.ndarray:
+    """A file path or an array -> float32 [T, H, W, 3] in [-1, 1] of the clip's size."""
+    from train import media
+    s = self.spec
+    if isinstance(value, (str, os.PathLike)):
+      if what == "image":
+        return media.read_image(value, s.height, s.width)
+      if exact:
+        return media.read_video(value, frames, s.height, s.width, fps=s.fps)
+      # Continue the file's first clip: its last `frames` frames are the condition.
+      return media.read_video(value, s.frames, s.height, s.width, fps=s.fps, min_frames=frames)[-frames:]
+    x = np.asarray(value)
+    if what == "image" and x.ndim == 3:
+      x = x[None]
+    if x.ndim != 4 or x.shape[1:] != (s.height, s.width, 3):
+      raise GenerateError(f"{what} array of shape {np.shape(value)}: expected [T, {s.height}, {s.width}, 3] "
+                          f"({'[H, W, 3] for an image; ' if what == 'image' else ''}arrays are not resized; "
+                          "pass a file path to resize and crop).")
+    if len(x) < frames or (exact and len(x) != frames):
+      raise GenerateError(f"{what} array has {len(x)} frames; {frames} are needed.")
+    x = x[-frames:] if not exact else x
+    if x.dtype == np.uint8:
+      return x.astype(np.float32) / 127.5 - 1.0
+    if x.size and (x.min() < -1.0 or x.max() > 1.0):
+      raise GenerateError(f"{what} array of {x.dtype} values in [{x.min():g}, {x.max():g}]: expected uint8 "
+                          "or floats in [-1, 1].")
+    return x.astype(np.float32)
+
+  def _encode(self, pixels_thwc: np.ndarray) -> np.ndarray:
+    if not hasattr(self, "_encode_fn"):
+      self._encode_fn = nnx.jit(lambda m, v: m.encode(v))
+    return np.asarray(self._encode_fn(self.tokenizer, jnp.asarray(pixels_thwc[None])))[0]
+
+  def _pieces(self, prompt: str | None) -> list[int] | None:
+    if prompt is None:
+      return None
+    if self.text is None:
+      raise GenerateError("this LM's token shards have no text model (tokenized without --text_model): "
+                          "it was not trained on captions; generate without a prompt.")
+    pieces = self.text.encode(prompt)
+    if len(pieces) > self.spec.text_budget:
+      raise GenerateError(f"the prompt is {len(pieces)} text pieces, over the text budget of "
+                          f"{self.spec.text_budget}; shorten it.")
+    return pieces
+
+  def _audio_codes(self, audio) -> tuple[np.ndarray, np.ndarray]:
+    """(codes [levels, frames] of one clip, the waveform they encode [S])."""
+    from train import media
+    if self.audio_codec is None:
+      raise GenerateError("audio input given, but this LM's token shards record no audio codec; "
+                          "it was not trained on audio.")
+    rate = int(self.audio_codec.sample_rate)
+    wave = media.read_audio(audio, rate, self.clip_seconds) if isinstance(audio, (str, os.PathLike)) \
+        else np.asarray(audio, np.float32).reshape(-1)
+    need = round(self.clip_seconds * rate)
+    if len(wave) < need:
+      wave = np.pad(wave, (0, need - len(wave)))
+    wave = np.asarray(wave[:need], np.float32)
+    codes_blf = np.asarray(self.audio_codec.encode(wave[None]))
+    if codes_blf.ndim != 3 or codes_blf.shape[2] < self.spec.audio_frames:
+      raise GenerateError(f"the audio codec encoded {self.clip_seconds:g} s into codes of shape "
+                          f"{codes_blf.shape}; the LM's clips need [1, levels, {self.spec.audio_frames}] "
+                          f"(ClipSpec.audio_hz={self.spec.audio_hz:g}).")
+    return codes_blf[0, :, :self.spec.audio_frames], wave
+
+  def prepare(self, *, prompt=None, image=None, video=None, mask=None, audio=None,
+              task: str | None = None) -> tuple[str, dict, np.ndarray | None, np.ndarray | None]:
+    """(task, lm.tasks example, known token mask or None, input waveform or None) from the
+    user's inputs; every check happens here, before sampling compiles."""
+    given = {"prompt": prompt, "image": image, "video": video, "mask": mask, "audio": audio}
+    task = task or choose_task(**given)
+    if task not in _NEEDS:
+      raise GenerateError(f"task={task!r}: expected one of {sorted(_NEEDS)}.")
+    missing = [k for k in _NEEDS[task] if given[k] is None]
+    if missing:
+      raise GenerateError(f"task {task} needs {' and '.join(missing)} (not given).")
+    captioned = any(seg.modality == "text" for seg in tasks.get_task(task).inputs)
+    allowed = set(_NEEDS[task]) | ({"prompt"} if captioned else set())
+    unused = [k for k, v in given.items() if v is not None and k not in allowed]
+    if unused:
+      raise GenerateError(f"task {task} does not use {' or '.join(unused)}; leave it out or pick "
+                          "another task.")
+    s = self.spec
+    known = None
+    if task in ("inpaint", "outpaint"):
+      known = ~token_mask(mask, s)  # checked before any video is decoded or encoded
+    example: dict = {}
+    pieces = self._pieces(prompt)
+    if pieces is not None:
+      example["text"] = pieces
+    if task == "i2v":
+      example["video"] = self._encode(self._pixels(image, 1, "image"))
+    elif task in ("continuation", "av_continuation"):
+      k = s.continuation_frames
+      example["video"] = self._encode(self._pixels(video, 1 + s.compression[0] * (k - 1), "video"))
+    elif video is not None:
+      example["video"] = self._encode(self._pixels(video, s.frames, "video", exact=True))
+    wave = None
+    if audio is not None:
+      example["audio"], wave = self._audio_codes(audio)
+    return task, example, known, wave
+
+  # --- generation -----------------------------------------------------------------------
+
+  def generate(self, prompt: str | None = None, image=None, video=None, mask=None, audio=None,
+               seconds: float | None = None, cfg_scale: float | None = None, seed: int = 0,
+               num_samples: int = 1, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+               method: str = "autoregressive", task: str | None = None, progress: bool = False) -> dict:
+    """Generates `num_samples` videos (and audio) for the inputs; see the module docstring.
+
+    cfg_scale: classifier-free guidance on the caption (default 3.0 when a prompt is given
+    and 1.0, no guidance, otherwise). Returns {"video": uint8 [B, T, H, W, 3], "audio":
+    float32 [B, S] or None, "codes": {"video": [B, t, h, w], "audio": ...}, "task", "fps",
+    "sample_rate", "seconds_taken", "tokens_per_second", "segments"}.
+    """
+    say = print if progress else (lambda *a, **k: None)
+    t0 = time.perf_counter()
+    if num_samples < 1:
+      raise GenerateError(f"num_samples={num_samples} must be >= 1.")
+    if seconds is not None and not seconds > 0:
+      raise GenerateError(f"seconds={seconds} must be > 0.")
+    task, example, known, input_wave = self.prepare(prompt=prompt, image=image, video=video, mask=mask,
+                                        audio=audio, task=task)
+    s = self.spec
+    if cfg_scale is None:
+      cfg_scale = 3.0 if prompt is not None else 1.0
+    if cfg_scale != 1.0 and "text" not in example:
+      raise GenerateError(f"cfg_scale={cfg_scale} guides the caption, but no prompt was given; "
+                          "pass a prompt or cfg_scale=1.")
+    try:
+      sampling.Sampling(temperature, top_k, top_p)
+    except ValueError as e:
+      raise GenerateError(str(e)) from None
+    ct = s.compression[0]
+    frames = s.frames if seconds is None else max(s.frames, round(seconds * s.fps))
+    latents_needed = 1 + math.ceil((frames - 1) / ct)
+    if latents_needed > s.video_shape[0] and task in ("v2a", "t2i", "av_continuation"):
+      raise GenerateError(f"task {task} makes one clip ({self.clip_seconds:g} s); seconds={seconds} is longer.")
+    if task == "t2i":
+      frames = latents_needed = 1
+    kw = dict(num_samples=1, temperature=temperature, top_k=top_k, top_p=top_p)
+
+    say(f"kineto: {task}, {num_samples} sample(s), {latents_needed} latent frames")
+    t_sample, tokens = time.perf_counter(), 0
+    out = sampling.generate(self.model, self.vocab, task, [example] * num_samples, s,
+                            rng=jax.random.fold_in(jax.random.key(seed), 0), cfg_scale=cfg_scale,
+                            known=known, method=method, **kw)
+    tokens += out["tokens"].size
+    video_codes, audio_codes = out.get("video"), out.get("audio")
+    if task in ("i2v", "continuation", "av_continuation"):  # the condition frames come first
+      head = np.broadcast_to(example["video"], (num_samples,) + example["video"].shape)
+      video_codes = np.concatenate([head, video_codes], axis=1)
+    elif task == "v2a":
+      video_codes = np.broadcast_to(example["video"], (num_samples,) + example["video"].shape)
+    k = s.continuation_frames
+    from tqdm import tqdm
+    more = max(0, math.ceil((latents_needed - video_codes.shape[1]) / (s.video_shape[0] - k)))
+    for segment in tqdm(range(1, more + 1), desc="continue", disable=not progress or not more):
+      cond = [{**({"text": example["text"]} if "text" in example else {}), "video": v[-k:]}
+              for v in video_codes]
+      nxt = sampling.generate(self.model, self.vocab, "continuation", cond, s,
+                              rng=jax.random.fold_in(jax.random.key(seed), segment),
+                              cfg_scale=cfg_scale, **kw)
+      tokens += nxt["tokens"].size
+      video_codes = np.concatenate([video_codes, nxt["video"]], axis=1)
+    t_sample = time.perf_counter() - t_sample
+    video_codes = np.ascontiguousarray(video_codes[:, :latents_needed])
+
+    say(f"kineto: decoding {video_codes.shape[1]} latent frames")
+    from vidtok.model import decode_chunks
+    frames_f = decode_chunks(self.tokenizer, video_codes, s.video_shape[0])
+    video_u8 = _uint8(frames_f[:, :frames])  # whole latents cover up to ct - 1 frames more
+    wave = None
+    if task == "av_continuation":  # the condition's audio comes first, as its video does
+      split = s.audio_split(k)
+      head = np.broadcast_to(example["audio"][:, :split], (num_samples,) + example["audio"][:, :split].shape)
+      audio_codes = np.concatenate([head, audio_codes], axis=2)
+    if audio_codes is not None:
+      wave = np.asarray(self.audio_codec.decode(np.asarray(audio_codes)), np.float32)
+    elif task == "a2v":  # the video was made for the given sound: keep it with the frames
+      wave = np.tile(input_wave[None], (num_samples, 1))
+    codes = {"video": video_codes, **({"audio": audio_codes} if audio_codes is not None else {})}
+    return {"video": video_u8, "audio": wave, "codes": codes, "task": task, "fps": s.fps,
+            "sample_rate": None if self.audio_codec is None else int(self.audio_codec.sample_rate),
+            "segments": 1 + more, "cfg_scale": cfg_scale,
+            "seconds_taken": time.perf_counter() - t0, "tokens_per_second": tokens / max(t_sample, 1e-9)}
+
+
+# --- the CLI's logic ------------------------------------------------------------------------
+
+def run(lm: str, out: str, *, gif: bool = False, progress: bool = True, **kwargs) -> dict:
+  """`kineto generate`: loads, generates, writes OUT.mp4 (+ .gif) and OUT.json; returns the JSON."""
+  from train import media
+  out = pathlib.Path(out)
+  if out.suffix.lower() != ".mp4":
+    raise GenerateError(f"--out {out}: expected a .mp4 path (the .gif and .json go next to it).")
+  gen = Generator.load(lm, progress=progress)
+  result = gen.generate(progress=progress, **kwargs)
+  videos = result["video"]
+  paths = {}
+  # Every process loads its own single-device copy and samples the same seed; one writes.
+  chief = jax.process_index() == 0
+  for b, frames in enumerate(videos if chief else ()):
+    stem = out if len(videos) == 1 else out.with_name(f"{out.stem}-{b}{out.suffix}")
+    audio = None if result["audio"] is None else result["audio"][b]
+    paths.setdefault("mp4", []).append(str(media.write_video(stem, frames, result["fps"], audio,
+                                                             result["sample_rate"])))
+    if gif:
+      paths.setdefault("gif", []).append(str(media.write_gif(stem.with_suffix(".gif"), frames, result["fps"])))
+  settings = {k: (str(v) if isinstance(v, (str, os.PathLike)) else None if v is None else f"<array {np.shape(v)}>")
+              if k in ("image", "video", "mask", "audio") else v for k, v in kwargs.items()}
+  summary = {"task": result["task"], "settings": settings, "cfg_scale": result["cfg_scale"],
+             "outputs": paths, "checkpoints": gen.checkpoints, "video_shape": list(videos.shape),
+             "audio_samples": None if result["audio"] is None else int(result["audio"].shape[-1]),
+             "fps": result["fps"], "segments": result["segments"],
+             "seconds_taken": round(result["seconds_taken"], 3),
+             "tokens_per_second": round(result["tokens_per_second"], 2)}
+  json_path = out.with_suffix(".json")
+  if not chief:
+    return summary
+  tmp = json_path.with_name(f".{json_path.name}.tmp-{os.getpid()}")
+  tmp.write_text(json.dumps(summary, indent=1) + "\n")
+  os.replace(tmp, json_path)
+  if progress:
+    print(f"kineto: wrote {', '.join(sum(paths.values(), []))} and {json_path}")
+  return summary
