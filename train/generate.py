@@ -34,7 +34,7 @@ import math
 import os
 import pathlib
 import time
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
