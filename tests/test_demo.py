@@ -81,7 +81,7 @@ def test_contact_sheet_and_curves_are_pictures(tmp_path, games):
 def test_a_demo_directory_of_another_plan_is_refused(tmp_path):
   Stages(tmp_path, QUICK).run("data", lambda: None)
   from train.demo import FULL
-  with pytest.raises(DemoError, match="'quick' plan, not 'full'"):
+  with pytest.raises(DemoError, match="'quick' plan with other settings .*name.* than this 'full' one"):
     Stages(tmp_path, FULL)
 
 

@@ -60,7 +60,7 @@ class DemoPlan:
 # 9-frame clips (not VideoPoet's 17) halve every stage's cost; the tokenizer trains on the
 # clip length it encodes (configs/vidtok_demo.py says why). The GAN is left out: it only pays
 # off after a few hundred steps more than a 15-minute budget allows.
-FULL = DemoPlan(name="full", vidtok=("train.steps=300", "train.gan_weight=0", "train.image_every=100"),
+FULL = DemoPlan(name="full", vidtok=("train.steps=400", "train.gan_weight=0", "train.image_every=100"),
                 lm=("lm.max_len=512", "train.seq_len=512"))
 QUICK = DemoPlan(
     name="quick", size=32, frames=9, games=("Pong", "Freeway", "Breakout"), train_episodes=1,
@@ -69,8 +69,8 @@ QUICK = DemoPlan(
             "train.image_every=1000", "train.perceptual_weight=0", "train.gan_weight=0",
             "train.batch_size=2"),
     audio=("train.steps=20",),
-    lm=("train.steps=30", "train.warmup_steps=5", "train.checkpoint_every=0", "lm.max_len=256",
-        "train.seq_len=256", "lm.attention_block=64", "lm.loss_chunk=64", "lm.embed=64",
+    lm=("train.steps=30", "train.warmup_steps=5", "train.checkpoint_every=0", "lm.max_len=320",
+        "train.seq_len=320", "lm.attention_block=64", "lm.loss_chunk=64", "lm.embed=64",
         "lm.mlp=176", "lm.layers=2"))
 
 
@@ -84,9 +84,12 @@ class Stages:
     self.record = json.loads(self.path.read_text()) if self.path.is_file() else {}
     planned = dataclasses.asdict(plan)
     saved = self.record.get("plan")
-    if saved is not None and saved != json.loads(json.dumps(planned)):
-      raise DemoError(f"{out} holds a demo run with the {saved['name']!r} plan, not {plan.name!r}; "
-                      f"pass another --out, or remove {out} to start over.")
+    planned = json.loads(json.dumps(planned))  # tuples -> lists, as saved
+    if saved is not None and saved != planned:
+      differ = sorted(k for k in planned if saved.get(k) != planned[k])
+      raise DemoError(f"{out} holds a demo run of the {saved['name']!r} plan with other settings "
+                      f"({', '.join(differ)} differ) than this {plan.name!r} one; pass another --out, "
+                      f"or remove {out} to start over.")
     self.record.setdefault("plan", planned)
     self.record.setdefault("seconds", {})
 
@@ -301,9 +304,12 @@ def write_report(out: pathlib.Path, paths: dict, plan: DemoPlan, seconds: dict, 
   tokens = _json(paths["tokens"] / "summary.json")
   report = {
       "plan": plan.name, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-      "tokenizer": {k: vidtok.get(k) for k in ("step", "psnr", "ssim", "lpips", "codes_used",
-                                               "usage_fraction", "usage_entropy_bits")},
-      "audio_codec": {k: v for k, v in audio.items() if isinstance(v, (int, float))},
+      "tokenizer": {"step": vidtok.get("step"), "params": vidtok.get("params"),
+                    **{k: vidtok["held_out"].get(k) for k in ("clips", "psnr", "ssim", "lpips", "codes_used",
+                                                               "usage_fraction", "usage_entropy_bits")}},
+      "audio_codec": {"step": audio.get("step"), "params": audio.get("params"),
+                      **{k: audio["held_out"].get(k) for k in ("clips", "spectral_distance_db", "snr_db",
+                                                                "silence_spectral_distance_db")}},
       "tokens": tokens.get("examples"),
       "lm": {"step": lm.get("step"), "train_loss": lm.get("loss"), "held_out_loss": lm.get("eval_loss"),
              "held_out_loss_per_task": lm.get("eval_loss_per_set"), "params": lm.get("params")},
@@ -316,7 +322,9 @@ def write_report(out: pathlib.Path, paths: dict, plan: DemoPlan, seconds: dict, 
 
   arrays = np.load(paths["samples"] / "samples.npz")
   games = samples["games"]
-  rows = [(f"t2v \"{g}\"\nclassifier: {', '.join(rec['t2v_predictions'][g])}", list(arrays[f"t2v/{g}"]))
+  def reading(predicted):  # two per line: the label column is narrow
+    return "\n".join(", ".join(predicted[i:i + 2]) for i in range(0, len(predicted), 2))
+  rows = [(f"t2v \"{g}\"\nclassifier reads:\n{reading(rec['t2v_predictions'][g])}", list(arrays[f"t2v/{g}"]))
           for g in games]
   for task in SAMPLE_TASKS:
     rows.append((f"{task}\n(held-out | generated)",
@@ -337,17 +345,19 @@ def _fmt(value, digits=3) -> str:
 
 
 def render_markdown(r: dict) -> str:
-  rec, tok, lm = r["recognition"], r["tokenizer"], r["lm"]
+  rec, tok, aud, lm = r["recognition"], r["tokenizer"], r["audio_codec"], r["lm"]
   lines = [
       f"# kineto demo report ({r['plan']} plan, {r['date']})", "",
       "Every figure below was measured in this run; `report.json` holds the same numbers.", "",
       "![contact sheet](contact_sheet.png)", "", "![loss curves](loss_curves.png)", "",
-      "## Video tokenizer (held-out clips)", "",
+      f"## Video tokenizer ({_fmt(tok['clips'])} held-out clips)", "",
       "| PSNR (dB) | SSIM | LPIPS | codes used | usage entropy (bits) |", "|---|---|---|---|---|",
       f"| {_fmt(tok['psnr'])} | {_fmt(tok['ssim'])} | {_fmt(tok['lpips'])} | {_fmt(tok['codes_used'])} | "
       f"{_fmt(tok['usage_entropy_bits'])} |", "",
       "## Audio codec (held-out audio)", "",
-      *[f"- {k}: {_fmt(v)}" for k, v in r["audio_codec"].items()], "",
+      "| clips | multi-scale spectral distance (dB) | the same for silence | SNR (dB) |", "|---|---|---|---|",
+      f"| {_fmt(aud['clips'])} | {_fmt(aud['spectral_distance_db'])} | "
+      f"{_fmt(aud['silence_spectral_distance_db'])} | {_fmt(aud['snr_db'])} |", "",
       "## LM", "",
       f"Step {lm['step']}, training loss {_fmt(lm['train_loss'])}, held-out loss {_fmt(lm['held_out_loss'])}.", "",
       "| task | held-out loss |", "|---|---|",
