@@ -78,6 +78,23 @@ def test_contact_sheet_and_curves_are_pictures(tmp_path, games):
   assert Image.open(curves).size[0] > 100
 
 
+def test_sound_matching_finds_each_clips_own_sound(tmp_path):
+  from train.demo import sound_matching
+  rng = np.random.default_rng(0)
+  t = np.arange(16000) / 16000
+  real = {g: np.sin(2 * np.pi * f * t).astype(np.float32) for g, f in (("a", 220), ("b", 880), ("c", 3000))}
+  arrays = {f"held_out_audio/{g}": w for g, w in real.items()}
+  arrays |= {f"v2a/{g}": w[:15000] + 0.01 * rng.standard_normal(15000).astype(np.float32) for g, w in real.items()}
+  (tmp_path / "samples").mkdir()
+  np.savez(tmp_path / "samples" / "samples.npz", **arrays)
+  m = sound_matching({"samples": tmp_path / "samples"})
+  assert m["clips"] == 3 and m["matched_rate"] == 1.0 and m["chance"] == pytest.approx(1 / 3)
+  assert m["matched_distance_db"] < m["mismatched_distance_db"]
+  arrays |= {"v2a/a": arrays["v2a/b"], "v2a/b": arrays["v2a/a"]}  # swapped tracks: 1 of 3 right
+  np.savez(tmp_path / "samples" / "samples.npz", **arrays)
+  assert sound_matching({"samples": tmp_path / "samples"})["matched_rate"] == pytest.approx(1 / 3)
+
+
 def test_a_demo_directory_of_another_plan_is_refused(tmp_path):
   Stages(tmp_path, QUICK).run("data", lambda: None)
   from train.demo import FULL
@@ -126,7 +143,11 @@ def test_quick_demo_resumes_and_writes_every_output(quick_demo):
   rec = r["recognition"]
   assert rec["chance"] == pytest.approx(1 / 3) and rec["t2v_samples"] == 3 * QUICK.samples_per_game
   assert 0 <= rec["t2v_recognition_rate"] <= 1 and rec["held_out_real_accuracy"] > rec["chance"]
-  assert all(np.isfinite(v) for v in (r["tokenizer"]["psnr"], r["lm"]["held_out_loss"]))
+  assert all(np.isfinite(v) for v in (r["tokenizer"]["psnr"], r["lm"]["held_out_loss"],
+                                       r["audio_codec"]["spectral_distance_db"]))
+  assert r["video_to_audio"]["clips"] == 3 and 0 <= r["video_to_audio"]["matched_rate"] <= 1
+  for game in ("pong", "freeway", "breakout"):
+    assert (out / "samples" / f"v2a_{game}.mp4").stat().st_size > 0
   assert set(r["stage_seconds"]) == {"data", "vidtok", "audio", "text", "tokens", "lm", "samples"}
   md = (out / "report.md").read_text()
   assert f"{rec['t2v_recognition_rate']:.1%}" in md and f"{r['tokenizer']['psnr']:.3g}" in md

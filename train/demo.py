@@ -126,6 +126,7 @@ def _write_json(path: pathlib.Path, data) -> None:
 def run_demo(out: str | pathlib.Path = "outputs/demo", *, quick: bool = False) -> dict:
   """Runs (or continues) every stage; returns the report (also out/report.json)."""
   import configs
+  from configs.schema import VocabConfig
   from train.data.demo import build_demo
   from train.data.tokenize import read_manifest, tokenize_dataset
   from train.tokenizer_trainer import train_tokenizer
@@ -169,11 +170,10 @@ def run_demo(out: str | pathlib.Path = "outputs/demo", *, quick: bool = False) -
                      text_model=paths["text"] / "captions.model", audio_codec=paths["audio"])
 
   def lm():
-    vocab = read_manifest(paths["tokens"])["vocab"]["config"]
-    sets = [f"vocab.{k}={v}" for k, v in vocab.items()]
-    size = sum(vocab[k] for k in ("special", "text")) + 2 ** vocab["video_bits"] \
-        + vocab["audio_levels"] * vocab["audio_codebook"]
-    cfg = configs.load("lm_demo", [*sets, f"lm.vocab={-(-size // 128) * 128}",
+    vocab = read_manifest(paths["tokens"])["vocab"]["config"]  # the LM's ids are the shards'
+    size = VocabConfig(**vocab).size
+    cfg = configs.load("lm_demo", [*(f"vocab.{k}={v}" for k, v in vocab.items()),
+                                   f"lm.vocab={-(-size // 128) * 128}",  # a lane-friendly head
                                    f"data.tokens_dir={paths['tokens']}", *plan.lm])
     train_lm(cfg, paths["lm"])
 
@@ -195,13 +195,11 @@ def _captions(data: pathlib.Path) -> list[str]:
   return sorted(summary["captions"]["train"])
 
 
-def _clips(data: pathlib.Path, split: str, atari_only: bool = True) -> tuple[np.ndarray, list[str], list]:
-  """(uint8 [N, T, H, W, 3] clips, captions, records) of a split (the game clips only)."""
+def _clips(data: pathlib.Path, split: str) -> tuple[np.ndarray, list[str], list]:
+  """(uint8 [N, T, H, W, 3] clips, captions, records) of a split's game clips."""
   from train.data.pipeline import open_split
   source = open_split(data, split)
-  records = [source[i] for i in range(len(source))]
-  if atari_only:
-    records = [r for r in records if r["source"].startswith(b"atari/")]
+  records = [r for r in (source[i] for i in range(len(source))) if r["source"].startswith(b"atari/")]
   return (np.stack([r["video"] for r in records]), [r["caption"].decode() for r in records], records)
 
 
@@ -214,6 +212,8 @@ def make_samples(paths: dict, plan: DemoPlan) -> None:
   """Generates every demo sample from the trained LM into samples/: MP4 and GIF files, and
   `samples.npz` with the arrays the report reads."""
   from train.data.demo import GAMES
+  from tqdm import tqdm
+
   from train.generate import Generator
   from train.media import write_gif, write_video
 
@@ -236,7 +236,7 @@ def make_samples(paths: dict, plan: DemoPlan) -> None:
     write_gif(out / f"{name}.gif", video_thwc, fps)
 
   s = plan.size
-  for g, (caption, record) in enumerate(zip(games, held_out)):
+  for g, (caption, record) in enumerate(tqdm(list(zip(games, held_out)), desc="samples", unit="game")):
     name = caption.replace(" ", "_")
     t2v = keep(gen.generate(prompt=caption, num_samples=plan.samples_per_game,
                             cfg_scale=plan.cfg_scale, seed=plan.seed + g))["video"]
@@ -254,6 +254,7 @@ def make_samples(paths: dict, plan: DemoPlan) -> None:
       v2a = keep(gen.generate(video=clip, task="v2a", seed=plan.seed))
       save(f"v2a_{name}", clip, v2a["audio"][0], v2a["sample_rate"])  # the held-out clip, new sound
       arrays[f"v2a/{caption}"] = v2a["audio"][0]
+      arrays[f"held_out_audio/{caption}"] = record["audio"]
     arrays[f"held_out/{caption}"] = clip
   np.savez_compressed(out / "samples.npz", **arrays)
   _write_json(out / "summary.json", {"games": games, "cfg_scale": plan.cfg_scale,
@@ -294,6 +295,29 @@ def recognition(paths: dict, plan: DemoPlan) -> dict:
           "t2v_predictions": per_game}
 
 
+def sound_matching(paths: dict) -> dict | None:
+  """Does video-to-audio sound like the clip it was given? The multi-scale spectral distance
+  of each generated track to the real track of its own held-out clip, against the real
+  tracks of the other games' clips; `matched_rate`: how often its own is the nearest."""
+  import jax.numpy as jnp
+
+  from vidtok.audio.losses import spectral_distance_db
+  samples = np.load(paths["samples"] / "samples.npz")
+  games = [k.split("/", 1)[1] for k in samples.files if k.startswith("v2a/")]
+  if len(games) < 2:
+    return None
+  n = min(min(len(samples[f"v2a/{g}"]), len(samples[f"held_out_audio/{g}"])) for g in games)
+  fake = jnp.asarray(np.stack([samples[f"v2a/{g}"][:n] for g in games]))
+  real = jnp.asarray(np.stack([samples[f"held_out_audio/{g}"][:n] for g in games]))
+  k = len(games)  # distance[i, j]: real track i against generated track j
+  distance = np.asarray(spectral_distance_db(jnp.repeat(real, k, 0), jnp.tile(fake, (k, 1)))).reshape(k, k)
+  off = ~np.eye(k, dtype=bool)
+  return {"clips": k, "chance": 1 / k,
+          "matched_distance_db": float(np.diag(distance).mean()),
+          "mismatched_distance_db": float(distance[off].mean()),
+          "matched_rate": float(np.mean(distance.argmin(0) == np.arange(k)))}
+
+
 def write_report(out: pathlib.Path, paths: dict, plan: DemoPlan, seconds: dict, total: float) -> dict:
   """report.json + report.md, contact_sheet.png and loss_curves.png, all from this run's files."""
   from train import report as pictures
@@ -314,6 +338,7 @@ def write_report(out: pathlib.Path, paths: dict, plan: DemoPlan, seconds: dict, 
       "lm": {"step": lm.get("step"), "train_loss": lm.get("loss"), "held_out_loss": lm.get("eval_loss"),
              "held_out_loss_per_task": lm.get("eval_loss_per_set"), "params": lm.get("params")},
       "recognition": rec,
+      "video_to_audio": sound_matching(paths),
       "sampling_tokens_per_second": samples.get("tokens_per_second"),
       "stage_seconds": seconds, "stages_total_seconds": round(sum(seconds.values()), 1),
       "invocation_seconds": round(total, 1),
@@ -344,6 +369,16 @@ def _fmt(value, digits=3) -> str:
   return "-" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
+def _sound_lines(v2a: dict | None) -> list[str]:
+  if not v2a:
+    return []
+  return ["## Does video-to-audio sound like its clip?", "",
+          f"For {v2a['clips']} held-out game clips, the generated track's multi-scale spectral "
+          f"distance to the clip's real sound is {v2a['matched_distance_db']:.2f} dB, against "
+          f"{v2a['mismatched_distance_db']:.2f} dB to the other clips' real sound; its own clip's "
+          f"sound is the nearest for {v2a['matched_rate']:.0%} of them (chance {v2a['chance']:.0%}).", ""]
+
+
 def render_markdown(r: dict) -> str:
   rec, tok, aud, lm = r["recognition"], r["tokenizer"], r["audio_codec"], r["lm"]
   lines = [
@@ -372,6 +407,7 @@ def render_markdown(r: dict) -> str:
       f"({rec['t2v_recognition_rate'] / rec['chance']:.1f}x chance).", "",
       "| prompt | classifier's reading of each sample |", "|---|---|",
       *[f"| {g} | {', '.join(p)} |" for g, p in rec["t2v_predictions"].items()], "",
+      *_sound_lines(r["video_to_audio"]),
       "## Speed", "",
       f"Sampling: {_fmt(r['sampling_tokens_per_second'])} tokens/s (KV-cached, median over calls).", "",
       "| stage | seconds |", "|---|---|",
