@@ -303,7 +303,8 @@ def sound_matching(paths: dict) -> dict | None:
 
   from vidtok.audio.losses import spectral_distance_db
   samples = np.load(paths["samples"] / "samples.npz")
-  games = [k.split("/", 1)[1] for k in samples.files if k.startswith("v2a/")]
+  games = [k.split("/", 1)[1] for k in samples.files
+           if k.startswith("v2a/") and f"held_out_audio/{k.split('/', 1)[1]}" in samples.files]
   if len(games) < 2:
     return None
   n = min(min(len(samples[f"v2a/{g}"]), len(samples[f"held_out_audio/{g}"])) for g in games)
