@@ -414,6 +414,6 @@ def render_markdown(r: dict) -> str:
       "| stage | seconds |", "|---|---|",
       *[f"| {k} | {v:.0f} |" for k, v in r["stage_seconds"].items()],
       f"| all stages | {r['stages_total_seconds']:.0f} |",
-      f"| this invocation (with the report) | {r['invocation_seconds']:.0f} |", "",
+      f"| this invocation, up to the report | {r['invocation_seconds']:.0f} |", "",
   ]
   return "\n".join(lines)
