@@ -1,13 +1,16 @@
-"""The demo's multi-task LM: text, video and audio tokens of the bundled clips (4.6M params).
+"""The demo's multi-task LM: text, video and audio tokens of the bundled clips (4.2M params).
 
   kineto demo                                    # builds everything this config reads
-  kineto lm train --config configs/lm_demo.py --workdir outputs/demo/lm
+  kineto lm train --config configs/lm_demo.py --workdir outputs/demo/lm \
+      --set data.tokens_dir=outputs/demo/tokens --set lm.max_len=512 --set train.seq_len=512
 
-Reads the token shards `kineto demo` writes to outputs/demo/tokens (the demo tokenizer's
-10-bit video codes of 17x64x64 clips -> [5, 8, 8], caption pieces, and the audio codec's
-RVQ codes) and trains the VideoPoet-like task mixture of `lm/mixture.py` (t2i then t2v,
-i2v, continuation, inpaint, outpaint, v2a). The vocabulary must equal the shards' own
-(`kineto demo` sets it from their manifest; the LM trainer refuses a mismatch).
+Reads the token shards `kineto demo` writes (the demo tokenizer's 10-bit video codes,
+caption pieces, and the audio codec's 4 x 256 RVQ codes) and trains the VideoPoet-like
+task mixture of `lm/mixture.py`: t2i first, then t2v, i2v, continuation, inpaint,
+outpaint, v2a, a2v and av_continuation. The demo's 9-frame clips need sequences of up to
+432 tokens (it sets lm.max_len=512); 17-frame clips need the default 1,024. The
+vocabulary must equal the shards' own: `kineto demo` sets it from their manifest (and
+pads lm.vocab to a multiple of 128); the LM trainer refuses a mismatch.
 """
 from configs.schema import (Config, LmConfig, LmDataConfig, MeshConfig, TrainConfig,
                             VocabConfig)

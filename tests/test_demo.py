@@ -95,6 +95,15 @@ def test_sound_matching_finds_each_clips_own_sound(tmp_path):
   assert sound_matching({"samples": tmp_path / "samples"})["matched_rate"] == pytest.approx(1 / 3)
 
 
+def test_a_stage_stopped_by_sigterm_is_not_recorded(tmp_path):
+  stages = Stages(tmp_path, QUICK)
+  with pytest.raises(DemoError, match="vidtok stage stopped at step 7 .* run the same command again"):
+    stages.run("vidtok", lambda: {"step": 7, "stopped_early": True})
+  assert not Stages(tmp_path, QUICK).done("vidtok")
+  stages.run("vidtok", lambda: {"step": 30})
+  assert Stages(tmp_path, QUICK).done("vidtok")
+
+
 def test_a_demo_directory_of_another_plan_is_refused(tmp_path):
   Stages(tmp_path, QUICK).run("data", lambda: None)
   from train.demo import FULL
@@ -160,7 +169,9 @@ def test_zero_shot_notebook_runs_on_the_quick_demo(quick_demo):
   nb = nbformat.read(ROOT / "notebooks" / "zero_shot.ipynb", as_version=4)
   os.environ["KINETO_DEMO"] = str(out)  # the notebook's kernel inherits it
   try:
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    # Run where Jupyter runs it: in notebooks/.
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
   finally:
     del os.environ["KINETO_DEMO"]
   outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]

@@ -10,6 +10,7 @@ not sample quality, and compiling a training step would cost minutes on shared c
 from __future__ import annotations
 
 import json
+import shutil
 
 import av
 import jax
@@ -121,11 +122,16 @@ def test_long_video_continues_from_the_last_latents(gen):
   out = gen.generate(prompt="Freeway", seconds=2 * gen.clip_seconds, seed=3)
   frames = round(2 * gen.clip_seconds * gen.spec.fps)
   assert out["video"].shape == (1, frames, 32, 32, 3)
-  assert frames == 34 and out["codes"]["video"].shape == (1, 10, 4, 4)  # 1 + ceil(33 / 4) latents
-  assert out["segments"] == 3  # 5 latents, then 3 new ones per continuation: 5 + 3 + 3 >= 10
-  # The first clip is the one-clip generation with the same seed (segment 0's key).
+  # 17 frames, then 12 new ones per continuation (its first 1 + 4 frames re-encode the
+  # previous clip's last 5): 17 + 12 + 12 >= 34, three clips of 5 latents.
+  assert out["segments"] == 3 and out["codes"]["video"].shape == (1, 15, 4, 4)
+  # The first clip is the one-clip generation with the same seed (segment 0's key) ...
   one = gen.generate(prompt="Freeway", seed=3)
   np.testing.assert_array_equal(out["codes"]["video"][:, :5], one["codes"]["video"])
+  np.testing.assert_array_equal(out["video"][:, :17], one["video"])
+  # ... and each next clip's head is the previous frames re-encoded as a fresh clip.
+  head = gen._encode(out["video"][0, 12:17].astype(np.float32) / 127.5 - 1.0)
+  np.testing.assert_array_equal(out["codes"]["video"][0, 5:7], head)
 
 
 def test_generate_compiles_once_per_shape(gen):
@@ -179,6 +185,7 @@ def test_bad_inputs_are_refused_before_sampling(gen, run, tmp_path, capsys):
       "cannot read video": ["--video", str(tmp_path / "garbage.mp4")],
       "no audio codec": ["--audio", str(tmp_path / "garbage.mp4")],
       "expected a .mp4": ["--prompt", "Pong", "--out", str(tmp_path / "x.avi")],
+      "shorter than one clip": ["--prompt", "Pong", "--seconds", "1"],
   }
   (tmp_path / "garbage.mp4").write_bytes(b"not a video")
   for message, args in cases.items():
@@ -198,6 +205,16 @@ def test_lm_vocab_must_match_the_tokenizer(run, tmp_path):
   with pytest.raises(GenerateError, match=r"'video_bits': 6.*'video_bits': 8"):
     Generator.load(other, progress=False)
   assert main(["generate", "--lm", str(other), "--prompt", "Pong", "--out", str(tmp_path / "x.mp4")]) == 2
+
+
+def test_a_tokenizer_changed_since_tokenizing_is_refused(run, tmp_path):
+  tokens = tmp_path / "tokens"
+  shutil.copytree(run["tokens"], tokens)
+  manifest = json.loads((tokens / "manifest.json").read_text())
+  manifest["tokenizer"]["fingerprint"] = "0" * 16  # as if the tokenizer had trained on since
+  (tokens / "manifest.json").write_text(json.dumps(manifest))
+  with pytest.raises(GenerateError, match="is not the one that wrote the LM's token shards"):
+    Generator.load(write_lm(tmp_path / "lm", tokens, "vocab.video_bits=8"), progress=False)
 
 
 class ToneCodec:
@@ -239,6 +256,12 @@ def test_audio_tasks_use_the_codec_contract(gen, tmp_path):
   out = g.generate(audio=wave, seed=0)
   assert out["task"] == "a2v" and out["video"].shape == (1, 17, 32, 32, 3)
   np.testing.assert_array_equal(out["audio"][0], wave[:round(g.clip_seconds * 16_000)])
+  # video + sound -> both continued: the sound condition starts where the video's head does.
+  task, example, _, used = g.prepare(video=frames_u8(17, seed=5), audio=wave)
+  start = round((17 - (1 + 4 * (g.spec.continuation_frames - 1))) / g.spec.fps * 16_000)
+  assert task == "av_continuation" and start > 0
+  np.testing.assert_array_equal(used[:len(wave) - start], wave[start:])
+  np.testing.assert_array_equal(example["audio"], ToneCodec().encode(used[None])[0, :, :g.spec.audio_frames])
 
 
 def test_cli_reads_image_and_video_files(run, tmp_path):

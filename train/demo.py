@@ -96,13 +96,18 @@ class Stages:
   def done(self, name: str) -> bool:
     return name in self.record["seconds"]
 
-  def run(self, name: str, fn: Callable[[], None]) -> None:
+  def run(self, name: str, fn: Callable[[], dict | None]) -> None:
+    """Runs stage `name` unless done; it is recorded only if it finished (a trainer that a
+    SIGTERM stopped returns `stopped_early` after its checkpoint: the next run continues)."""
     if self.done(name):
       print(f"kineto demo: {name}: done ({self.record['seconds'][name]:.0f} s in an earlier run).")
       return
     print(f"kineto demo: {name} ...", flush=True)
     started = time.perf_counter()
-    fn()
+    result = fn()
+    if isinstance(result, dict) and result.get("stopped_early"):
+      raise DemoError(f"the {name} stage stopped at step {result.get('step')} (SIGTERM) after "
+                      "saving a checkpoint; run the same command again to continue.")
     self.record["seconds"][name] = round(time.perf_counter() - started, 1)
     _write_json(self.path, self.record)
 
@@ -133,7 +138,7 @@ def run_demo(out: str | pathlib.Path = "outputs/demo", *, quick: bool = False) -
   from train.trainer import train_lm
 
   plan = QUICK if quick else FULL
-  out = pathlib.Path(out)
+  out = pathlib.Path(out).absolute()  # the runs record paths: generation works from any cwd
   out.mkdir(parents=True, exist_ok=True)
   stages = Stages(out, plan)
   paths = {s: out / s for s in STAGES}
@@ -149,13 +154,13 @@ def run_demo(out: str | pathlib.Path = "outputs/demo", *, quick: bool = False) -
   def vidtok():
     cfg = configs.load("vidtok_demo", [f"train.data_dir={paths['data']}", f"train.frames={plan.frames}",
                                        *plan.vidtok])
-    train_tokenizer(cfg, paths["vidtok"])
+    return train_tokenizer(cfg, paths["vidtok"])
 
   def audio():
     from train.audio_trainer import train_audio
     cfg = configs.load("audio_demo", [f"train.data_dir={paths['data']}",
                                       f"codec.clip_seconds={plan.frames / FPS}", *plan.audio])
-    train_audio(cfg, paths["audio"])
+    return train_audio(cfg, paths["audio"])
 
   def text():
     from lm.text import train_sentencepiece
@@ -175,7 +180,7 @@ def run_demo(out: str | pathlib.Path = "outputs/demo", *, quick: bool = False) -
     cfg = configs.load("lm_demo", [*(f"vocab.{k}={v}" for k, v in vocab.items()),
                                    f"lm.vocab={-(-size // 128) * 128}",  # a lane-friendly head
                                    f"data.tokens_dir={paths['tokens']}", *plan.lm])
-    train_lm(cfg, paths["lm"])
+    return train_lm(cfg, paths["lm"])
 
   stages.run("data", data)
   stages.run("vidtok", vidtok)

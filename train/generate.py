@@ -12,9 +12,13 @@ manifest's and the tokenizer's LFQ bits.
 
 `generate` picks the task from the inputs (`choose_task`), encodes them with the
 tokenizer / text model / audio codec, and calls `lm.sampling.generate`. Video longer than
-one clip (`seconds`) repeats the continuation task on the last `spec.continuation_frames`
-generated latent frames; the whole latent sequence is then decoded by the causal
-tokenizer in clip-sized chunks (`vidtok.model.decode_chunks`). Inputs are checked before
+one clip (`seconds`) repeats the continuation task clip after clip: the last 1 + 4(k - 1)
+frames shown are re-encoded as a fresh clip's head (the condition the LM was trained on),
+the LM continues it, and the new clip's frames after that head are appended (each clip is
+decoded by the causal tokenizer, `vidtok.model.decode_chunks`). `codes["video"]` holds the
+clips' codes one after another. A duration shorter than one clip is an error (the LM makes
+whole clips); tasks with one clip of condition (v2a, a2v, av_continuation) make one clip.
+Inputs are checked before
 anything compiles. Image/video *files* are resized to cover the clip and center-cropped;
 *arrays* must already have the clip's size. Continuation conditions on the last
 1 + 4(k - 1) frames (k = `spec.continuation_frames` latents) of the array, or of the
@@ -40,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from tqdm import tqdm
 
 import configs
 from configs.schema import Config, ConfigError
@@ -187,6 +192,15 @@ class Generator:
       raise GenerateError(f"the LM's vocab.video_bits={cfg.vocab.video_bits} does not match the video "
                           f"tokenizer's bits={tok_cfg.vidtok.bits} ({tok_dir}); use the tokenizer "
                           "the LM's token shards were made with.")
+    # Codes mean what the weights that wrote them say: a tokenizer trained on after the
+    # shards were written would decode the LM's codes into other pictures.
+    from train.data.tokenize import tokenizer_fingerprint
+    found = tokenizer_fingerprint(tok_cfg.vidtok, tokenizer)["fingerprint"]
+    if found != manifest["tokenizer"]["fingerprint"]:
+      raise GenerateError(f"the video tokenizer in {tok_dir} (fingerprint {found}) is not the one that "
+                          f"wrote the LM's token shards ({manifest['tokenizer']['fingerprint']}); it "
+                          "changed since `kineto tokenize` (trained further?): re-tokenize and retrain "
+                          "the LM, or restore that tokenizer checkpoint.")
     vocab = Vocabulary(cfg.vocab)
     text = None
     if manifest.get("text_model"):
@@ -197,6 +211,11 @@ class Generator:
       from train.audio_trainer import load_audio_codec  # only when the shards hold audio codes
       say(f"kineto: loading audio codec {manifest['audio_codec']['workdir']}")
       codec = load_audio_codec(manifest["audio_codec"]["workdir"])
+      found = codec.fingerprint()["fingerprint"]
+      if found != manifest["audio_codec"]["fingerprint"]:
+        raise GenerateError(f"the audio codec in {manifest['audio_codec']['workdir']} (fingerprint "
+                            f"{found}) is not the one that wrote the LM's token shards "
+                            f"({manifest['audio_codec']['fingerprint']}); re-tokenize, or restore it.")
 
     say(f"kineto: loading LM {ckpt_dir}")
     mesh = sharding.make_mesh((1, 1, 1), jax.local_devices()[:1])
@@ -212,7 +231,8 @@ class Generator:
                    "tokenizer": str(tok_dir), "tokens_dir": str(cfg.data.tokens_dir),
                    "text_model": (manifest.get("text_model") or {}).get("path"),
                    "audio_codec": (manifest.get("audio_codec") or {}).get("workdir")}
-    return cls(cfg, model, vocab, lm_data.clip_spec(manifest), tokenizer, text, codec, manifest, checkpoints)
+    spec = lm_data.clip_spec(manifest, cfg.data.audio_order)  # the layout the LM was trained on
+    return cls(cfg, model, vocab, spec, tokenizer, text, codec, manifest, checkpoints)
 
   # --- inputs -------------------------------------------------------------------------
 
@@ -221,7 +241,9 @@ class Generator:
     return self.spec.frames / self.spec.fps
 
   def _pixels(self, value, frames: int, what: str, *, exact: bool = False) -> np.ndarray:
-    """A file path or an array -> float32 [T, H, W, 3] in [-1, 1] of the clip's size."""
+    """A file path or an array -> float32 [T, H, W, 3] in [-1, 1] of the clip's size:
+    exactly `frames` frames, or (not `exact`) at least `frames`: all of an array, a file's
+    first clip."""
     from train import media
     s = self.spec
     if isinstance(value, (str, os.PathLike)):
@@ -229,8 +251,7 @@ class Generator:
         return media.read_image(value, s.height, s.width)
       if exact:
         return media.read_video(value, frames, s.height, s.width, fps=s.fps)
-      # Continue the file's first clip: its last `frames` frames are the condition.
-      return media.read_video(value, s.frames, s.height, s.width, fps=s.fps, min_frames=frames)[-frames:]
+      return media.read_video(value, s.frames, s.height, s.width, fps=s.fps, min_frames=frames)
     x = np.asarray(value)
     if what == "image" and x.ndim == 3:
       x = x[None]
@@ -240,7 +261,6 @@ class Generator:
                           "pass a file path to resize and crop).")
     if len(x) < frames or (exact and len(x) != frames):
       raise GenerateError(f"{what} array has {len(x)} frames; {frames} are needed.")
-    x = x[-frames:] if not exact else x
     if x.dtype == np.uint8:
       return x.astype(np.float32) / 127.5 - 1.0
     if x.size and (x.min() < -1.0 or x.max() > 1.0):
@@ -265,15 +285,16 @@ class Generator:
                           f"{self.spec.text_budget}; shorten it.")
     return pieces
 
-  def _audio_codes(self, audio) -> tuple[np.ndarray, np.ndarray]:
-    """(codes [levels, frames] of one clip, the waveform they encode [S])."""
+  def _audio_codes(self, audio, start: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(codes [levels, frames] of one clip of sound from `start` seconds on, that waveform [S])."""
     from train import media
     if self.audio_codec is None:
       raise GenerateError("audio input given, but this LM's token shards record no audio codec; "
                           "it was not trained on audio.")
     rate = int(self.audio_codec.sample_rate)
-    wave = media.read_audio(audio, rate, self.clip_seconds) if isinstance(audio, (str, os.PathLike)) \
+    wave = media.read_audio(audio, rate, start + self.clip_seconds) if isinstance(audio, (str, os.PathLike)) \
         else np.asarray(audio, np.float32).reshape(-1)
+    wave = wave[round(start * rate):]
     need = round(self.clip_seconds * rate)
     if len(wave) < need:
       wave = np.pad(wave, (0, need - len(wave)))
@@ -313,13 +334,17 @@ class Generator:
     if task == "i2v":
       example["video"] = self._encode(self._pixels(image, 1, "image"))
     elif task in ("continuation", "av_continuation"):
-      k = s.continuation_frames
-      example["video"] = self._encode(self._pixels(video, 1 + s.compression[0] * (k - 1), "video"))
+      # The condition is the last 1 + 4(k - 1) frames of the array (of a file's first clip);
+      # its sound is what plays from the first of those frames on.
+      head = 1 + s.compression[0] * (s.continuation_frames - 1)
+      shown = self._pixels(video, head, "video")
+      example["video"] = self._encode(shown[-head:])
+      audio_start = (len(shown) - head) / s.fps
     elif video is not None:
       example["video"] = self._encode(self._pixels(video, s.frames, "video", exact=True))
     wave = None
     if audio is not None:
-      example["audio"], wave = self._audio_codes(audio)
+      example["audio"], wave = self._audio_codes(audio, audio_start if task == "av_continuation" else 0.0)
     return task, example, known, wave
 
   # --- generation -----------------------------------------------------------------------
@@ -354,15 +379,18 @@ class Generator:
     except ValueError as e:
       raise GenerateError(str(e)) from None
     ct = s.compression[0]
-    frames = s.frames if seconds is None else max(s.frames, round(seconds * s.fps))
-    latents_needed = 1 + math.ceil((frames - 1) / ct)
-    if latents_needed > s.video_shape[0] and task in ("v2a", "t2i", "av_continuation"):
-      raise GenerateError(f"task {task} makes one clip ({self.clip_seconds:g} s); seconds={seconds} is longer.")
+    if seconds is not None and round(seconds * s.fps) < s.frames:
+      raise GenerateError(f"seconds={seconds} is shorter than one clip ({self.clip_seconds:g} s, "
+                          f"{s.frames} frames): the LM makes whole clips; leave --seconds out.")
+    frames = s.frames if seconds is None else round(seconds * s.fps)
+    if frames > s.frames and task in ("v2a", "a2v", "t2i", "av_continuation"):
+      raise GenerateError(f"task {task} makes one clip ({self.clip_seconds:g} s) for one clip of "
+                          f"condition; seconds={seconds} is longer.")
     if task == "t2i":
-      frames = latents_needed = 1
+      frames = 1
     kw = dict(num_samples=1, temperature=temperature, top_k=top_k, top_p=top_p)
 
-    say(f"kineto: {task}, {num_samples} sample(s), {latents_needed} latent frames")
+    say(f"kineto: {task}, {num_samples} sample(s), {frames} frames")
     t_sample, tokens = time.perf_counter(), 0
     out = sampling.generate(self.model, self.vocab, task, [example] * num_samples, s,
                             rng=jax.random.fold_in(jax.random.key(seed), 0), cfg_scale=cfg_scale,
@@ -375,22 +403,35 @@ class Generator:
     elif task == "v2a":
       video_codes = np.broadcast_to(example["video"], (num_samples,) + example["video"].shape)
     k = s.continuation_frames
-    from tqdm import tqdm
-    more = max(0, math.ceil((latents_needed - video_codes.shape[1]) / (s.video_shape[0] - k)))
-    for segment in tqdm(range(1, more + 1), desc="continue", disable=not progress or not more):
-      cond = [{**({"text": example["text"]} if "text" in example else {}), "video": v[-k:]}
-              for v in video_codes]
-      nxt = sampling.generate(self.model, self.vocab, "continuation", cond, s,
-                              rng=jax.random.fold_in(jax.random.key(seed), segment),
-                              cfg_scale=cfg_scale, **kw)
-      tokens += nxt["tokens"].size
-      video_codes = np.concatenate([video_codes, nxt["video"]], axis=1)
     t_sample = time.perf_counter() - t_sample
-    video_codes = np.ascontiguousarray(video_codes[:, :latents_needed])
 
     say(f"kineto: decoding {video_codes.shape[1]} latent frames")
     from vidtok.model import decode_chunks
-    frames_f = decode_chunks(self.tokenizer, video_codes, s.video_shape[0])
+    frames_f = decode_chunks(self.tokenizer, np.ascontiguousarray(video_codes), s.video_shape[0])
+    # Longer than a clip: each next clip is a continuation whose head re-encodes the last
+    # frames shown as a fresh clip would (as the LM saw heads in training), and it adds the
+    # frames after that head.
+    head_frames = 1 + ct * (k - 1)
+    clips, segments = [video_codes], 1
+    with tqdm(total=frames, initial=min(frames_f.shape[1], frames), desc="frames",
+              disable=not progress or frames_f.shape[1] >= frames) as bar:
+      while frames_f.shape[1] < frames:
+        t_next = time.perf_counter()
+        shown = _uint8(frames_f[:, -head_frames:]).astype(np.float32) / 127.5 - 1.0  # as displayed
+        heads = np.stack([self._encode(clip) for clip in shown])
+        cond = [{**({"text": example["text"]} if "text" in example else {}), "video": h} for h in heads]
+        nxt = sampling.generate(self.model, self.vocab, "continuation", cond, s,
+                                rng=jax.random.fold_in(jax.random.key(seed), segments),
+                                cfg_scale=cfg_scale, **kw)
+        tokens += nxt["tokens"].size
+        t_sample += time.perf_counter() - t_next
+        clip_codes = np.concatenate([heads, nxt["video"]], axis=1)
+        clip_f = decode_chunks(self.tokenizer, clip_codes, s.video_shape[0])
+        frames_f = np.concatenate([frames_f, clip_f[:, head_frames:]], axis=1)
+        clips.append(clip_codes)
+        segments += 1
+        bar.update(min(frames_f.shape[1], frames) - bar.n)
+    video_codes = np.concatenate(clips, axis=1)
     video_u8 = _uint8(frames_f[:, :frames])  # whole latents cover up to ct - 1 frames more
     wave = None
     if task == "av_continuation":  # the condition's audio comes first, as its video does
@@ -404,7 +445,7 @@ class Generator:
     codes = {"video": video_codes, **({"audio": audio_codes} if audio_codes is not None else {})}
     return {"video": video_u8, "audio": wave, "codes": codes, "task": task, "fps": s.fps,
             "sample_rate": None if self.audio_codec is None else int(self.audio_codec.sample_rate),
-            "segments": 1 + more, "cfg_scale": cfg_scale,
+            "segments": segments, "cfg_scale": cfg_scale,
             "seconds_taken": time.perf_counter() - t0, "tokens_per_second": tokens / max(t_sample, 1e-9)}
 
 
