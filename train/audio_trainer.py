@@ -43,6 +43,7 @@ import sharding
 from configs.schema import AudioCodecConfig, AudioConfig, ConfigError, TrainConfig
 from train.checkpoint import Checkpointer
 from train.data.build import DataError
+from train.files import write_json
 from train.loop import PreemptionFlag, final_checkpoint, global_batch, process_rows
 from vidtok import audio
 from vidtok.audio import losses
@@ -291,9 +292,7 @@ def train_audio(cfg: AudioConfig, workdir: str | pathlib.Path, *, progress: bool
     writer.close()
     summary["outputs"] = {"wav": str(workdir / "reconstructions.wav"),
                           "spectrogram": str(workdir / "spectrogram.png")}
-    tmp = workdir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1) + "\n")
-    tmp.replace(workdir / "summary.json")
+    write_json(workdir / "summary.json", summary)
   return summary
 
 

@@ -32,6 +32,8 @@ from typing import Callable
 
 import numpy as np
 
+from train.files import write_json
+
 FPS = 8.0  # the demo clips' frame rate
 STAGES = ("data", "vidtok", "audio", "text", "tokens", "lm", "samples")
 
@@ -109,7 +111,7 @@ class Stages:
       raise DemoError(f"the {name} stage stopped at step {result.get('step')} (SIGTERM) after "
                       "saving a checkpoint; run the same command again to continue.")
     self.record["seconds"][name] = round(time.perf_counter() - started, 1)
-    _write_json(self.path, self.record)
+    write_json(self.path, self.record)
 
   @property
   def seconds(self) -> dict[str, float]:
@@ -118,12 +120,6 @@ class Stages:
 
 class DemoError(ValueError):
   """A demo run that cannot proceed as asked (a user error: exit code 2)."""
-
-
-def _write_json(path: pathlib.Path, data) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(data, indent=1) + "\n")
-  tmp.replace(path)  # a crash leaves the old file or the new one, never half of one
 
 
 # --- the job ------------------------------------------------------------------------------
@@ -262,7 +258,7 @@ def make_samples(paths: dict, plan: DemoPlan) -> None:
       arrays[f"held_out_audio/{caption}"] = record["audio"]
     arrays[f"held_out/{caption}"] = clip
   np.savez_compressed(out / "samples.npz", **arrays)
-  _write_json(out / "summary.json", {"games": games, "cfg_scale": plan.cfg_scale,
+  write_json(out / "summary.json", {"games": games, "cfg_scale": plan.cfg_scale,
                                      "samples_per_game": plan.samples_per_game,
                                      "tokens_per_second": float(np.median(speeds)),
                                      "calls": len(speeds)})
@@ -349,7 +345,7 @@ def write_report(out: pathlib.Path, paths: dict, plan: DemoPlan, seconds: dict, 
       "stage_seconds": seconds, "stages_total_seconds": round(sum(seconds.values()), 1),
       "invocation_seconds": round(total, 1),
   }
-  _write_json(out / "report.json", report)
+  write_json(out / "report.json", report)
 
   arrays = np.load(paths["samples"] / "samples.npz")
   games = samples["games"]

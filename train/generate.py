@@ -50,6 +50,7 @@ import configs
 from configs.schema import Config, ConfigError
 from lm import sampling, tasks
 from lm.vocab import Vocabulary
+from train.files import write_json
 
 
 class GenerateError(ConfigError):
@@ -481,9 +482,7 @@ def run(lm: str, out: str, *, gif: bool = False, progress: bool = True, **kwargs
   json_path = out.with_suffix(".json")
   if not chief:
     return summary
-  tmp = json_path.with_name(f".{json_path.name}.tmp-{os.getpid()}")
-  tmp.write_text(json.dumps(summary, indent=1) + "\n")
-  os.replace(tmp, json_path)
+  write_json(json_path, summary)
   if progress:
     print(f"kineto: wrote {', '.join(sum(paths.values(), []))} and {json_path}")
   return summary

@@ -27,6 +27,7 @@ import sharding
 from configs.schema import ConfigError, TokenizerConfig
 from train import tokenizer_step
 from train.checkpoint import Checkpointer
+from train.files import write_json
 from train.data import clips
 from train.loop import PreemptionFlag, final_checkpoint, global_batch, process_rows
 from train.optimizer import find_ema, schedule
@@ -154,7 +155,7 @@ def train_tokenizer(cfg: TokenizerConfig, workdir: str | pathlib.Path, *, progre
       if isinstance(value, float):
         writer.add_scalar(f"eval/{key}", value, tc.steps)
     writer.close()
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_json(workdir / "summary.json", summary)
   return summary
 
 

@@ -29,6 +29,7 @@ from configs.schema import Config, ConfigError
 from lm import next_token_loss
 from train import lm_data
 from train.flops import measure_matmul_flops_per_second, train_step_flops
+from train.files import write_json
 from lm.vocab import Vocabulary
 from train.optimizer import find_ema, schedule
 from train.checkpoint import Checkpointer
@@ -193,7 +194,7 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
     if summary["mfu"]:
       writer.add_scalar("speed/mfu", summary["mfu"], tc.steps)
     writer.close()
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_json(workdir / "summary.json", summary)
   if isinstance(data, lm_data.ByteData):  # a text sample; video samples are the sampler's job
     # Every process decodes: the parameters are sharded across all of them.
     prompt = _prose_prompt(data.held_out, vocab.text_offset, SAMPLE_PROMPT)

@@ -59,6 +59,7 @@ import msgpack
 import numpy as np
 
 from train.data.build import DataError
+from train.files import write_json
 
 FORMAT = "kineto-token-shards"
 VERSION = 1
@@ -184,12 +185,6 @@ def chunk_indices(chunk: int, examples: int, shard_size: int) -> range:
 
 
 # --- the manifest --------------------------------------------------------------------------
-
-def _write_json(path: pathlib.Path, data: dict) -> None:
-  """Writes `data` so that a reader never sees half a file (temp file + rename)."""
-  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-  tmp.write_text(json.dumps(data, indent=1) + "\n")
-  os.replace(tmp, path)
 
 
 def read_manifest(out_dir: str | os.PathLike) -> dict:
@@ -352,7 +347,7 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
   _barrier("kineto tokenize: manifest checked", n_proc)  # every process saw the old manifest
   if is_chief:
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(manifest_path, manifest)
+    write_json(manifest_path, manifest)
   _barrier("kineto tokenize: manifest written", n_proc)
 
 
@@ -399,7 +394,7 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
       stats["shards_written"] += 1
       if is_chief:  # the manifest follows the shards as they land
         manifest["shards"] = _scan_shards(out, manifest["shards"], plan)
-        _write_json(manifest_path, manifest)
+        write_json(manifest_path, manifest)
     bar.close()
   seconds = time.perf_counter() - t0
 
@@ -432,8 +427,8 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
                    "examples_per_second": round(run["encoded"] / run_seconds, 2) if run["encoded"] else None},
   }
   if is_chief:
-    _write_json(manifest_path, manifest)
-    _write_json(out / "summary.json", summary)
+    write_json(manifest_path, manifest)
+    write_json(out / "summary.json", summary)
     if missing:  # e.g. shards deleted while a run was going
       print(f"kineto: {len(missing)} shards missing (e.g. {missing[0]}); run the same command again.")
   return summary
