@@ -57,9 +57,23 @@ def run(path: pathlib.Path) -> dict:
 def _value(v) -> str:
   if isinstance(v, float):
     return f"{v:,.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
-  if isinstance(v, (dict, list)):
+  if isinstance(v, list):
     return f"`{json.dumps(v)}`"
   return str(v)
+
+
+MACHINE_KEYS = {"platform", "processor", "cpu_count", "jax", "backend", "devices"}  # in the header
+
+
+def flatten(figures: dict, prefix: str = "") -> dict:
+  """{"configs": {"demo": {"fps": 1}}} -> {"configs.demo.fps": 1}: one table row per number."""
+  flat = {}
+  for key, value in figures.items():
+    if isinstance(value, dict):
+      flat |= flatten(value, f"{prefix}{key}.")
+    elif f"{prefix}{key}" not in MACHINE_KEYS:
+      flat[f"{prefix}{key}"] = value
+  return flat
 
 
 def markdown(results: list[dict], machine: dict, date: str) -> str:
@@ -75,7 +89,7 @@ def markdown(results: list[dict], machine: dict, date: str) -> str:
       lines += [f"**Failed** (exit code {r['returncode']}); last output:", "", "```", *r["tail"], "```", ""]
       continue
     lines += ["| figure | value |", "|---|---|"]
-    lines += [f"| `{k}` | {_value(v)} |" for k, v in r["figures"].items()]
+    lines += [f"| `{k}` | {_value(v)} |" for k, v in flatten(r["figures"]).items()]
     lines.append("")
   return "\n".join(lines)
 
