@@ -27,7 +27,6 @@ for tokenizing and generation.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import pathlib
@@ -398,18 +397,12 @@ class AudioCodecHandle:
     """{"fingerprint", "config_sha256", "weights_sha256"}: the codec config and every array
     that gives codes their meaning (parameters and codebooks), by name in sorted order."""
     from flax import nnx
-    config_sha = hashlib.sha256(json.dumps(configs.to_dict(self.cfg), sort_keys=True).encode()).hexdigest()
-    flat = {}
-    for path, leaf in jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(nnx.state(self.codec))):
-      flat[jax.tree_util.keystr(path)] = np.asarray(leaf)
-    weights = hashlib.sha256()
-    for name in sorted(flat):
-      array = np.ascontiguousarray(flat[name])
-      weights.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
-      weights.update(array.tobytes())
-    weights_sha = weights.hexdigest()
-    return {"fingerprint": hashlib.sha256(f"{config_sha}:{weights_sha}".encode()).hexdigest()[:16],
-            "config_sha256": config_sha, "weights_sha256": weights_sha}
+
+    from train.data.tokenize import fingerprint
+    state = nnx.to_pure_dict(nnx.state(self.codec))
+    arrays = {jax.tree_util.keystr(path): np.asarray(leaf)
+              for path, leaf in jax.tree_util.tree_leaves_with_path(state)}
+    return fingerprint(configs.to_dict(self.cfg), arrays)
 
 
 def load_audio_codec(workdir: str | pathlib.Path) -> AudioCodecHandle:

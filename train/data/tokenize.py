@@ -124,17 +124,29 @@ def _sha256_json(data) -> str:
   return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
+def fingerprint(config: dict, arrays: dict[str, np.ndarray]) -> dict:
+  """{"fingerprint", "config_sha256", "weights_sha256"} of a model that writes codes: its
+  config and every named array (by name in sorted order, with dtype and shape)."""
+  config_sha = _sha256_json(config)
+  weights = hashlib.sha256()
+  for name in sorted(arrays):
+    array = np.ascontiguousarray(arrays[name])
+    weights.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+    weights.update(array.tobytes())
+  weights_sha = weights.hexdigest()
+  return {"fingerprint": hashlib.sha256(f"{config_sha}:{weights_sha}".encode()).hexdigest()[:16],
+          "config_sha256": config_sha, "weights_sha256": weights_sha}
+
+
 def tokenizer_fingerprint(vidtok_cfg, model) -> dict:
-  """{"fingerprint", "config_sha256", "weights_sha256"} of a video tokenizer.
+  """`fingerprint` of a video tokenizer.
 
   The config hash covers the architecture (`VidtokConfig`); the weights hash every
-  parameter (encoder and decoder: the LM's tokens are decoded by the same decoder), by
-  name in sorted order, with dtype and shape. Training settings do not enter: they do not
-  change what a code means.
+  parameter (encoder and decoder: the LM's tokens are decoded by the same decoder). Training
+  settings do not enter: they do not change what a code means.
   """
   import configs
   from flax import nnx
-  config_sha = _sha256_json(configs.to_dict(vidtok_cfg))
   flat: dict[str, np.ndarray] = {}
 
   def walk(prefix: str, tree) -> None:
@@ -145,14 +157,7 @@ def tokenizer_fingerprint(vidtok_cfg, model) -> dict:
       flat[prefix] = np.asarray(tree)
 
   walk("", nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-  weights = hashlib.sha256()
-  for name in sorted(flat):
-    array = np.ascontiguousarray(flat[name])
-    weights.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
-    weights.update(array.tobytes())
-  weights_sha = weights.hexdigest()
-  fingerprint = hashlib.sha256(f"{config_sha}:{weights_sha}".encode()).hexdigest()[:16]
-  return {"fingerprint": fingerprint, "config_sha256": config_sha, "weights_sha256": weights_sha}
+  return fingerprint(configs.to_dict(vidtok_cfg), flat)
 
 
 def _file_sha256(path: pathlib.Path) -> str:
