@@ -23,6 +23,7 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from common import emit, machine_info, time_fn  # noqa: E402
 
 import configs  # noqa: E402
+from train.data import audio as audio_files  # noqa: E402
 from vidtok import audio  # noqa: E402
 from vidtok.audio import presets  # noqa: E402
 
@@ -62,7 +63,7 @@ def main() -> None:
                       help="comma-separated presets.* names or configs/ audio configs")
   parser.add_argument("--repeats", type=int, default=5)
   args = parser.parse_args()
-  bunny = audio.peak_normalize(audio.load_bigbuckbunny())
+  bunny = audio.peak_normalize(audio_files.load_bigbuckbunny())
   samples = int(args.seconds * 16_000)
   wave_bs = np.stack([np.roll(np.tile(bunny, -(-samples // len(bunny))), 4_000 * i)[:samples]
                       for i in range(args.batch)]).astype(np.float32)

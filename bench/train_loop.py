@@ -21,7 +21,7 @@ import common  # noqa: E402
 
 import configs  # noqa: E402
 from train import corpus  # noqa: E402
-from train.trainer import train_lm  # noqa: E402
+from train.lm_trainer import train_lm  # noqa: E402
 
 
 def loader_tokens_per_second(cfg, batches: int = 20) -> float:

@@ -8,6 +8,8 @@ from flax import nnx
 
 from configs import ConfigError
 from configs.schema import AudioCodecConfig
+from train import audio_step
+from train.data import audio as audio_files
 from vidtok import audio
 from vidtok.audio import losses, presets
 from vidtok.audio.rvq import ResidualVQ
@@ -16,7 +18,7 @@ from vidtok.audio.rvq import ResidualVQ
 @pytest.fixture(scope="module")
 def bunny():
   """The real 5.3 s soundtrack of bigbuckbunny.mp4 at 16 kHz mono, peak-normalized."""
-  return audio.peak_normalize(audio.load_bigbuckbunny())
+  return audio.peak_normalize(audio_files.load_bigbuckbunny())
 
 
 @pytest.fixture(scope="module")
@@ -156,22 +158,22 @@ def test_load_audio_decodes_resamples_and_downmixes(tmp_path):
   t = np.arange(22_050) / 22_050
   left, right = 0.5 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 440 * t)
   soundfile.write(tmp_path / "tone.flac", np.stack([left, right], axis=1), 22_050, subtype="PCM_16")
-  wave = audio.load_audio(tmp_path / "tone.flac", 16_000)
+  wave = audio_files.load_audio(tmp_path / "tone.flac", 16_000)
   expected = 0.4 * np.sin(2 * np.pi * 440 * np.arange(16_000) / 16_000)
   assert wave.shape == (16_000,) and np.abs(wave[100:-100] - expected[100:-100]).max() < 2e-3
   with pytest.raises(FileNotFoundError, match="does not exist"):
-    audio.load_audio(tmp_path / "missing.wav")
+    audio_files.load_audio(tmp_path / "missing.wav")
 
 
 def test_train_steps_lower_the_loss_on_real_audio(bunny):
   cfg = presets.tiny(quantizer_dropout=0.0)
   split = int(0.7 * len(bunny))
   held = np.stack([bunny[split:split + 8000], bunny[split + 8000:split + 16_000]])
-  state = audio.init_state(cfg, audio.default_train_config(20, batch_size=4, learning_rate=3e-3))
-  before = audio.evaluate(state, held)
-  result = audio.fit(cfg, [bunny[:split]], steps=20, seed=0, crop_seconds=0.4,
-                     train=audio.default_train_config(20, batch_size=4, learning_rate=3e-3))
-  after = audio.evaluate(result.state, held)
+  state = audio_step.init_state(cfg, audio_step.default_train_config(20, batch_size=4, learning_rate=3e-3))
+  before = audio.evaluate(state.codec(), held)
+  result = audio_step.fit(cfg, [bunny[:split]], steps=20, seed=0, crop_seconds=0.4,
+                     train=audio_step.default_train_config(20, batch_size=4, learning_rate=3e-3))
+  after = audio.evaluate(result.state.codec(), held)
   losses_ = [h["loss"] for h in result.history]
   assert np.isfinite(losses_).all()
   assert np.mean(losses_[-4:]) < 0.8 * np.mean(losses_[:4]), losses_
@@ -184,10 +186,10 @@ def test_train_steps_lower_the_loss_on_real_audio(bunny):
 
 def test_adversarial_straight_through_step_updates_everything(bunny):
   cfg = presets.tiny(discriminator=True, codebook_mode="straight_through", adversarial_loss="least_squares")
-  train = audio.default_train_config(3, batch_size=2, warmup_steps=0)
-  state = audio.init_state(cfg, train, seed=1)
+  train = audio_step.default_train_config(3, batch_size=2, warmup_steps=0)
+  state = audio_step.init_state(cfg, train, seed=1)
   before = jax.tree.map(np.asarray, (state.params, state.disc_params))
-  step = audio.make_train_step(cfg, train)
+  step = audio_step.make_train_step(cfg, train)
   batch = jnp.asarray(np.stack([bunny[:6400], bunny[20_000:26_400]]))
   for _ in range(2):
     state, metrics = step(state, batch)

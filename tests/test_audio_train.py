@@ -15,7 +15,7 @@ import configs
 from lm import tasks
 from train.audio_trainer import AudioData, load_audio_codec
 from train.checkpoint import Checkpointer
-from train.cli import main
+from kineto.cli import main
 from train.data import demo
 from train.data.build import ClipSpec, build_dataset
 from train.data.pipeline import open_split
@@ -121,7 +121,7 @@ def test_missing_or_soundless_data_is_a_clear_error(data, tmp_path, capsys):
 
 def test_tokenize_stores_audio_codes_and_the_lm_trains_audio_tasks(data, trained, tmp_path):
   from test_tokenize import write_tokenizer
-  from train.trainer import train_lm
+  from train.lm_trainer import train_lm
   workdir, _ = trained
   tok = write_tokenizer(tmp_path / "tok", seed=0)
   out = tmp_path / "tokens"
@@ -176,7 +176,7 @@ def test_dataset_at_another_rate_is_resampled_to_the_codec_rate(data, tmp_path):
   from train.audio_trainer import dataset_audio
   low, high = dataset_audio(tmp_path / "bunny8k", "train", 16_000), dataset_audio(data / "bunny", "train", 16_000)
   assert len(low) == len(high) and all(len(a) == len(b) == 18_000 for a, b in zip(low, high))
-  from vidtok.audio.data import resample_poly
+  from vidtok.audio.signal import resample_poly
   for a, b in zip(low, high):
     b_low = resample_poly(resample_poly(b, 16_000, 8_000), 8_000, 16_000)  # the same band limit
     assert np.corrcoef(a[500:-500], b_low[500:-500])[0, 1] > 0.99

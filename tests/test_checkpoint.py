@@ -13,9 +13,9 @@ import pytest
 import configs
 import sharding
 from train.checkpoint import Checkpointer
-from train.cli import main
+from kineto.cli import main
 from train.state import abstract_state, init_state, make_train_step
-from train.trainer import train_lm
+from train.lm_trainer import train_lm
 
 TINY = ["train.seq_len=64", "train.checkpoint_every=2"]
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from train.cli import main
+from kineto.cli import main
 
 
 def test_lm_train_runs_and_writes_its_outputs(tmp_path, capsys):

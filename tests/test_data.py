@@ -14,7 +14,7 @@ import av
 import numpy as np
 import pytest
 
-from train.cli import main
+from kineto.cli import main
 from train.data import demo
 from train.data.build import ClipSpec, DataError, Source, Stream, build_dataset, write_dataset
 from train.data.pipeline import make_dataset, open_split, state_from_json, state_to_json

@@ -13,8 +13,8 @@ import pytest
 
 from train import report
 from train.data import demo as demo_data
-from train.demo import QUICK, DemoError, Stages
-from train.recognize import GameClassifier
+from kineto.demo.run import QUICK, DemoError, Stages
+from kineto.demo.recognize import GameClassifier
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -79,7 +79,7 @@ def test_contact_sheet_and_curves_are_pictures(tmp_path, games):
 
 
 def test_sound_matching_finds_each_clips_own_sound(tmp_path):
-  from train.demo import sound_matching
+  from kineto.demo.run import sound_matching
   rng = np.random.default_rng(0)
   t = np.arange(16000) / 16000
   real = {g: np.sin(2 * np.pi * f * t).astype(np.float32) for g, f in (("a", 220), ("b", 880), ("c", 3000))}
@@ -106,7 +106,7 @@ def test_a_stage_stopped_by_sigterm_is_not_recorded(tmp_path):
 
 def test_a_demo_directory_of_another_plan_is_refused(tmp_path):
   Stages(tmp_path, QUICK).run("data", lambda: None)
-  from train.demo import FULL
+  from kineto.demo.run import FULL
   with pytest.raises(DemoError, match="'quick' plan with other settings .*name.* than this 'full' one"):
     Stages(tmp_path, FULL)
 

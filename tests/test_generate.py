@@ -23,12 +23,12 @@ import sharding
 from lm import sampling
 from lm.text import train_sentencepiece
 from test_tokenize import write_tokenizer
-from train import media
+from kineto import media
 from train.checkpoint import Checkpointer
-from train.cli import main
+from kineto.cli import main
 from train.data import demo
 from train.data.tokenize import tokenize_dataset
-from train.generate import GenerateError, Generator, choose_task, token_mask
+from kineto.generate import GenerateError, Generator, choose_task, token_mask
 from train.state import init_state
 
 

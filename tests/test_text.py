@@ -8,7 +8,7 @@ from configs import ConfigError, VocabConfig
 from lm import tasks
 from lm.text import TextTokenizer, train_sentencepiece
 from lm.vocab import Vocabulary
-from train.cli import main
+from kineto.cli import main
 
 
 @pytest.fixture(scope="module")

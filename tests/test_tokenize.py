@@ -35,7 +35,7 @@ from lm.text import TextTokenizer, train_sentencepiece
 from lm.vocab import Vocabulary
 from train import tokenizer_step
 from train.checkpoint import Checkpointer
-from train.cli import main
+from kineto.cli import main
 from train.data import demo
 from train.data.pipeline import open_split
 from train.data.tokenize import (TokenShardError, chunk_indices, decode_record, encode_record,
@@ -296,7 +296,7 @@ def test_two_processes_split_the_work(assets, reference, tmp_path):
 
 def test_lm_trains_on_the_task_mixture_of_token_shards(reference, tmp_path):
   """The LM trainer reads the shards through the task layouts: buckets, per-task held-out loss."""
-  from train.trainer import train_lm
+  from train.lm_trainer import train_lm
   out, _ = reference
   cfg = configs.load("lm_tiny", ["data.source=tokens", f"data.tokens_dir={out}", "vocab.video_bits=8",
                                  "lm.vocab=704", "lm.max_len=256", "train.steps=3", "lm.attention_block=64"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import configs
-from train.cli import main
+from kineto.cli import main
 from train.data import demo
 from train.tokenizer_trainer import load_tokenizer, train_tokenizer
 

@@ -1,7 +1,7 @@
 """The audio codec's training loop and its evaluation (`kineto audio train`).
 
 Same conventions as the video tokenizer trainer: mesh -> data -> state (fresh, or resumed
-from the latest checkpoint) -> jitted step (vidtok/audio/train_step.py) -> loop ->
+from the latest checkpoint) -> jitted step (train/audio_step.py) -> loop ->
 held-out evaluation -> summary. Writes into `workdir`:
 
   checkpoints/        codec parameters, EMA codebooks, optimizer (+ discriminator) states;
@@ -44,9 +44,10 @@ from train.checkpoint import Checkpointer
 from train.data.build import DataError
 from train.files import write_json
 from train.loop import PreemptionFlag, final_checkpoint, global_batch, process_rows
+from train.data import audio as audio_files
 from vidtok import audio
 from vidtok.audio import losses
-from vidtok.audio.train_step import init_state, make_train_step, random_crops
+from train.audio_step import init_state, make_train_step, random_crops
 
 GAP_SECONDS = 0.25  # silence between original and reconstruction in reconstructions.wav
 ESPEAK_TEXTS = (
@@ -88,14 +89,14 @@ def extra_audio(sources: tuple[str, ...], sample_rate: int, max_seconds: float) 
   """The bundled recordings `train.extra_audio` names (peak-normalized), or a clear error."""
   waves = []
   if "sonic_pi" in sources:
-    paths = audio.sonic_pi_samples()
+    paths = audio_files.sonic_pi_samples()
     if not paths:
       raise DataError("train.extra_audio names sonic_pi but Debian's sonic-pi-samples are not "
                       "installed; `apt-get install -y sonic-pi-samples` or drop it from train.extra_audio.")
-    waves += [audio.load_audio(p, sample_rate, max_seconds=max_seconds) for p in paths]
+    waves += [audio_files.load_audio(p, sample_rate, max_seconds=max_seconds) for p in paths]
   if "espeak" in sources:
     try:
-      waves += [audio.espeak_speech(t, sample_rate)[:round(max_seconds * sample_rate)]
+      waves += [audio_files.espeak_speech(t, sample_rate)[:round(max_seconds * sample_rate)]
                 for t in ESPEAK_TEXTS]
     except FileNotFoundError as e:
       raise DataError(f"train.extra_audio names espeak: {e}") from e
@@ -278,7 +279,7 @@ def train_audio(cfg: AudioConfig, workdir: str | pathlib.Path, *, progress: bool
   if is_chief:
     n = recon_bs.shape[1]
     gap = np.zeros(round(GAP_SECONDS * cc.sample_rate), np.float32)
-    audio.write_wav(workdir / "reconstructions.wav",
+    audio_files.write_wav(workdir / "reconstructions.wav",
                     np.concatenate([x for i in range(len(recon_bs))
                                     for x in (held_bs[i, :n], gap, recon_bs[i], gap, gap)]),
                     cc.sample_rate)

@@ -71,7 +71,7 @@ def _rollout(game: str, seed: int, seconds: float, frame_skip: int, audio_rate: 
   import ale_py
   import gymnasium as gym
 
-  from vidtok.audio.data import resample_poly
+  from vidtok.audio.signal import resample_poly
   gym.register_envs(ale_py)
   # Sticky actions off and a seeded action space: the same seed replays the same episode.
   env = gym.make(f"ALE/{game}-v5", frameskip=1, repeat_action_probability=0.0, sound_obs=True)

@@ -4,7 +4,7 @@ Writers put the file under a temporary name next to the target and rename it, so
 never leaves a half-written MP4 where a finished one is expected. Readers return the
 float conventions the models use: video/images float32 [T, H, W, 3] in [-1, 1] (resized to
 cover H x W, then center-cropped: the same decoding and resizing as `kineto data build`,
-`train/data/build.py`), audio float32 mono at the requested rate (`vidtok/audio/data.py`).
+`train/data/build.py`), audio float32 mono at the requested rate (`train/data/audio.py`).
 Unreadable files raise `MediaError` naming the file and the problem.
 """
 from __future__ import annotations
@@ -159,7 +159,7 @@ def read_image(path, height: int, width: int) -> np.ndarray:
 
 def read_audio(path, sample_rate: int, seconds: float | None = None) -> np.ndarray:
   """The first audio stream as float32 mono [S] at `sample_rate` (the first `seconds`)."""
-  from vidtok.audio.data import load_audio
+  from train.data.audio import load_audio
   path = _existing(path)
   try:
     return np.asarray(load_audio(path, sample_rate, max_seconds=seconds), np.float32)

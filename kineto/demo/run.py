@@ -131,7 +131,7 @@ def run_demo(out: str | pathlib.Path = "outputs/demo", *, quick: bool = False) -
   from train.data.demo import build_demo
   from train.data.tokenize import read_manifest, tokenize_dataset
   from train.tokenizer_trainer import train_tokenizer
-  from train.trainer import train_lm
+  from train.lm_trainer import train_lm
 
   plan = QUICK if quick else FULL
   out = pathlib.Path(out).absolute()  # the runs record paths: generation works from any cwd
@@ -215,8 +215,8 @@ def make_samples(paths: dict, plan: DemoPlan) -> None:
   from train.data.demo import GAMES
   from tqdm import tqdm
 
-  from train.generate import Generator
-  from train.media import write_gif, write_video
+  from kineto.generate import Generator
+  from kineto.media import write_gif, write_video
 
   out = paths["samples"]
   out.mkdir(exist_ok=True)
@@ -274,7 +274,7 @@ def recognition(paths: dict, plan: DemoPlan) -> dict:
   """Trains the game classifier on real training frames; scores held-out real clips, their
   tokenizer reconstructions, and the text-to-video samples against their prompts."""
   from train.data.demo import GAMES
-  from train.recognize import GameClassifier
+  from kineto.demo.recognize import GameClassifier
   from train.tokenizer_trainer import evaluate, load_tokenizer
 
   games = [GAMES[g] for g in plan.games]
@@ -322,7 +322,7 @@ def sound_matching(paths: dict) -> dict | None:
 
 def write_report(out: pathlib.Path, paths: dict, plan: DemoPlan, seconds: dict, total: float) -> dict:
   """report.json + report.md, contact_sheet.png and loss_curves.png, all from this run's files."""
-  from train import report as pictures
+  from kineto.demo import report as pictures
 
   rec = recognition(paths, plan)
   vidtok, lm = _json(paths["vidtok"] / "summary.json"), _json(paths["lm"] / "summary.json")

@@ -245,7 +245,7 @@ class Generator:
     """A file path or an array -> float32 [T, H, W, 3] in [-1, 1] of the clip's size:
     exactly `frames` frames, or (not `exact`) at least `frames`: all of an array, a file's
     first clip."""
-    from train import media
+    from kineto import media
     s = self.spec
     if isinstance(value, (str, os.PathLike)):
       if what == "image":
@@ -288,7 +288,7 @@ class Generator:
 
   def _audio_codes(self, audio, start: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(codes [levels, frames] of one clip of sound from `start` seconds on, that waveform [S])."""
-    from train import media
+    from kineto import media
     if self.audio_codec is None:
       raise GenerateError("audio input given, but this LM's token shards record no audio codec; "
                           "it was not trained on audio.")
@@ -454,7 +454,7 @@ class Generator:
 
 def run(lm: str, out: str, *, gif: bool = False, progress: bool = True, **kwargs) -> dict:
   """`kineto generate`: loads, generates, writes OUT.mp4 (+ .gif) and OUT.json; returns the JSON."""
-  from train import media
+  from kineto import media
   out = pathlib.Path(out)
   if out.suffix.lower() != ".mp4":
     raise GenerateError(f"--out {out}: expected a .mp4 path (the .gif and .json go next to it).")

@@ -1,4 +1,4 @@
-"""The `kineto` command line (also `python -m train`).
+"""The `kineto` command line (also `python -m kineto`).
 
   kineto lm train --config configs/lm_tiny.py --workdir DIR [--set key.path=value ...]
   kineto tokenizer train --config configs/vidtok_demo.py --workdir DIR [--set ...]
@@ -11,7 +11,7 @@
                   [--audio_codec WORKDIR]   a clip dataset -> token shards for the LM (resumable)
   kineto generate --lm WORKDIR --prompt "..." [--image F] [--video F --mask SPEC] [--audio F]
                  [--seconds S] [--cfg 3.0] [--seed N] [--samples N] [--gif] --out F.mp4
-                                       sample a video (+ audio) from a trained LM (train/generate.py)
+                                       sample a video (+ audio) from a trained LM (kineto/generate.py)
   kineto demo [--out outputs/demo] [--quick]   the main job, end to end (rerun to continue)
   kineto configs                       list the shipped configs
   kineto --coordinator_address H:P --num_processes N --process_id I lm train ...   (multi-host)
@@ -28,7 +28,7 @@ import sys
 
 def _lm_train(args) -> int:
   import configs
-  from train.trainer import train_lm
+  from train.lm_trainer import train_lm
   cfg = configs.load(args.config, args.set)  # config errors surface before JAX starts work
   summary = train_lm(cfg, args.workdir, stop_after=args.stop_after)
   print(json.dumps(summary, indent=1))
@@ -114,13 +114,13 @@ def _tokenize(args) -> int:
 
 
 def _demo(args) -> int:
-  from train.demo import run_demo
+  from kineto.demo.run import run_demo
   run_demo(args.out, quick=args.quick)
   return 0
 
 
 def _generate(args) -> int:
-  from train.generate import run
+  from kineto.generate import run
   kwargs = dict(prompt=args.prompt, image=args.image, video=args.video, mask=args.mask,
                 audio=args.audio, seconds=args.seconds, cfg_scale=args.cfg, seed=args.seed,
                 num_samples=args.samples, temperature=args.temperature, top_k=args.top_k,
@@ -309,7 +309,7 @@ def _is_user_error(e: Exception, command: str) -> bool:
   """Bad configs, meshes, datasets and token shards get one line and exit code 2."""
   from configs.schema import ConfigError
   from sharding import MeshError
-  from train.demo import DemoError
+  from kineto.demo.run import DemoError
   errors = (ConfigError, MeshError, DemoError)
   # DataError (and TokenShardError) can only be raised once its module is loaded; checking
   # sys.modules keeps TFDS out of commands that never touched data.
@@ -318,7 +318,7 @@ def _is_user_error(e: Exception, command: str) -> bool:
     errors += (build.DataError,)
   if command in ("tokenize", "generate"):
     errors += (FileNotFoundError,)  # a missing --text_model, or one a manifest names
-  media = sys.modules.get("train.media")
+  media = sys.modules.get("kineto.media")
   if command == "generate" and media is not None:
     errors += (media.MediaError,)  # an unreadable --image/--video/--audio
   return isinstance(e, errors)

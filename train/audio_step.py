@@ -1,4 +1,4 @@
-"""Training and evaluation of the audio codec, functional: state in, state out.
+"""The audio codec's train state and jitted step, functional: state in, state out.
 
 `init_state(cfg, train, seed)` builds an `AudioTrainState` (codec parameters, RVQ
 statistics, optimizer states, discriminator, step, RNG: arrays only, the graph
@@ -11,9 +11,9 @@ jitted `step(state, waves_bs) -> (state, metrics)` that does
   2. the RVQ codebook update: EMA statistics and dead-code restarts (not gradients);
   3. the discriminator update (hinge or least squares), when enabled.
 
-`evaluate(codec, waves)` gives multi-scale spectral distance and SNR on held-out audio,
-and `fit(cfg, waves, steps, seed)` is the small loop that shows the codec learns (the
-`kineto audio train` CLI reuses the step with its own loop, checkpoints and logs).
+`fit(cfg, waves, steps, seed)` runs a few steps in memory (tests and notebooks: no files);
+`kineto audio train` runs the same step in the one training loop (`train/loop.py`).
+Held-out scores are `vidtok.audio.evaluate`.
 
 Shape letters: B batch, S samples, L levels.
 """
@@ -173,33 +173,6 @@ def make_train_step(cfg: AudioCodecConfig, train: TrainConfig | None = None, *, 
     return new_state, metrics
 
   return jax.jit(step, donate_argnums=0) if jit else step
-
-
-# --- evaluation -------------------------------------------------------------------------
-def reconstruct(codec: AudioCodec, wave_bs, *, levels: int | None = None) -> jax.Array:
-  """decode(encode(wave)) with the first `levels` levels: [B, floor(S / hop) * hop]."""
-  return codec.decode(codec.encode(wave_bs, levels=levels))
-
-
-def evaluate(codec: AudioCodec | AudioTrainState, waves_bs, *, levels: int | None = None
-             ) -> dict[str, float]:
-  """Held-out reconstruction quality: multi-scale spectral distance (dB) and SNR (dB).
-
-  Both are means over the batch; the reference is the encoded part of each wave (its
-  first floor(S / hop) * hop samples).
-  """
-  if isinstance(codec, AudioTrainState):
-    codec = codec.codec()
-  waves_bs = np.asarray(waves_bs, np.float32)
-  recon_bs = reconstruct(codec, waves_bs, levels=levels)
-  distance_b, snr_b = _quality(jnp.asarray(waves_bs[:, :recon_bs.shape[1]]), recon_bs)
-  return {"spectral_distance_db": float(jnp.mean(distance_b)), "snr_db": float(jnp.mean(snr_b)),
-          "levels": codec._check_levels(levels)}
-
-
-@jax.jit
-def _quality(ref_bs, est_bs):
-  return losses.spectral_distance_db(ref_bs, est_bs), losses.snr_db(ref_bs, est_bs)
 
 
 # --- a small training loop ----------------------------------------------------------------
