@@ -115,7 +115,7 @@ def test_a_demo_directory_of_another_plan_is_refused(tmp_path):
 
 def _demo(out: pathlib.Path) -> subprocess.Popen:
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  return subprocess.Popen([sys.executable, "-m", "train", "demo", "--quick", "--out", str(out)],
+  return subprocess.Popen([sys.executable, "-m", "kineto", "demo", "--quick", "--out", str(out)],
                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

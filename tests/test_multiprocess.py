@@ -17,7 +17,7 @@ TRAIN = ["lm", "train", "--config", "lm_tiny", "--set", "train.steps=4", "--set"
 def kineto(args, devices, workdir):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  return subprocess.Popen([sys.executable, "-m", "train", *args, *TRAIN, "--workdir", str(workdir)],
+  return subprocess.Popen([sys.executable, "-m", "kineto", *args, *TRAIN, "--workdir", str(workdir)],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -100,7 +100,7 @@ def shard_bytes(out: pathlib.Path) -> dict[str, bytes]:
 
 def kineto(args: list[str], devices: int, *extra: str) -> subprocess.Popen:
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  return subprocess.Popen([sys.executable, "-m", "train", *extra, "tokenize", *args], env=env,
+  return subprocess.Popen([sys.executable, "-m", "kineto", *extra, "tokenize", *args], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
