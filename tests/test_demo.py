@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from train import report
+from kineto.demo import report
 from train.data import demo as demo_data
 from kineto.demo.run import QUICK, DemoError, Stages
 from kineto.demo.recognize import GameClassifier

@@ -30,6 +30,7 @@ import optax
 from flax import nnx, struct
 
 from configs.schema import AudioCodecConfig, TrainConfig
+from train.optimizer import schedule
 from vidtok.audio import losses
 from vidtok.audio.codec import AudioCodec, check_waveform
 from vidtok.audio.discriminator import MultiScaleDiscriminator
@@ -63,11 +64,8 @@ def default_train_config(steps: int, **overrides) -> TrainConfig:
 
 def make_optimizer(train: TrainConfig) -> optax.GradientTransformation:
   """AdamW with linear warmup and cosine decay to 10%, after global-norm clipping."""
-  schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=train.learning_rate, warmup_steps=train.warmup_steps,
-      decay_steps=max(train.steps, train.warmup_steps + 1), end_value=train.learning_rate * 0.1)
   chain = [optax.clip_by_global_norm(train.clip_norm)] if train.clip_norm > 0 else []
-  chain.append(optax.adamw(schedule, b1=train.b1, b2=train.b2, weight_decay=train.weight_decay))
+  chain.append(optax.adamw(schedule(train), b1=train.b1, b2=train.b2, weight_decay=train.weight_decay))
   return optax.chain(*chain)
 
 

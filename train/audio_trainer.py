@@ -30,12 +30,10 @@ import dataclasses
 import io
 import json
 import pathlib
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
 import configs
 import sharding
@@ -43,7 +41,8 @@ from configs.schema import AudioCodecConfig, AudioConfig, ConfigError, TrainConf
 from train.checkpoint import Checkpointer
 from train.data.build import DataError
 from train.files import write_json
-from train.loop import PreemptionFlag, final_checkpoint, global_batch, process_rows
+from train.loop import global_batch, open_writer, process_rows, run_loop
+from train.optimizer import schedule
 from train.data import audio as audio_files
 from vidtok import audio
 from vidtok.audio import losses
@@ -193,8 +192,8 @@ def train_audio(cfg: AudioConfig, workdir: str | pathlib.Path, *, progress: bool
                             _saved_tree(state))
     _, restored, _ = ckpt.restore(abstract, start_step)
     state = state.replace(**restored)
-  step_fn = make_train_step(cc, optim)
-  lr = make_optimizer_schedule(optim)
+  compiled = make_train_step(cc, optim)
+  lr = schedule(optim)
   rows = process_rows(wave_sharding, (tc.batch_size, data.samples))
   n_params = int(sum(x.size for x in jax.tree.leaves(state.params)))
   if is_chief:
@@ -203,38 +202,21 @@ def train_audio(cfg: AudioConfig, workdir: str | pathlib.Path, *, progress: bool
           f"{data.seconds:.1f} s of training audio ({data.dataset_clips} clips of {tc.data_dir}, "
           f"{data.extra_recordings} extra recordings), {len(data.held_out)} held-out clips; "
           f"starting at step {start_step}.")
-  writer = None
-  if is_chief:
-    from tensorboardX import SummaryWriter
-    writer = SummaryWriter(str(workdir / "tb"))
-    writer.add_text("config", json.dumps(configs.to_dict(cfg), indent=1), start_step)
+  writer = open_writer(workdir, cfg, start_step)
   held_bs = data.held_out_batch()
+  audio_seconds = tc.batch_size * data.samples / cc.sample_rate  # per step
 
-  timed_steps, timed_seconds, metrics = 0, 0.0, {}
-  preempted = PreemptionFlag()
-  bar = tqdm(range(start_step, tc.steps), desc=f"train {cfg.name}", initial=start_step,
-             total=tc.steps, disable=not (progress and is_chief), dynamic_ncols=True)
-  step = start_step
-  for step in bar:
+  def step_fn(state, step):
     wave = global_batch({"audio": data.batch(step, rows)}, {"audio": wave_sharding},
                         tc.batch_size)["audio"]
-    t0 = time.perf_counter()
-    state, out = step_fn(state, wave)
-    metrics = {k: np.asarray(v) for k, v in jax.device_get(out).items()}
-    if step > start_step:
-      timed_steps += 1
-      timed_seconds += time.perf_counter() - t0
-    if not np.isfinite(metrics["loss"]):
-      ckpt.wait()
-      raise FloatingPointError(f"audio codec step {step}: non-finite loss {metrics['loss']}; lower "
-                               f"train.learning_rate (now {tc.learning_rate}). The last good checkpoint "
-                               f"is in {ckpt.directory}.")
-    stopping = preempted.is_set or (stop_after is not None and step + 1 - start_step >= stop_after)
-    ckpt.save(step + 1, _saved_tree(state), force=stopping)
-    if stopping and step + 1 < tc.steps:
-      break
-    bar.set_postfix(loss=f"{float(metrics['loss']):.3f}", snr=f"{float(metrics['snr_db']):.1f}")
-    if writer and (step % tc.log_every == 0 or step == tc.steps - 1):
+    state, out = compiled(state, wave)
+    return state, out, {"audio_seconds": audio_seconds}
+
+  def postfix(metrics, timing):
+    return {"loss": f"{float(metrics['loss']):.3f}", "snr": f"{float(metrics['snr_db']):.1f}"}
+
+  def log(metrics, step, timing):
+    if step % tc.log_every == 0 or step == tc.steps - 1:
       for key, value in metrics.items():
         if value.ndim == 0:
           writer.add_scalar(f"{'codebook' if key.startswith('codebook') else 'train'}/{key}",
@@ -243,23 +225,32 @@ def train_audio(cfg: AudioConfig, workdir: str | pathlib.Path, *, progress: bool
           for level, v in enumerate(value.reshape(-1)):
             writer.add_scalar(f"codebook/{key}/level{level}", float(v), step)
       writer.add_scalar("train/learning_rate", float(lr(step)), step)
-      if timed_steps:
-        writer.add_scalar("speed/audio_seconds_per_second",
-                          tc.batch_size * data.samples / cc.sample_rate * timed_steps / timed_seconds, step)
-    if tc.audio_every and step % tc.audio_every == 0:  # every process computes; the chief writes
+      if timing.steps:
+        writer.add_scalar("speed/audio_seconds_per_second", timing.rate("audio_seconds"), step)
+
+  def listen(state, step):  # every process computes; the chief writes
+    if tc.audio_every and step % tc.audio_every == 0:
       _log_audio(writer, state.codec(), held_bs[:1], cc, step)
-  done = final_checkpoint(ckpt, _saved_tree(state), step, start_step, tc.steps, preempted, stop_after)
-  if done < tc.steps:
+
+  # The codec's step updates its codebooks outside the gradient, so it cannot leave the
+  # state untouched when a loss is not finite: the first such step stops the run.
+  result = run_loop(
+      state, step_fn, name=cfg.name, ckpt=ckpt, start_step=start_step, steps=tc.steps,
+      max_skipped=0, log=log, postfix=postfix, saved=_saved_tree, every_step=listen,
+      progress=progress, stop_after=stop_after,
+      nonfinite_hint=f"Lower train.learning_rate (now {tc.learning_rate}).")
+  state, metrics, timing = result.state, result.metrics, result.timing
+  if result.step < tc.steps:
     if writer:
       writer.close()
-    return {"config": cfg.name, "step": done, "stopped_early": True}
+    return {"config": cfg.name, "step": result.step, "stopped_early": True}
 
   # --- held-out evaluation ----------------------------------------------------------------------
   codec = state.codec()
   report = evaluate_codec(codec, held_bs)
   report["as_stored"] = {k: v for k, v in audio.evaluate(codec, data.held_out_batch(False)).items()
                          if k != "levels"}
-  step_seconds = timed_seconds / timed_steps if timed_steps else None
+  step_seconds = timing.step_seconds
   summary = {
       "config": cfg.name, "step": tc.steps, "resumed_from": start_step, "params": n_params,
       "mesh": dict(mesh.shape), "sample_rate": cc.sample_rate, "frame_rate": cc.frame_rate,
@@ -294,14 +285,6 @@ def train_audio(cfg: AudioConfig, workdir: str | pathlib.Path, *, progress: bool
                           "spectrogram": str(workdir / "spectrogram.png")}
     write_json(workdir / "summary.json", summary)
   return summary
-
-
-def make_optimizer_schedule(optim: TrainConfig):
-  """The learning rate of each step (for the log; the optimizer holds its own copy)."""
-  import optax
-  return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=optim.learning_rate, warmup_steps=optim.warmup_steps,
-      decay_steps=max(optim.steps, optim.warmup_steps + 1), end_value=optim.learning_rate * 0.1)
 
 
 def evaluate_codec(codec: audio.AudioCodec, held_bs: np.ndarray) -> dict:

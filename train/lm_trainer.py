@@ -13,15 +13,12 @@ the seed and s).
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from tqdm import tqdm
 
 import configs
 import sharding
@@ -31,11 +28,12 @@ from train import lm_data
 from train.flops import measure_matmul_flops_per_second, train_step_flops
 from train.files import write_json
 from lm.vocab import Vocabulary
-from train.optimizer import find_ema, schedule
+from train.optimizer import schedule
 from train.checkpoint import Checkpointer
-from train.loop import PreemptionFlag, final_checkpoint, global_batch, process_rows
 from train.lm_data import BATCH_KEYS
-from train.state import abstract_state, batch_shardings, check_fits_mesh, init_state, make_train_step
+from train.loop import global_batch, open_writer, process_rows, run_loop
+from train.state import (abstract_state, batch_shardings, check_fits_mesh, init_state, make_train_step,
+                         restore, trained_model)
 
 SAMPLE_PROMPT, SAMPLE_LENGTH = 64, 96
 
@@ -64,10 +62,8 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
   ckpt = Checkpointer(workdir / "checkpoints", cfg)
   start_step = ckpt.latest_step() or 0
   if start_step:  # restore onto this run's mesh (any shape) from abstract targets
-    ts = abstract_state(cfg, mesh, seed=tc.seed)
     check_fits_mesh(cfg, mesh)
-    _, restored, _ = ckpt.restore(ts.state, start_step)
-    ts = dataclasses.replace(ts, state=restored)
+    _, ts = restore(ckpt, abstract_state(cfg, mesh, seed=tc.seed), start_step)
   else:
     ts = init_state(cfg, mesh, seed=tc.seed)
   step_fn = make_train_step(cfg, mesh, ts)
@@ -98,60 +94,41 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
           f"per device (arguments {memory.argument_size_in_bytes / 2**20:.1f} MiB, temporaries "
           f"{memory.temp_size_in_bytes / 2**20:.1f} MiB); starting at step {start_step}.\nkineto: data: {data.describe}.")
 
-  writer = None
-  if is_chief:
-    from tensorboardX import SummaryWriter
-    writer = SummaryWriter(str(workdir / "tb"))
-    writer.add_text("config", json.dumps(configs.to_dict(cfg), indent=1), start_step)
+  writer = open_writer(workdir, cfg, start_step)
 
   # --- loop ---------------------------------------------------------------------------
-  state = ts.state
   lr = schedule(tc)
-  timed_steps, timed_seconds, timed_tokens, timed_flops, skipped, metrics = 0, 0.0, 0, 0.0, 0, {}
-  preempted = PreemptionFlag()
-  bar = tqdm(range(start_step, tc.steps), desc=f"train {cfg.name}", initial=start_step,
-             total=tc.steps, disable=not (progress and is_chief), dynamic_ncols=True)
-  step = start_step
-  for step in bar:
+
+  def step_fn(state, step):
     host = data.batch(step, rows)
     batch = global_batch({k: host[k] for k in BATCH_KEYS}, shardings, tc.batch_size)
-    t0 = time.perf_counter()
     state, metrics = compiled[host["tokens"].shape[1]](state, batch)
-    loss = float(metrics["loss"])  # blocks: the step's time is measured whole
-    if step > start_step:  # the first step's time includes one-off warm-up
-      timed_steps += 1
-      timed_seconds += time.perf_counter() - t0
-      timed_tokens += tc.batch_size * (host["tokens"].shape[1] - 1)
-      timed_flops += _step_flops(cfg, host)
-    if not bool(metrics["finite"]):  # the state was left unchanged; nothing is saved
-      skipped += 1
-      if skipped > tc.max_skipped_steps:
-        ckpt.wait()
-        raise FloatingPointError(
-            f"{skipped} steps had a non-finite loss or gradient (last: step {step}, loss {loss}); "
-            f"train.max_skipped_steps={tc.max_skipped_steps}. Lower train.learning_rate (now "
-            f"{tc.learning_rate}) or check the data (token ids must be < lm.vocab={cfg.lm.vocab}). "
-            f"The last good checkpoint is in {ckpt.directory}.")
-      continue
-    stopping = preempted.is_set or (stop_after is not None and step + 1 - start_step >= stop_after)
-    ckpt.save(step + 1, state, force=stopping)
-    if stopping and step + 1 < tc.steps:
-      break
-    if timed_steps:
-      tokens_per_second = timed_tokens / timed_seconds
-      bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_second:.0f}")
-    else:
-      bar.set_postfix(loss=f"{loss:.3f}")
-    if writer and (step % tc.log_every == 0 or step == tc.steps - 1):
-      writer.add_scalar("train/loss", loss, step)
+    return state, metrics, {"tokens": tc.batch_size * (host["tokens"].shape[1] - 1),
+                            "flops": _step_flops(cfg, host)}
+
+  def postfix(metrics, timing):
+    if timing.steps:
+      return {"loss": f"{float(metrics['loss']):.3f}", "tok_s": f"{timing.rate('tokens'):.0f}"}
+    return {"loss": f"{float(metrics['loss']):.3f}"}
+
+  def log(metrics, step, timing):
+    if step % tc.log_every == 0 or step == tc.steps - 1:
+      writer.add_scalar("train/loss", float(metrics["loss"]), step)
       writer.add_scalar("train/grad_norm", float(metrics["grad_norm"]), step)
       writer.add_scalar("train/learning_rate", float(lr(step)), step)
-      writer.add_scalar("train/skipped_steps", skipped, step)
-      if timed_steps:
-        writer.add_scalar("speed/tokens_per_second", timed_tokens / timed_seconds, step)
-  done = final_checkpoint(ckpt, state, step, start_step, tc.steps, preempted, stop_after)
-  if done < tc.steps:
-    return {"config": cfg.name, "step": done, "stopped_early": True}
+      writer.add_scalar("train/skipped_steps", timing.skipped, step)
+      if timing.steps:
+        writer.add_scalar("speed/tokens_per_second", timing.rate("tokens"), step)
+
+  result = run_loop(
+      ts.state, step_fn, name=cfg.name, ckpt=ckpt, start_step=start_step, steps=tc.steps,
+      max_skipped=tc.max_skipped_steps, log=log, postfix=postfix, progress=progress,
+      stop_after=stop_after,
+      nonfinite_hint=(f"Lower train.learning_rate (now {tc.learning_rate}) or check the data "
+                      f"(token ids must be < lm.vocab={cfg.lm.vocab})."))
+  state, metrics, timing = result.state, result.metrics, result.timing
+  if result.step < tc.steps:
+    return {"config": cfg.name, "step": result.step, "stopped_early": True}
 
   # --- held-out evaluation and summary -------------------------------------------------
   eval_sets = data.eval_sets(rows)
@@ -163,31 +140,27 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
                   {k: b[k] for k in BATCH_KEYS}, shardings, tc.batch_size))["loss"]) for b in batches]))
               for name, batches in eval_sets.items()}
 
-  model, opt = nnx.merge(ts.graphdef, state)
+  ts = dataclasses.replace(ts, state=state)
+  model, _ = trained_model(ts, ema=False)
   eval_losses = held_out_losses(model)
   eval_loss = float(np.mean(list(eval_losses.values())))
-  ema = find_ema(opt.opt_state)
-  eval_loss_ema = None
-  if ema is not None:
-    ema_model = nnx.merge(ts.graphdef, state)[0]
-    nnx.update(ema_model, ema)
-    eval_loss_ema = float(np.mean(list(held_out_losses(ema_model).values())))
-  step_seconds = timed_seconds / timed_steps if timed_steps else None  # 1 step: all compile
+  ema_model, has_ema = trained_model(ts)
+  eval_loss_ema = float(np.mean(list(held_out_losses(ema_model).values()))) if has_ema else None
   # The matmul peak is measured after training (measured first, it slows what follows).
   # Fake CPU devices share the host's cores: their peak is the host's, not a sum.
   peak = measure_matmul_flops_per_second(n=1024, dtype=model.dtype)
   peak *= 1 if jax.default_backend() == "cpu" else jax.device_count()
   summary = {
-      "config": cfg.name, "step": tc.steps, "resumed_from": start_step, "skipped_steps": skipped,
+      "config": cfg.name, "step": tc.steps, "resumed_from": start_step, "skipped_steps": timing.skipped,
       "loss": float(metrics["loss"]) if metrics else None, "eval_loss": eval_loss,
       "eval_loss_per_set": eval_losses,
       "eval_loss_ema": eval_loss_ema, "per_device_bytes": int(per_device_bytes),
       "params": n_params, "devices": jax.device_count(), "mesh": dict(mesh.shape),
-      "step_seconds": step_seconds,
-      "tokens_per_second": timed_seconds and timed_tokens / timed_seconds,
-      "mfu": timed_seconds and timed_flops / timed_seconds / peak, "peak_flops_per_second": peak,
+      "step_seconds": timing.step_seconds,  # None after 1 step: its time is all compile
+      "tokens_per_second": timing.seconds and timing.rate("tokens"),
+      "mfu": timing.seconds and timing.rate("flops") / peak, "peak_flops_per_second": peak,
   }
-  if is_chief:
+  if writer:
     writer.add_scalar("eval/loss", eval_loss, tc.steps)
     for name, value in eval_losses.items():
       writer.add_scalar(f"eval/loss_{name}", value, tc.steps)
@@ -205,6 +178,19 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
       (workdir / "sample.txt").write_text(f"PROMPT (held-out):\n{text(prompt)}\n\n"
                                           f"GREEDY CONTINUATION (KV cache):\n{text(sample)}\n")
   return summary
+
+
+def load_lm(workdir: str | pathlib.Path, mesh=None, *, ema: bool = True):
+  """(config, model, step, EMA used) from an LM work directory's latest checkpoint, on `mesh`
+  (default: this host's first device), with the EMA weights when the run kept them and `ema`."""
+  ckpt_dir = pathlib.Path(workdir) / "checkpoints"
+  cfg = configs.from_dict(Config, Checkpointer.read_config(ckpt_dir))
+  mesh = mesh or sharding.make_mesh((1, 1, 1), jax.local_devices()[:1])  # each host its own copy
+  ckpt = Checkpointer(ckpt_dir, cfg)
+  step, ts = restore(ckpt, abstract_state(cfg, mesh))
+  ckpt.close()
+  model, used_ema = trained_model(ts, ema=ema)
+  return cfg, model, int(step), used_ema
 
 
 def _step_flops(cfg: Config, host_batch: dict) -> float:

@@ -1,12 +1,29 @@
-"""Pieces every training loop shares: per-process batch rows, global batch assembly,
-the SIGTERM (preemption) flag and the final checkpoint."""
+"""The one training loop every trainer runs (LM, video tokenizer, audio codec).
+
+A trainer (`train/lm_trainer.py`, `train/tokenizer_trainer.py`, `train/audio_trainer.py`)
+builds its mesh, data, state and compiled step, then hands them to `run_loop`, which owns
+what every run shares: the progress bar, timing (the first step after a start is warm-up
+and is not timed), the non-finite step guard, checkpoints (every step is offered to the
+manager, which keeps its own cadence; forced on SIGTERM, `--stop_after` and at the end),
+and the call to the trainer's TensorBoard logger. The held-out evaluation and the summary
+come after the loop and stay in the trainer. Also here: the per-process batch rows and
+global batch assembly for multi-host runs, and opening the TensorBoard writer.
+"""
 from __future__ import annotations
 
+import dataclasses
+import json
+import pathlib
 import signal
 import threading
+import time
+from typing import Any, Callable
 
 import jax
+import numpy as np
+from tqdm import tqdm
 
+import configs
 import sharding
 
 
@@ -28,6 +45,16 @@ def global_batch(host_batch: dict, shardings: dict, global_rows: int) -> dict:
           for key, local in host_batch.items()}
 
 
+def open_writer(workdir: pathlib.Path, cfg, start_step: int):
+  """TensorBoard writer of `workdir/tb` with the config as text, on process 0; None elsewhere."""
+  if jax.process_index() != 0:
+    return None
+  from tensorboardX import SummaryWriter  # noqa: PLC0415 (only the chief writes events)
+  writer = SummaryWriter(str(workdir / "tb"))
+  writer.add_text("config", json.dumps(configs.to_dict(cfg), indent=1), start_step)
+  return writer
+
+
 class PreemptionFlag:
   """Set by SIGTERM (a scheduler's preemption notice): the loop saves and stops cleanly."""
 
@@ -45,15 +72,96 @@ class PreemptionFlag:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def final_checkpoint(ckpt, state, last_step: int, start_step: int, total_steps: int,
-                     preempted: PreemptionFlag, stop_after: int | None) -> int:
+@dataclasses.dataclass
+class Timing:
+  """Wall time of the timed steps, per-step work (tokens, FLOPs, ...) summed over them, and
+  the count of skipped (non-finite) steps."""
+  steps: int = 0
+  seconds: float = 0.0
+  work: dict = dataclasses.field(default_factory=dict)
+  skipped: int = 0
+
+  def rate(self, key: str) -> float | None:
+    """Work `key` per second over the timed steps (None before the first timed step)."""
+    return self.work[key] / self.seconds if self.steps else None
+
+  @property
+  def step_seconds(self) -> float | None:
+    return self.seconds / self.steps if self.steps else None
+
+
+@dataclasses.dataclass
+class LoopResult:
+  state: Any
+  step: int             # the step of the last checkpoint: `steps` when the run finished
+  metrics: dict         # the last finite step's metrics as numpy ({} when no step ran)
+  timing: Timing
+
+
+def run_loop(state, step_fn: Callable[[Any, int], tuple[Any, dict, dict]], *, name: str,
+             ckpt, start_step: int, steps: int, max_skipped: int, nonfinite_hint: str,
+             log: Callable[[dict, int, Timing], None], postfix: Callable[[dict, Timing], dict],
+             saved: Callable[[Any], Any] = lambda state: state,
+             every_step: Callable[[Any, int], None] | None = None,
+             progress: bool = True, stop_after: int | None = None) -> LoopResult:
+  """Runs steps `start_step .. steps - 1` and returns the final state, saved to `ckpt`.
+
+  step_fn(state, step) -> (state, metrics, work): metrics are device arrays (a "finite"
+  entry, when present, says whether the step changed the state; otherwise the loss is
+  checked), work holds per-step counts to sum over timed steps (e.g. tokens, FLOPs).
+  log(metrics, step, timing) writes TensorBoard scalars with the trainer's tags (called on
+  the chief only); postfix(metrics, timing) gives the progress
+  bar's fields; saved(state) is the tree a checkpoint holds; every_step(state, step) runs
+  after each finite step on every process (e.g. reconstruction images).
+  """
+  is_chief = jax.process_index() == 0
+  timing, metrics = Timing(), {}
+  preempted = PreemptionFlag()
+  bar = tqdm(range(start_step, steps), desc=f"train {name}", initial=start_step, total=steps,
+             disable=not (progress and is_chief), dynamic_ncols=True)
+  step = start_step
+  for step in bar:
+    t0 = time.perf_counter()
+    state, out, work = step_fn(state, step)
+    out = {k: np.asarray(v) for k, v in jax.device_get(out).items()}  # blocks: the step is timed whole
+    if step > start_step:  # the first step's time includes one-off warm-up
+      timing.steps += 1
+      timing.seconds += time.perf_counter() - t0
+      for key, value in work.items():
+        timing.work[key] = timing.work.get(key, 0) + value
+    finite = bool(out["finite"]) if "finite" in out else bool(np.isfinite(out["loss"]))
+    if not finite:
+      timing.skipped += 1
+      if timing.skipped > max_skipped:
+        ckpt.wait()
+        raise FloatingPointError(
+            f"{name}: {timing.skipped} steps had a non-finite loss or gradient (last: step {step}, loss "
+            f"{float(out['loss'])}); train.max_skipped_steps={max_skipped}. {nonfinite_hint} "
+            f"The last good checkpoint is in {ckpt.directory}.")
+      continue
+    metrics = out
+    stopping = preempted.is_set or (stop_after is not None and step + 1 - start_step >= stop_after)
+    ckpt.save(step + 1, saved(state), force=stopping)
+    if stopping and step + 1 < steps:
+      break
+    bar.set_postfix(**postfix(metrics, timing))
+    if is_chief:
+      log(metrics, step, timing)
+    if every_step is not None:
+      every_step(state, step)
+  done = _final_checkpoint(ckpt, saved(state), step, start_step, steps, preempted, stop_after)
+  return LoopResult(state=state, step=done, metrics=metrics, timing=timing)
+
+
+def _final_checkpoint(ckpt, saved_state, last_step: int, start_step: int, total_steps: int,
+                      preempted: PreemptionFlag, stop_after: int | None) -> int:
   """Saves the state after the loop (unless that step is already saved), waits for every
   async save and closes the manager; returns the step saved. A run that stopped early
   (SIGTERM or --stop_after) says how to resume."""
   preempted.restore()
   done = last_step + 1 if total_steps > start_step else start_step
   if ckpt.latest_step() != done:
-    ckpt.save(done, state, force=True)
+    ckpt.save(done, saved_state, force=True)
   ckpt.wait()
   ckpt.close()
   if done < total_steps:

@@ -17,7 +17,7 @@ from flax import nnx
 import sharding
 from configs.schema import Config
 from lm import Transformer, next_token_loss
-from train.optimizer import make_optimizer
+from train.optimizer import find_ema, make_optimizer
 
 BATCH_KEYS = ("tokens", "input_mask", "loss_mask")
 
@@ -71,6 +71,23 @@ def init_state(cfg: Config, mesh: jax.sharding.Mesh, seed: int = 0) -> TrainStat
   """Creates parameters and optimizer state directly on their shards."""
   check_fits_mesh(cfg, mesh)
   return init_of(lambda: _model_and_opt(cfg, seed), mesh, cfg.mesh.rules)
+
+
+def restore(ckpt, abstract: TrainState, step: int | None = None) -> tuple[int, TrainState]:
+  """(step, state) of a checkpoint (the latest, or `step`) restored onto `abstract`'s
+  shardings: a run saved on one mesh resumes or loads on any other."""
+  step, state, _ = ckpt.restore(abstract.state, step)
+  return step, dataclasses.replace(abstract, state=state)
+
+
+def trained_model(ts: TrainState, *, ema: bool = True):
+  """(model, whether EMA weights were used): the first object of a (model, optimizer, ...)
+  state, with the optimizer's EMA of its weights when the run kept one and `ema`."""
+  model, opt = nnx.merge(ts.graphdef, ts.state)[:2]
+  found = find_ema(opt.opt_state) if ema else None
+  if found is not None:
+    nnx.update(model, found)
+  return model, found is not None
 
 
 def batch_shardings(cfg: Config, mesh: jax.sharding.Mesh) -> dict:

@@ -12,15 +12,12 @@ again resumes with the same data order: the batch of step s depends only on the 
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from tqdm import tqdm
 
 import configs
 import sharding
@@ -29,8 +26,9 @@ from train import tokenizer_step
 from train.checkpoint import Checkpointer
 from train.files import write_json
 from train.data import clips
-from train.loop import PreemptionFlag, final_checkpoint, global_batch, process_rows
-from train.optimizer import find_ema, schedule
+from train.loop import global_batch, open_writer, process_rows, run_loop
+from train.optimizer import schedule
+from train.state import restore, trained_model
 from vidtok import lfq, metrics
 from vidtok.model import VideoTokenizer
 
@@ -55,10 +53,8 @@ def train_tokenizer(cfg: TokenizerConfig, workdir: str | pathlib.Path, *, progre
   ckpt = Checkpointer(workdir / "checkpoints", cfg)
   start_step = ckpt.latest_step() or 0
   if start_step:
-    ts = tokenizer_step.abstract_state(cfg, mesh)
     tokenizer_step.check_fits_mesh(cfg, mesh)
-    _, restored, _ = ckpt.restore(ts.state, start_step)
-    ts = dataclasses.replace(ts, state=restored)
+    _, ts = restore(ckpt, tokenizer_step.abstract_state(cfg, mesh), start_step)
   else:
     ts = tokenizer_step.init_state(cfg, mesh)
     if tc.init_from:
@@ -80,77 +76,61 @@ def train_tokenizer(cfg: TokenizerConfig, workdir: str | pathlib.Path, *, progre
     print(f"kineto: {cfg.name}: {n_params / 1e6:.2f}M tokenizer params on mesh {dict(mesh.shape)}; "
           f"clips {tc.frames}x{height}x{width} -> {t}x{h}x{w} tokens of {cfg.vidtok.bits} bits; "
           f"{len(train_clips.source)} training clips in {tc.data_dir}; starting at step {start_step}.")
-  writer = None
-  if is_chief:
-    from tensorboardX import SummaryWriter
-    writer = SummaryWriter(str(workdir / "tb"))
-    writer.add_text("config", json.dumps(configs.to_dict(cfg), indent=1), start_step)
+  writer = open_writer(workdir, cfg, start_step)
 
   # --- loop ---------------------------------------------------------------------------
-  state, lr, out = ts.state, schedule(tc), {}
-  timed_steps, timed_seconds, skipped = 0, 0.0, 0
-  preempted = PreemptionFlag()
-  bar = tqdm(range(start_step, tc.steps), desc=f"train {cfg.name}", initial=start_step,
-             total=tc.steps, disable=not (progress and is_chief), dynamic_ncols=True)
-  step = start_step
-  for step in bar:
+  lr = schedule(tc)
+
+  def step_fn(state, step):
     video = global_batch({"video": train_clips.batch(step, rows)}, {"video": video_sharding},
                          tc.batch_size)["video"]
-    t0 = time.perf_counter()
     state, out = compiled(state, video, jnp.int32(step), lpips_params)
-    loss = float(out["loss"])
-    if step > start_step:
-      timed_steps += 1
-      timed_seconds += time.perf_counter() - t0
-    if not bool(out["finite"]):
-      skipped += 1
-      if skipped > tc.max_skipped_steps:
-        ckpt.wait()
-        raise FloatingPointError(
-            f"{skipped} tokenizer steps had non-finite losses or gradients (last: step {step}); "
-            f"train.max_skipped_steps={tc.max_skipped_steps}. Lower train.learning_rate (now "
-            f"{tc.learning_rate}) or train.gan_weight. The last good checkpoint is in {ckpt.directory}.")
-      continue
-    stopping = preempted.is_set or (stop_after is not None and step + 1 - start_step >= stop_after)
-    ckpt.save(step + 1, state, force=stopping)
-    if stopping and step + 1 < tc.steps:
-      break
-    bar.set_postfix(loss=f"{loss:.3f}", psnr=f"{float(out['psnr']):.1f}",
-                    codes=int(out["codes_used"]))
-    if writer and (step % tc.log_every == 0 or step == tc.steps - 1):
+    return state, out, {"clips": tc.batch_size}
+
+  def postfix(out, timing):
+    return {"loss": f"{float(out['loss']):.3f}", "psnr": f"{float(out['psnr']):.1f}",
+            "codes": int(out["codes_used"])}
+
+  def log(out, step, timing):
+    if step % tc.log_every == 0 or step == tc.steps - 1:
       for key, value in out.items():
         writer.add_scalar(f"{'codebook' if key in _HEALTH else 'train'}/{key}", float(value), step)
       writer.add_scalar("train/learning_rate", float(lr(step)), step)
-      writer.add_scalar("train/skipped_steps", skipped, step)
-      if timed_steps:
-        writer.add_scalar("speed/clips_per_second", tc.batch_size * timed_steps / timed_seconds, step)
-    if tc.image_every and step % tc.image_every == 0:  # every process: the weights are sharded
+      writer.add_scalar("train/skipped_steps", timing.skipped, step)
+      if timing.steps:
+        writer.add_scalar("speed/clips_per_second", timing.rate("clips"), step)
+
+  def reconstruction_strip(state, step):  # every process: the weights are sharded
+    if tc.image_every and step % tc.image_every == 0:
       model = nnx.merge(ts.graphdef, state)[0]
       _log_strip(writer, model, train_clips.batch(step, slice(0, 2)), step)
-  done = final_checkpoint(ckpt, state, step, start_step, tc.steps, preempted, stop_after)
-  if done < tc.steps:
-    return {"config": cfg.name, "step": done, "stopped_early": True}
+
+  result = run_loop(
+      ts.state, step_fn, name=cfg.name, ckpt=ckpt, start_step=start_step, steps=tc.steps,
+      max_skipped=tc.max_skipped_steps, log=log, postfix=postfix, every_step=reconstruction_strip,
+      progress=progress, stop_after=stop_after,
+      nonfinite_hint=f"Lower train.learning_rate (now {tc.learning_rate}) or train.gan_weight.")
+  state, out, timing = result.state, result.metrics, result.timing
+  if result.step < tc.steps:
+    return {"config": cfg.name, "step": result.step, "stopped_early": True}
 
   # --- held-out evaluation ----------------------------------------------------------------
-  gen, gen_opt = nnx.merge(ts.graphdef, state)[:2]
-  ema = find_ema(gen_opt.opt_state)
-  if ema is not None:  # the EMA weights are the ones users get
-    nnx.update(gen, ema)
+  gen, has_ema = trained_model(dataclasses.replace(ts, state=state))  # EMA weights: what users get
   videos = held_out_clips(tc.data_dir, "validation", EVAL_CLIPS)
   report = evaluate(gen, videos)
   if is_chief:
     save_side_by_side(workdir / "reconstructions.gif", videos[:4], report.pop("reconstructions")[:4])
   else:
     report.pop("reconstructions")
-  step_seconds = timed_seconds / timed_steps if timed_steps else None
-  summary = {"config": cfg.name, "step": tc.steps, "resumed_from": start_step, "skipped_steps": skipped,
+  step_seconds = timing.step_seconds
+  summary = {"config": cfg.name, "step": tc.steps, "resumed_from": start_step, "skipped_steps": timing.skipped,
              "params": int(n_params), "mesh": dict(mesh.shape), "train_loss": float(out["loss"]) if out else None,
-             "train_psnr": float(out["psnr"]) if out else None, "ema": ema is not None,
+             "train_psnr": float(out["psnr"]) if out else None, "ema": has_ema,
              "step_seconds": step_seconds,
              "clips_per_second": step_seconds and tc.batch_size / step_seconds,
              "held_out": report}
   _log_strip(writer, gen, videos[:2], tc.steps)
-  if is_chief:
+  if writer:
     for key, value in report.items():
       if isinstance(value, float):
         writer.add_scalar(f"eval/{key}", value, tc.steps)
@@ -245,11 +225,6 @@ def load_tokenizer(workdir: str | pathlib.Path, *, ema: bool = True) -> tuple[To
   cfg = configs.from_dict(TokenizerConfig, saved)
   mesh = sharding.make_mesh((1, 1, 1), jax.local_devices()[:1])  # each host loads its own copy
   ckpt = Checkpointer(ckpt_dir, cfg)
-  ts = tokenizer_step.abstract_state(cfg, mesh)
-  _, state, _ = ckpt.restore(ts.state)
+  _, ts = restore(ckpt, tokenizer_step.abstract_state(cfg, mesh))
   ckpt.close()
-  gen, gen_opt = nnx.merge(ts.graphdef, state)[:2]
-  found = find_ema(gen_opt.opt_state)
-  if ema and found is not None:
-    nnx.update(gen, found)
-  return cfg, gen
+  return cfg, trained_model(ts, ema=ema)[0]
