@@ -1,8 +1,8 @@
 """Audio codec real-time factor on CPU: seconds of audio encoded (decoded) per second of
-compute, for the demo codec (configs/audio_demo.py), `presets.demo()` and
-`presets.soundstream()` (VideoPoet's scale), plus XLA's FLOP count per second of audio.
+compute, for the demo codec (configs/audio_demo.py) and configs/audio_soundstream.py
+(VideoPoet's scale), plus XLA's FLOP count per second of audio.
 
-  python bench/audio_codec.py [--batch 2] [--seconds 10] [--presets audio_demo,demo,soundstream]
+  python bench/audio_codec.py [--batch 2] [--seconds 10] [--configs audio_demo,audio_soundstream]
 
 The input is real audio: the bigbuckbunny soundtrack, tiled to `--seconds`, `--batch` rows.
 The weights are freshly initialized (the cost does not depend on their values). Encode
@@ -25,18 +25,10 @@ from common import emit, machine_info, time_fn  # noqa: E402
 import configs  # noqa: E402
 from train.data import audio as audio_files  # noqa: E402
 from vidtok import audio  # noqa: E402
-from vidtok.audio import presets  # noqa: E402
-
-
-def codec_config(name: str):
-  """A preset name in vidtok/audio/presets.py, or an audio config file in configs/."""
-  if hasattr(presets, name):
-    return getattr(presets, name)()
-  return configs.load(name).codec
 
 
 def measure(name: str, wave_bs: np.ndarray, repeats: int) -> dict:
-  cfg = codec_config(name)
+  cfg = configs.load(name).codec  # an audio config's name or path
   codec = audio.AudioCodec(cfg, rngs=nnx.Rngs(0))
   graphdef, state = nnx.split(codec)
   wave_bs = jax.numpy.asarray(wave_bs[:, :wave_bs.shape[1] // cfg.hop * cfg.hop])
@@ -59,19 +51,19 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--batch", type=int, default=2, help="recordings per call")
   parser.add_argument("--seconds", type=float, default=10.0, help="length of each recording")
-  parser.add_argument("--presets", default="audio_demo,demo,soundstream",
-                      help="comma-separated presets.* names or configs/ audio configs")
+  parser.add_argument("--configs", default="audio_demo,audio_soundstream",
+                      help="comma-separated audio config names (configs/audio_*.py) or paths")
   parser.add_argument("--repeats", type=int, default=5)
   args = parser.parse_args()
   bunny = audio.peak_normalize(audio_files.load_bigbuckbunny())
   samples = int(args.seconds * 16_000)
   wave_bs = np.stack([np.roll(np.tile(bunny, -(-samples // len(bunny))), 4_000 * i)[:samples]
                       for i in range(args.batch)]).astype(np.float32)
-  names = [n for n in args.presets.split(",") if n]
+  names = [n for n in args.configs.split(",") if n]
   results = {}
   for name in names:
     r = results[name] = measure(name, wave_bs, args.repeats)
-    print(f"{name:12s} encode {r['encode_realtime_factor']:8.1f}x real time  decode "
+    print(f"{name:18s} encode {r['encode_realtime_factor']:8.1f}x real time  decode "
           f"{r['decode_realtime_factor']:8.1f}x real time  ({r['encode_gflop_per_audio_second']:.2f}+"
           f"{r['decode_gflop_per_audio_second']:.2f} GFLOP per audio second, {r['params'] / 1e6:.2f}M params)")
   first = results[names[0]]

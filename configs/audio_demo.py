@@ -9,8 +9,8 @@ the validation split's clips with sound (other game episodes, bigbuckbunny's sec
 never trained on. `--set train.extra_audio=espeak,sonic_pi` adds espeak-ng speech and
 Debian's sonic-pi samples (both installed with apt) for variety. Narrow (base width 8, one
 residual unit per block) so that 400 steps take about 1.5 minutes on two CPU cores (~0.2 s
-a step); `python -m vidtok.audio.demo` trains the wider `presets.demo()` longer. Short
-training: expect a spectral envelope, not clean audio (see summary.json).
+a step); `configs/audio_soundstream.py` is VideoPoet's scale. Short training: expect a
+spectral envelope, not clean audio (see summary.json).
 """
 from configs.schema import AudioConfig, AudioCodecConfig, AudioTrainConfig, MeshConfig
 

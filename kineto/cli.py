@@ -136,14 +136,14 @@ def _list_configs(args) -> int:
     cfg = configs.load(name)
     if hasattr(cfg, "codec"):
       c = cfg.codec
-      print(f"{name:16s} audio      channels={c.channels} x {c.channel_mults} {c.sample_rate} Hz -> "
+      print(f"{name:18s} audio      channels={c.channels} x {c.channel_mults} {c.sample_rate} Hz -> "
             f"{c.frame_rate:g} Hz, {c.levels} x {c.codebook_size} RVQ codes")
     elif hasattr(cfg, "lm"):
-      print(f"{name:16s} LM         {cfg.lm.param_count() / 1e6:9.1f}M params  d={cfg.lm.embed} "
+      print(f"{name:18s} LM         {cfg.lm.param_count() / 1e6:9.1f}M params  d={cfg.lm.embed} "
             f"layers={cfg.lm.layers} heads={cfg.lm.heads}/{cfg.lm.kv_heads} vocab={cfg.lm.vocab}")
     else:
       v = cfg.vidtok
-      print(f"{name:16s} tokenizer  channels={v.channels} x {v.multipliers} res_blocks={v.res_blocks} "
+      print(f"{name:18s} tokenizer  channels={v.channels} x {v.multipliers} res_blocks={v.res_blocks} "
             f"{v.time_factor}x{v.space_factor}x{v.space_factor} {v.bits}-bit LFQ")
   return 0
 

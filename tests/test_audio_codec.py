@@ -1,18 +1,28 @@
 """The audio codec (vidtok/audio): causality, shapes and rates, RVQ on real audio features,
 input errors, resampling, and training steps on the real bigbuckbunny soundtrack."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
+import configs
 from configs import ConfigError
 from configs.schema import AudioCodecConfig
 from train import audio_step
 from train.data import audio as audio_files
 from vidtok import audio
-from vidtok.audio import losses, presets
+from vidtok.audio import losses
 from vidtok.audio.rvq import ResidualVQ
+
+
+def tiny_codec(**overrides) -> AudioCodecConfig:
+  """`configs/audio_tiny.py`'s codec with 4 levels and a small discriminator (4 channels,
+  2 scales, 2 downsamples) for the adversarial test, plus `overrides`."""
+  return dataclasses.replace(configs.load("audio_tiny").codec, levels=4, disc_channels=4,
+                             disc_scales=2, disc_downsamples=2, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +33,13 @@ def bunny():
 
 @pytest.fixture(scope="module")
 def codec():
-  return audio.AudioCodec(presets.tiny(), rngs=nnx.Rngs(0))
+  return audio.AudioCodec(tiny_codec(), rngs=nnx.Rngs(0))
 
 
 def test_config_rates_and_validation():
   cfg = AudioCodecConfig()
   assert (cfg.hop, cfg.frame_rate, cfg.clip_samples, cfg.clip_frames) == (320, 50.0, 34_000, 106)
-  vp = presets.soundstream()
+  vp = configs.load("audio_soundstream").codec
   assert (vp.levels, vp.codebook_size, vp.clip_frames) == (4, 1024, 106)
   for bad, message in [(dict(codebook_mode="kmeans"), "codebook_mode='kmeans'"),
                        (dict(channel_mults=(2, 4)), "one multiplier >= 1 per stride"),
@@ -166,7 +176,7 @@ def test_load_audio_decodes_resamples_and_downmixes(tmp_path):
 
 
 def test_train_steps_lower_the_loss_on_real_audio(bunny):
-  cfg = presets.tiny(quantizer_dropout=0.0)
+  cfg = tiny_codec(quantizer_dropout=0.0)
   split = int(0.7 * len(bunny))
   held = np.stack([bunny[split:split + 8000], bunny[split + 8000:split + 16_000]])
   state = audio_step.init_state(cfg, audio_step.default_train_config(20, batch_size=4, learning_rate=3e-3))
@@ -185,7 +195,7 @@ def test_train_steps_lower_the_loss_on_real_audio(bunny):
 
 
 def test_adversarial_straight_through_step_updates_everything(bunny):
-  cfg = presets.tiny(discriminator=True, codebook_mode="straight_through", adversarial_loss="least_squares")
+  cfg = tiny_codec(discriminator=True, codebook_mode="straight_through", adversarial_loss="least_squares")
   train = audio_step.default_train_config(3, batch_size=2, warmup_steps=0)
   state = audio_step.init_state(cfg, train, seed=1)
   before = jax.tree.map(np.asarray, (state.params, state.disc_params))

@@ -9,7 +9,6 @@ residual vector quantization. Mono waveforms [B, S] at 16 kHz <-> int32 codes
 Models, quantizer, losses and metrics only; training is `train/audio_step.py` and
 `train/audio_trainer.py`, audio files are `train/data/audio.py`.
 """
-from vidtok.audio import presets
 from vidtok.audio.codec import AudioCodec, check_waveform
 from vidtok.audio.losses import snr_db, spectral_distance_db
 from vidtok.audio.metrics import evaluate, reconstruct
@@ -17,4 +16,4 @@ from vidtok.audio.rvq import ResidualVQ
 from vidtok.audio.signal import peak_normalize, prepare, resample_poly
 
 __all__ = ["AudioCodec", "ResidualVQ", "check_waveform", "evaluate", "peak_normalize", "prepare",
-           "presets", "reconstruct", "resample_poly", "snr_db", "spectral_distance_db"]
+           "reconstruct", "resample_poly", "snr_db", "spectral_distance_db"]

@@ -1,0 +1,30 @@
+"""The typed, frozen config dataclasses every kineto command reads, one module per family.
+
+A config file in `configs/` builds one `Config` (LM), `TokenizerConfig` or `AudioConfig`
+in `get_config()`. Validation lives in `__post_init__`, so a bad value fails when the
+config is built (by the file or by a `--set` override), before any device is touched or
+anything compiles.
+
+  checks.py     ConfigError and the validation helpers
+  mesh.py       MeshConfig, MESH_AXES, DEFAULT_RULES (logical axis -> mesh axes)
+  train.py      TrainConfig: the LM's optimization loop (also the audio library step's)
+  lm.py         LmConfig, VocabConfig, LmDataConfig and Config, one LM run
+  tokenizer.py  VidtokConfig, VidtokTrainConfig and TokenizerConfig, one tokenizer run
+  audio.py      AudioCodecConfig, AudioTrainConfig and AudioConfig, one audio codec run
+"""
+from configs.schema.audio import (ACTIVATIONS, ADVERSARIAL_LOSSES, CODEBOOK_MODES, EXTRA_AUDIO,
+                                  AudioCodecConfig, AudioConfig, AudioTrainConfig)
+from configs.schema.checks import ConfigError, _check_choice, _check_positive
+from configs.schema.lm import (ATTENTION_IMPLS, AUDIO_ORDERS, DATA_SOURCES, DTYPES, REMAT_POLICIES,
+                               Config, LmConfig, LmDataConfig, VocabConfig)
+from configs.schema.mesh import DEFAULT_RULES, MESH_AXES, MeshConfig
+from configs.schema.tokenizer import RECON_LOSSES, TokenizerConfig, VidtokConfig, VidtokTrainConfig
+from configs.schema.train import TrainConfig
+
+__all__ = [
+    "ACTIVATIONS", "ADVERSARIAL_LOSSES", "ATTENTION_IMPLS", "AUDIO_ORDERS", "CODEBOOK_MODES",
+    "DATA_SOURCES", "DEFAULT_RULES", "DTYPES", "EXTRA_AUDIO", "MESH_AXES", "RECON_LOSSES",
+    "REMAT_POLICIES", "AudioCodecConfig", "AudioConfig", "AudioTrainConfig", "Config", "ConfigError",
+    "LmConfig", "LmDataConfig", "MeshConfig", "TokenizerConfig", "TrainConfig", "VidtokConfig",
+    "VidtokTrainConfig", "VocabConfig",
+]

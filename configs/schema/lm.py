@@ -1,0 +1,132 @@
+"""The multi-task LM's configs: the transformer (lm/model.py), the unified vocabulary
+(lm/vocab.py), what it trains on (train/lm_data.py), and `Config`, one LM run."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+
+from configs.schema.checks import ConfigError, _check_choice, _check_positive
+from configs.schema.mesh import MeshConfig
+from configs.schema.train import TrainConfig
+
+# auto: float32 on CPU, bfloat16 elsewhere. No float16: the loss has no loss scaling.
+DTYPES = ("auto", "float32", "bfloat16")
+ATTENTION_IMPLS = ("blockwise", "dot_product_attention")
+# `none` runs layers without rematerialization; every other name is a policy without
+# arguments from `jax.checkpoint_policies` (`nothing_saveable` = full remat).
+REMAT_POLICIES = ("none",) + tuple(
+    name for name in ("nothing_saveable", "everything_saveable", "dots_saveable",
+                      "dots_with_no_batch_dims_saveable")
+    if hasattr(jax.checkpoint_policies, name))
+
+
+@dataclasses.dataclass(frozen=True)
+class LmConfig:
+  """The decoder-only prefix-LM transformer (lm/model.py)."""
+  vocab: int = 512             # V: rows of the embedding and logits (>= the vocab layout's size)
+  embed: int = 64              # D: model width
+  layers: int = 2              # transformer blocks
+  heads: int = 4               # N: query heads
+  kv_heads: int = 2            # key/value heads (grouped-query attention; divides heads)
+  head_dim: int = 0            # 0: embed // heads
+  mlp: int = 172               # SwiGLU hidden width (~8/3 x embed matches a 4x GELU MLP)
+  qk_norm: bool = True         # RMSNorm on queries and keys before rotary positions
+  tie_embeddings: bool = False  # logits use the input embedding (no separate output head)
+  rope_theta: float = 10_000.0  # rotary position base (wavelengths up to 2*pi*theta)
+  norm_eps: float = 1e-6       # epsilon of every RMSNorm
+  max_len: int = 128           # longest training sequence (train.seq_len <= max_len)
+  dtype: str = "auto"          # compute dtype; parameters are always float32
+  remat_policy: str = "nothing_saveable"  # a REMAT_POLICIES name: what the backward pass keeps
+  scan_unroll: int = 1         # layers per scan iteration (>= layers: straight-line code)
+  attention_block: int = 256   # query block of the block-causal attention (0: one block)
+  attention_impl: str = "blockwise"  # or "dot_product_attention" (see lm/attention.py)
+  loss_chunk: int = 256        # sequence chunk of the fused cross-entropy
+  z_loss: float = 1e-4         # weight of the log(Z)**2 penalty that keeps logits small
+
+  def __post_init__(self):
+    _check_positive(self, "vocab", "embed", "layers", "heads", "kv_heads", "mlp", "max_len",
+                    "scan_unroll")
+    if self.head_dim == 0 and self.embed % self.heads:
+      raise ConfigError(f"lm.heads={self.heads} does not divide lm.embed={self.embed}; "
+                        "pick heads dividing embed or set lm.head_dim explicitly.")
+    if self.head_size % 2:
+      raise ConfigError(f"head size {self.head_size} (lm.head_dim or lm.embed / lm.heads) must be "
+                        "even for rotary positions.")
+    if self.heads % self.kv_heads:
+      raise ConfigError(f"lm.kv_heads={self.kv_heads} does not divide lm.heads={self.heads}; "
+                        "grouped-query attention needs heads to be a multiple of kv_heads.")
+    if self.head_dim < 0 or self.attention_block < 0 or self.loss_chunk < 0 or self.z_loss < 0:
+      raise ConfigError("lm.head_dim, lm.attention_block, lm.loss_chunk and lm.z_loss must be >= 0.")
+    _check_choice("lm.dtype", self.dtype, DTYPES)
+    _check_choice("lm.remat_policy", self.remat_policy, REMAT_POLICIES)
+    _check_choice("lm.attention_impl", self.attention_impl, ATTENTION_IMPLS)
+
+  @property
+  def head_size(self) -> int:
+    return self.head_dim or self.embed // self.heads
+
+  def param_count(self) -> int:
+    """Number of parameters (embedding and head included)."""
+    k, d = self.head_size, self.embed
+    attn = d * k * (self.heads + 2 * self.kv_heads) + self.heads * k * d
+    per_layer = attn + 3 * d * self.mlp + 2 * d + (2 * k if self.qk_norm else 0)
+    head = 0 if self.tie_embeddings else d * self.vocab
+    return self.vocab * d + head + self.layers * per_layer + d
+
+
+@dataclasses.dataclass(frozen=True)
+class VocabConfig:
+  """The unified id space (lm/vocab.py): special | text | video | audio, in that order."""
+  special: int = 32            # special and task tokens
+  text: int = 256              # SentencePiece pieces (bytes for the bundled text corpus)
+  video_bits: int = 6          # LFQ bits: 2**bits video codes
+  audio_levels: int = 2        # RVQ levels ...
+  audio_codebook: int = 64     # ... of this many codes each
+
+  def __post_init__(self):
+    _check_positive(self, "special", "text", "video_bits", "audio_levels", "audio_codebook")
+
+  @property
+  def size(self) -> int:
+    return self.special + self.text + 2 ** self.video_bits + self.audio_levels * self.audio_codebook
+
+
+DATA_SOURCES = ("bytes", "tokens")
+AUDIO_ORDERS = ("level", "time")
+
+
+@dataclasses.dataclass(frozen=True)
+class LmDataConfig:
+  """What the LM trains on (train/lm_data.py)."""
+  source: str = "bytes"        # bytes: the bundled text corpus; tokens: shards of `kineto tokenize`
+  tokens_dir: str = ""         # the token shards (source=tokens), with train and validation splits
+  audio_order: str = "level"   # RVQ audio codes flattened level-major (VideoPoet) or "time"-major
+
+  def __post_init__(self):
+    _check_choice("data.source", self.source, DATA_SOURCES)
+    _check_choice("data.audio_order", self.audio_order, AUDIO_ORDERS)
+    if self.source == "tokens" and not self.tokens_dir:
+      raise ConfigError("data.source=tokens needs data.tokens_dir: a directory written by "
+                        "`kineto tokenize --out DIR`.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Everything one run needs."""
+  name: str = "unnamed"        # the config's name (its file's stem for shipped configs)
+  vocab: VocabConfig = VocabConfig()      # the id layout the LM reads and writes
+  lm: LmConfig = LmConfig()               # the transformer
+  mesh: MeshConfig = MeshConfig()         # devices and sharding rules
+  train: TrainConfig = TrainConfig()      # optimizer, schedule, checkpoints
+  data: LmDataConfig = LmDataConfig()     # training text or token shards
+
+  def __post_init__(self):
+    if self.lm.vocab < self.vocab.size:
+      raise ConfigError(f"lm.vocab={self.lm.vocab} is smaller than the vocabulary layout's "
+                        f"{self.vocab.size} ids (special {self.vocab.special} + text {self.vocab.text} + "
+                        f"video 2**{self.vocab.video_bits} + audio {self.vocab.audio_levels} x "
+                        f"{self.vocab.audio_codebook}); raise lm.vocab or shrink the vocab section.")
+    if self.train.seq_len > self.lm.max_len:
+      raise ConfigError(f"train.seq_len={self.train.seq_len} exceeds lm.max_len={self.lm.max_len}; "
+                        "raise lm.max_len or shorten train.seq_len.")
