@@ -16,8 +16,9 @@
   kineto configs                       list the shipped configs
   kineto --coordinator_address H:P --num_processes N --process_id I lm train ...   (multi-host)
 
-Subcommands for the tokenizer, data, sampling and the demo join as they land (see
-DESIGN.md section 9). Logic lives in importable modules; this file only parses.
+Logic lives in importable modules (docs/design.md 9): each handler below parses its flags
+and calls one library function. Library modules are imported inside the handlers so that a
+bad flag or config is reported before JAX and TFDS load.
 """
 from __future__ import annotations
 

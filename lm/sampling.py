@@ -1,4 +1,4 @@
-"""Samplers: fill the output part of a task sequence with token ids (DESIGN.md 4.5, 5).
+"""Samplers: fill the output part of a task sequence with token ids (docs/design.md 4.5, 5).
 
 A prompt comes from `lm.tasks.prompt` (the prefix, ending with the first output's opening
 marker); the task layout (`lm.tasks.outputs`) says what follows. A `Plan` turns that

@@ -1,4 +1,4 @@
-"""Task layouts: one tokenized example -> one prefix-LM training sequence (DESIGN.md 4.5).
+"""Task layouts: one tokenized example -> one prefix-LM training sequence (docs/design.md 4.5).
 
 An example is a dict of already-tokenized inputs, any of them absent:
   `text`   int pieces [n] from `lm.text.TextTokenizer` (no vocabulary offset),
@@ -135,7 +135,7 @@ class Task:
       if any(m not in allowed for m in order) or order != sorted(order, key=MODALITIES.index) \
           or len(set(order)) != len(order):
         raise ValueError(f"task {self.name}: {role} modalities {order} must be distinct, from "
-                         f"{list(allowed)} and in that order (DESIGN.md 4.5).")
+                         f"{list(allowed)} and in that order (docs/design.md 4.5).")
     if not self.outputs:
       raise ValueError(f"task {self.name} has no output.")
     if any(s.optional or s.droppable for s in self.outputs):

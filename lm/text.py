@@ -1,4 +1,4 @@
-"""Captions <-> text pieces: a SentencePiece model trained on the user's corpus (DESIGN.md 4.3).
+"""Captions <-> text pieces: a SentencePiece model trained on the user's corpus (docs/design.md 4.3).
 
   kineto text train --corpus captions.txt --vocab 1000 --out /tmp/text   # -> /tmp/text.model
 

@@ -1,4 +1,4 @@
-"""The unified id space the LM reads and writes (DESIGN.md 4.4).
+"""The unified id space the LM reads and writes (docs/design.md 4.4).
 
 Contiguous ranges fixed by `configs.VocabConfig` and recorded with every checkpoint:
 

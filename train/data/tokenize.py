@@ -9,7 +9,7 @@
 
 Data comes from a dataset built by `kineto data build` / `kineto data demo` and a video
 tokenizer work directory (`kineto tokenizer train`; its latest checkpoint, EMA weights). It
-goes to `--out` (DESIGN.md section 3):
+goes to `--out` (docs/design.md 3):
 
   {split}-{chunk:05d}-of-{chunks:05d}.arrayrecord   one record per clip, clips
         [chunk * shard_size, (chunk + 1) * shard_size) of the split, in dataset order
