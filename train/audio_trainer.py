@@ -42,6 +42,7 @@ import sharding
 from configs.schema import AudioCodecConfig, AudioConfig, ConfigError, TrainConfig
 from train.checkpoint import Checkpointer
 from train.data.build import DataError
+from train.data.shards import fingerprint
 from train.files import write_json
 from train.loop import PreemptionFlag, final_checkpoint, global_batch, process_rows
 from train.data import audio as audio_files
@@ -398,8 +399,6 @@ class AudioCodecHandle:
     """{"fingerprint", "config_sha256", "weights_sha256"}: the codec config and every array
     that gives codes their meaning (parameters and codebooks), by name in sorted order."""
     from flax import nnx
-
-    from train.data.tokenize import fingerprint
     state = nnx.to_pure_dict(nnx.state(self.codec))
     arrays = {jax.tree_util.keystr(path): np.asarray(leaf)
               for path, leaf in jax.tree_util.tree_leaves_with_path(state)}

@@ -111,11 +111,11 @@ def make(cfg: Config, vocab: Vocabulary):
   """The data source the config names."""
   if cfg.data.source == "bytes":
     return ByteData(cfg, vocab)
-  from train.data import tokenize
-  shards = {split: tokenize.open_token_shards(cfg.data.tokens_dir, split=split)
+  from train.data.shards import open_token_shards, to_example  # loads TFDS: only for token data
+  shards = {split: open_token_shards(cfg.data.tokens_dir, split=split)
             for split in ("train", "validation")}
   for s in shards.values():
     s.check_vocab(cfg.vocab)
   spec = clip_spec(shards["train"].manifest, cfg.data.audio_order)
-  examples = {split: [tokenize.to_example(s[i]) for i in range(len(s))] for split, s in shards.items()}
+  examples = {split: [to_example(s[i]) for i in range(len(s))] for split, s in shards.items()}
   return MixtureData(cfg, vocab, examples["train"], examples["validation"], spec)
