@@ -17,7 +17,8 @@ from train.audio_trainer import AudioData, load_audio_codec
 from train.checkpoint import Checkpointer
 from kineto.cli import main
 from train.data import demo
-from train.data.build import ClipSpec, build_dataset
+from configs.clip import ClipSpec
+from train.data.build import build_dataset
 from train.data.pipeline import open_split
 from train.data.tokenize import TokenShardError, open_token_shards, to_example, tokenize_dataset
 from vidtok import audio

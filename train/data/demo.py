@@ -24,7 +24,8 @@ import pathlib
 
 import numpy as np
 
-from train.data.build import ClipSpec, DataError, Source, Stream, file_source, write_dataset
+from configs.clip import ClipSpec
+from train.data.build import DataError, Source, Stream, file_source, write_dataset
 
 # ALE game id -> caption. Visually distinct games: paddles, bricks, aliens, a road, a ring, sea.
 GAMES = {

@@ -46,8 +46,8 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 import sharding
+from configs.clip import ClipSpec
 from configs.schema import DEFAULT_RULES, VocabConfig
-from lm.tasks import ClipSpec
 from lm.text import TextTokenizer
 from lm.vocab import Vocabulary
 from train.audio_trainer import load_audio_codec
