@@ -23,7 +23,7 @@ from lm.vocab import Vocabulary
 from train import corpus
 
 EVAL_BATCHES = 4
-BATCH_KEYS = ("tokens", "input_mask", "loss_mask")
+BATCH_KEYS = ("tokens", "input_mask", "loss_mask")  # what every batch holds (train/state.py shards them)
 
 
 class ByteData:
