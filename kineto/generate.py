@@ -25,7 +25,7 @@ anything compiles. Image/video *files* are resized to cover the clip and center-
 file's first clip; the output starts with those frames.
 
 Mask SPEC (CLI `--mask`, or a string for `mask=`), True = to generate:
-  box:y0,y1,x0,x1   a pixel box (half-open, all frames) -> tokens via `box_to_tokens` (inpaint)
+  box:y0,y1,x0,x1   a pixel box (half-open, all frames) -> tokens via `pixel_mask_to_tokens` (inpaint)
   border:N          an N-pixel border on every side (outpaint)
 An array mask is bool [frames, H, W] in pixels or [t, h, w] in latent tokens. A mask whose
 kept region is one rectangle (everything around it generated) is outpainting.
