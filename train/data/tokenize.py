@@ -51,8 +51,8 @@ from configs.schema import DEFAULT_RULES, VocabConfig
 from lm.text import TextTokenizer
 from lm.vocab import Vocabulary
 from train.audio_trainer import load_audio_codec
+from train.data import pipeline
 from train.data.build import DataError
-from train.data.pipeline import open_split
 from train.data.shards import (FORMAT, SHARD_PATTERN, SUFFIX, VERSION, TokenShardError, encode_record,
                                read_manifest, shard_name, tokenizer_fingerprint)
 from train.files import write_json
@@ -167,14 +167,14 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
     raise TokenShardError(f"--out {out} exists and is not a directory; choose another --out.")
   if splits is not None and not splits:
     raise DataError("--split names no split; give e.g. --split train,validation, or leave it out for all.")
-  open_split(data, "train" if splits is None else splits[0])  # a missing dataset fails here, clearly
+  pipeline.open_split(data, "train" if splits is None else splits[0])  # a missing dataset fails here, clearly
   info = json.loads((data / "dataset_info.json").read_text())
   available = [s["name"] for s in info["splits"]]
   splits = list(available if splits is None else splits)
   unknown = [s for s in splits if s not in available]
   if unknown or not splits:
     raise TokenShardError(f"--split {','.join(splits)}: {data} has splits {available}; name some of those.")
-  sources = {s: open_split(data, s) for s in splits}
+  sources = {s: pipeline.open_split(data, s) for s in splits}
   text = TextTokenizer(text_model) if text_model else None
   cfg, model = load_tokenizer(tokenizer)
   vidtok_cfg = cfg.vidtok
