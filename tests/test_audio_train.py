@@ -20,7 +20,8 @@ from train.data import demo
 from configs.clip import ClipSpec
 from train.data.build import build_dataset
 from train.data.pipeline import open_split
-from train.data.tokenize import TokenShardError, open_token_shards, to_example, tokenize_dataset
+from train.data.shards import TokenShardError, open_token_shards, to_example
+from train.data.tokenize import tokenize_dataset
 from vidtok import audio
 
 FRAMES, FPS, SIZE = 9, 8.0, 32
