@@ -36,7 +36,7 @@ import common  # noqa: E402
 
 import configs  # noqa: E402
 from lm import Transformer, sampling, tasks  # noqa: E402
-from lm.tasks import ClipSpec  # noqa: E402
+from configs.schema import ClipSpec  # noqa: E402
 from lm.vocab import Vocabulary  # noqa: E402
 
 SPEC = ClipSpec(frames=17, height=128, width=128, text_budget=16)  # 5x16x16 = 1,280 tokens

@@ -59,7 +59,8 @@ def _audio_train(args) -> int:
 
 
 def _data_build(args) -> int:
-  from train.data.build import ClipSpec, build_dataset
+  from configs.schema import ClipSpec
+  from train.data.build import build_dataset
   spec = ClipSpec(frames=args.frames, fps=args.fps, height=args.height or args.size,
                   width=args.width or args.size, crop=args.crop, stride=args.stride,
                   audio_rate=args.audio_rate, seed=args.seed)

@@ -25,7 +25,7 @@ anything compiles. Image/video *files* are resized to cover the clip and center-
 file's first clip; the output starts with those frames.
 
 Mask SPEC (CLI `--mask`, or a string for `mask=`), True = to generate:
-  box:y0,y1,x0,x1   a pixel box (half-open, all frames) -> tokens via `box_to_tokens` (inpaint)
+  box:y0,y1,x0,x1   a pixel box (half-open, all frames) -> tokens via `pixel_mask_to_tokens` (inpaint)
   border:N          an N-pixel border on every side (outpaint)
 An array mask is bool [frames, H, W] in pixels or [t, h, w] in latent tokens. A mask whose
 kept region is one rectangle (everything around it generated) is outpainting.
@@ -47,10 +47,23 @@ from flax import nnx
 from tqdm import tqdm
 
 import configs
+import sharding
+from configs.schema import ClipSpec
 from configs.schema import Config, ConfigError
+from kineto import media
 from lm import sampling, tasks
+from lm.text import TextTokenizer
 from lm.vocab import Vocabulary
+from train import lm_data
+from train.audio_trainer import load_audio_codec
+from train.checkpoint import Checkpointer
+from train.data.shards import read_manifest, tokenizer_fingerprint
 from train.files import write_json
+from train.optimizer import find_ema
+from train.state import abstract_state
+from train.tokenizer_trainer import load_tokenizer
+from vidtok.model import decode_chunks
+from vidtok.pixels import to_float, to_uint8
 
 
 class GenerateError(ConfigError):
@@ -97,7 +110,7 @@ def _is_border(mask) -> bool:
   return bool(kept[ys.min():ys.max() + 1, xs.min():xs.max() + 1].all())
 
 
-def parse_mask(spec_str: str, spec: tasks.ClipSpec) -> np.ndarray:
+def parse_mask(spec_str: str, spec: ClipSpec) -> np.ndarray:
   """A mask SPEC (module docstring) -> bool pixel mask [frames, H, W], True = generate."""
   kind, _, value = spec_str.strip().partition(":")
   try:
@@ -123,7 +136,7 @@ def parse_mask(spec_str: str, spec: tasks.ClipSpec) -> np.ndarray:
   raise GenerateError(f"mask {spec_str!r}: expected 'box:y0,y1,x0,x1' (pixels) or 'border:N'.")
 
 
-def token_mask(mask, spec: tasks.ClipSpec) -> np.ndarray:
+def token_mask(mask, spec: ClipSpec) -> np.ndarray:
   """A mask (SPEC string, pixel [frames, H, W] or token [t, h, w]) -> bool tokens [t, h, w]."""
   if isinstance(mask, str):
     mask = parse_mask(mask, spec)
@@ -140,17 +153,13 @@ def token_mask(mask, spec: tasks.ClipSpec) -> np.ndarray:
   return out
 
 
-def _uint8(video) -> np.ndarray:
-  return np.clip(np.round((np.asarray(video, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
 @dataclasses.dataclass
 class Generator:
   """A loaded LM, video tokenizer, text model and (optional) audio codec that agree."""
   cfg: Config
   model: Any
   vocab: Vocabulary
-  spec: tasks.ClipSpec
+  spec: ClipSpec
   tokenizer: Any
   text: Any
   audio_codec: Any
@@ -162,14 +171,6 @@ class Generator:
   @classmethod
   def load(cls, lm_workdir: str | os.PathLike, *, progress: bool = True) -> "Generator":
     """Everything from an LM work directory (its latest checkpoint); see module docstring."""
-    from train import lm_data
-    from train.checkpoint import Checkpointer
-    from train.data.tokenize import read_manifest
-    from train.optimizer import find_ema
-    from train.state import abstract_state
-    from train.tokenizer_trainer import load_tokenizer
-    import sharding
-
     say = print if progress else (lambda *a, **k: None)
     workdir = pathlib.Path(lm_workdir)
     ckpt_dir = workdir / "checkpoints"
@@ -195,7 +196,6 @@ class Generator:
                           "the LM's token shards were made with.")
     # Codes mean what the weights that wrote them say: a tokenizer trained on after the
     # shards were written would decode the LM's codes into other pictures.
-    from train.data.tokenize import tokenizer_fingerprint
     found = tokenizer_fingerprint(tok_cfg.vidtok, tokenizer)["fingerprint"]
     if found != manifest["tokenizer"]["fingerprint"]:
       raise GenerateError(f"the video tokenizer in {tok_dir} (fingerprint {found}) is not the one that "
@@ -205,11 +205,9 @@ class Generator:
     vocab = Vocabulary(cfg.vocab)
     text = None
     if manifest.get("text_model"):
-      from lm.text import TextTokenizer
       text = TextTokenizer(manifest["text_model"]["path"], cfg.vocab)
     codec = None
     if manifest.get("audio_codec"):
-      from train.audio_trainer import load_audio_codec  # only when the shards hold audio codes
       say(f"kineto: loading audio codec {manifest['audio_codec']['workdir']}")
       codec = load_audio_codec(manifest["audio_codec"]["workdir"])
       found = codec.fingerprint()["fingerprint"]
@@ -245,7 +243,6 @@ class Generator:
     """A file path or an array -> float32 [T, H, W, 3] in [-1, 1] of the clip's size:
     exactly `frames` frames, or (not `exact`) at least `frames`: all of an array, a file's
     first clip."""
-    from kineto import media
     s = self.spec
     if isinstance(value, (str, os.PathLike)):
       if what == "image":
@@ -263,7 +260,7 @@ class Generator:
     if len(x) < frames or (exact and len(x) != frames):
       raise GenerateError(f"{what} array has {len(x)} frames; {frames} are needed.")
     if x.dtype == np.uint8:
-      return x.astype(np.float32) / 127.5 - 1.0
+      return to_float(x)
     if x.size and (x.min() < -1.0 or x.max() > 1.0):
       raise GenerateError(f"{what} array of {x.dtype} values in [{x.min():g}, {x.max():g}]: expected uint8 "
                           "or floats in [-1, 1].")
@@ -288,7 +285,6 @@ class Generator:
 
   def _audio_codes(self, audio, start: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(codes [levels, frames] of one clip of sound from `start` seconds on, that waveform [S])."""
-    from kineto import media
     if self.audio_codec is None:
       raise GenerateError("audio input given, but this LM's token shards record no audio codec; "
                           "it was not trained on audio.")
@@ -407,7 +403,6 @@ class Generator:
     t_sample = time.perf_counter() - t_sample
 
     say(f"kineto: decoding {video_codes.shape[1]} latent frames")
-    from vidtok.model import decode_chunks
     frames_f = decode_chunks(self.tokenizer, np.ascontiguousarray(video_codes), s.video_shape[0])
     # Longer than a clip: each next clip is a continuation whose head re-encodes the last
     # frames shown as a fresh clip would (as the LM saw heads in training), and it adds the
@@ -418,7 +413,7 @@ class Generator:
               disable=not progress or frames_f.shape[1] >= frames) as bar:
       while frames_f.shape[1] < frames:
         t_next = time.perf_counter()
-        shown = _uint8(frames_f[:, -head_frames:]).astype(np.float32) / 127.5 - 1.0  # as displayed
+        shown = to_float(to_uint8(frames_f[:, -head_frames:]))  # as displayed
         heads = np.stack([self._encode(clip) for clip in shown])
         cond = [{**({"text": example["text"]} if "text" in example else {}), "video": h} for h in heads]
         nxt = sampling.generate(self.model, self.vocab, "continuation", cond, s,
@@ -433,7 +428,7 @@ class Generator:
         segments += 1
         bar.update(min(frames_f.shape[1], frames) - bar.n)
     video_codes = np.concatenate(clips, axis=1)
-    video_u8 = _uint8(frames_f[:, :frames])  # whole latents cover up to ct - 1 frames more
+    video_u8 = to_uint8(frames_f[:, :frames])  # whole latents cover up to ct - 1 frames more
     wave = None
     if task == "av_continuation":  # the condition's audio comes first, as its video does
       split = s.audio_split(k)
@@ -454,7 +449,6 @@ class Generator:
 
 def run(lm: str, out: str, *, gif: bool = False, progress: bool = True, **kwargs) -> dict:
   """`kineto generate`: loads, generates, writes OUT.mp4 (+ .gif) and OUT.json; returns the JSON."""
-  from kineto import media
   out = pathlib.Path(out)
   if out.suffix.lower() != ".mp4":
     raise GenerateError(f"--out {out}: expected a .mp4 path (the .gif and .json go next to it).")

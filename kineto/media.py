@@ -4,15 +4,20 @@ Writers put the file under a temporary name next to the target and rename it, so
 never leaves a half-written MP4 where a finished one is expected. Readers return the
 float conventions the models use: video/images float32 [T, H, W, 3] in [-1, 1] (resized to
 cover H x W, then center-cropped: the same decoding and resizing as `kineto data build`,
-`train/data/build.py`), audio float32 mono at the requested rate (`train/data/audio.py`).
+`train/data/decode.py`), audio float32 mono at the requested rate (`train/data/audio.py`).
 Unreadable files raise `MediaError` naming the file and the problem.
 """
 from __future__ import annotations
 
 import os
 import pathlib
+from fractions import Fraction
 
 import numpy as np
+
+from train.data import decode
+from train.data.audio import load_audio
+from vidtok.pixels import to_float
 
 
 class MediaError(ValueError):
@@ -51,7 +56,6 @@ def write_video(path, frames_thwc, fps: float, audio=None, sample_rate: int | No
   tmp = _tmp(path)
   try:
     with av.open(str(tmp), mode="w", format="mp4") as container:
-      from fractions import Fraction
       video = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
       video.width, video.height = frames.shape[2], frames.shape[1]
       video.pix_fmt = "yuv420p"
@@ -106,14 +110,8 @@ def _existing(path) -> pathlib.Path:
 
 
 def _resize_crop(frames_u8, height: int, width: int) -> np.ndarray:
-  from train.data import build
-  spec = build.ClipSpec(frames=len(frames_u8), height=height, width=width)
-  resize = build._Resizer(spec, "center")
-  return build._crop(np.stack([resize(f) for f in frames_u8]), spec, "center", [0])
-
-
-def _to_float(frames_u8: np.ndarray) -> np.ndarray:
-  return frames_u8.astype(np.float32) / 127.5 - 1.0
+  resize = decode.Resizer(height, width, "center")
+  return decode.crop_clip(np.stack([resize(f) for f in frames_u8]), height, width, "center", [0])
 
 
 def read_video(path, frames: int, height: int, width: int, fps: float | None = None,
@@ -121,15 +119,13 @@ def read_video(path, frames: int, height: int, width: int, fps: float | None = N
   """The first `frames` frames (resampled to `fps` when given) as float32 [T, H, W, 3] in
   [-1, 1], each resized to cover H x W and center-cropped. A shorter video is an error,
   unless it has at least `min_frames` (then all of its frames are returned)."""
-  from train.data import build
   path = _existing(path)
   out = []
   try:
-    decoded = build._decode_video(path)
+    decoded = decode.decode_video(path)
     if fps is not None:
-      decoded = build._at_fps(decoded, fps)
-    spec = build.ClipSpec(frames=max(frames, 1), height=height, width=width)
-    resize = build._Resizer(spec, "center")
+      decoded = decode.at_fps(decoded, fps)
+    resize = decode.Resizer(height, width, "center")
     for _, frame in decoded:
       out.append(resize(frame))
       if len(out) == frames:
@@ -142,7 +138,7 @@ def read_video(path, frames: int, height: int, width: int, fps: float | None = N
   if len(out) < need:
     raise MediaError(f"video {path} has {len(out)} frames{'' if fps is None else f' at {fps:g} fps'}; "
                      f"{need} are needed.")
-  return _to_float(build._crop(np.stack(out), spec, "center", [0]))
+  return to_float(decode.crop_clip(np.stack(out), height, width, "center", [0]))
 
 
 def read_image(path, height: int, width: int) -> np.ndarray:
@@ -154,12 +150,11 @@ def read_image(path, height: int, width: int) -> np.ndarray:
       rgb = np.asarray(image.convert("RGB"), np.uint8)
   except Exception as e:
     raise MediaError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
-  return _to_float(_resize_crop(rgb[None], height, width))
+  return to_float(_resize_crop(rgb[None], height, width))
 
 
 def read_audio(path, sample_rate: int, seconds: float | None = None) -> np.ndarray:
   """The first audio stream as float32 mono [S] at `sample_rate` (the first `seconds`)."""
-  from train.data.audio import load_audio
   path = _existing(path)
   try:
     return np.asarray(load_audio(path, sample_rate, max_seconds=seconds), np.float32)

@@ -22,8 +22,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from configs.schema import ClipSpec
 from lm import tasks
-from lm.tasks import ClipSpec
 from lm.vocab import TASKS, Vocabulary
 
 

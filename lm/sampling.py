@@ -50,8 +50,8 @@ import numpy as np
 from flax import nnx
 from flax.core import spmd
 
+from configs.schema import ClipSpec
 from lm import tasks
-from lm.tasks import ClipSpec
 from lm.vocab import Vocabulary
 from sharding import shard
 

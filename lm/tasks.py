@@ -35,71 +35,13 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from configs.schema import ClipSpec
 from lm.vocab import TASKS, Vocabulary
 
 MODALITIES = ("text", "video", "audio")  # prefix order; outputs keep the same order
 VIEWS = ("full", "image", "head", "tail", "masked")
 _INPUT_MARKERS = {"text": ("bot_i", "eot_i"), "video": ("bov_i", "eov_i"), "audio": ("boa_i", "eoa_i")}
 _OUTPUT_MARKERS = {"video": ("bov_o", "eov_o"), "audio": ("boa_o", "eoa_o")}
-
-
-@dataclasses.dataclass(frozen=True)
-class ClipSpec:
-  """The shapes every example of a run has; defaults are the demo's clips.
-
-  A clip of `frames` (1 + 4k) pixel frames of height x width becomes latents
-  [1 + (frames - 1) / 4, height / 8, width / 8] (MAGVIT-v2 compression 4x8x8); its audio
-  lasts frames / fps seconds and becomes floor(seconds * audio_hz) RVQ frames
-  (VideoPoet: 17 frames at 8 fps = 2.125 s -> 106 frames at 50 Hz).
-  """
-  frames: int = 17
-  height: int = 64
-  width: int = 64
-  compression: tuple[int, int, int] = (4, 8, 8)  # time, height, width
-  fps: float = 8.0
-  audio_hz: float = 50.0           # audio codec frames per second
-  text_budget: int = 16            # longest caption, in pieces
-  continuation_frames: int = 2     # latent frames of condition in continuation tasks
-  res: bool = False                # emit <res> before the outputs
-  audio_order: str = "level"       # RVQ flattening: "level" (VideoPoet) or "time"
-
-  def __post_init__(self):
-    ct, ch, cw = self.compression
-    if min(self.frames, self.height, self.width, ct, ch, cw) < 1 or (self.frames - 1) % ct:
-      raise ValueError(f"ClipSpec.frames={self.frames} must be 1 + {ct}k (the first frame is "
-                       f"encoded alone), e.g. {1 + ct * 4}.")
-    if self.height % ch or self.width % cw:
-      raise ValueError(f"ClipSpec {self.height}x{self.width} pixels is not divisible by the "
-                       f"spatial compression {ch}x{cw}.")
-    t = self.video_shape[0]
-    if not 1 <= self.continuation_frames < t:
-      raise ValueError(f"ClipSpec.continuation_frames={self.continuation_frames} must be in "
-                       f"[1, {t}) for clips of {t} latent frames.")
-    if self.text_budget < 1 or self.fps <= 0 or self.audio_hz <= 0:
-      raise ValueError("ClipSpec.text_budget, fps and audio_hz must be > 0.")
-    if self.audio_order not in ("level", "time"):
-      raise ValueError(f"ClipSpec.audio_order={self.audio_order!r}: expected 'level' or 'time'.")
-
-  @property
-  def video_shape(self) -> tuple[int, int, int]:
-    ct, ch, cw = self.compression
-    return (1 + (self.frames - 1) // ct, self.height // ch, self.width // cw)
-
-  @property
-  def seconds(self) -> float:
-    return self.frames / self.fps
-
-  @property
-  def audio_frames(self) -> int:
-    return int(self.seconds * self.audio_hz + 1e-9)
-
-  def audio_split(self, latent_frames: int) -> int:
-    """Audio frames that play during the first `latent_frames` latent frames.
-
-    Latent frame 0 is pixel frame 0; latent frame j > 0 covers pixel frames 4j-3 .. 4j.
-    """
-    pixel_frames = 1 + self.compression[0] * (latent_frames - 1)
-    return round(self.audio_frames * pixel_frames / self.frames)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,7 +171,10 @@ def get_task(name: str) -> Task:
 # --- segment contents ----------------------------------------------------------------
 
 def _cond_frames(task: Task, spec: ClipSpec) -> int:
-  return task.cond_frames or spec.continuation_frames
+  if task.cond_frames:
+    return task.cond_frames
+  spec.check_continuation(spec.continuation_frames)  # a short clip's default (see ClipSpec)
+  return spec.continuation_frames
 
 
 def segment_length(task: Task, seg: Segment, vocab: Vocabulary, spec: ClipSpec) -> int:

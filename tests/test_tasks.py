@@ -9,7 +9,7 @@ import configs
 from configs import VocabConfig
 from lm import Transformer, next_token_loss
 from lm import mixture, tasks
-from lm.tasks import ClipSpec
+from configs.schema import ClipSpec
 from lm.vocab import TASKS, Vocabulary
 
 VOCAB = Vocabulary(VocabConfig())  # 6-bit LFQ, 2 RVQ levels x 64 codes, 256 text pieces

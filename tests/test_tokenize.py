@@ -38,9 +38,9 @@ from train.checkpoint import Checkpointer
 from kineto.cli import main
 from train.data import demo
 from train.data.pipeline import open_split
-from train.data.tokenize import (TokenShardError, chunk_indices, decode_record, encode_record,
-                                 num_chunks, open_token_shards, process_chunks, to_example,
-                                 tokenize_dataset, tokenizer_fingerprint)
+from train.data.shards import (TokenShardError, decode_record, encode_record, open_token_shards, to_example,
+                               tokenizer_fingerprint)
+from train.data.tokenize import chunk_indices, num_chunks, process_chunks, tokenize_dataset
 from train.tokenizer_trainer import load_tokenizer
 
 SHARD = 2  # small shards, so the 6 + 4 demo clips make 3 + 2 of them

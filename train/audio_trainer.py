@@ -40,6 +40,7 @@ import sharding
 from configs.schema import AudioCodecConfig, AudioConfig, ConfigError, TrainConfig
 from train.checkpoint import Checkpointer
 from train.data.build import DataError
+from train.data.shards import fingerprint
 from train.files import write_json
 from train.loop import global_batch, open_writer, process_rows, run_loop
 from train.optimizer import schedule
@@ -381,8 +382,6 @@ class AudioCodecHandle:
     """{"fingerprint", "config_sha256", "weights_sha256"}: the codec config and every array
     that gives codes their meaning (parameters and codebooks), by name in sorted order."""
     from flax import nnx
-
-    from train.data.tokenize import fingerprint
     state = nnx.to_pure_dict(nnx.state(self.codec))
     arrays = {jax.tree_util.keystr(path): np.asarray(leaf)
               for path, leaf in jax.tree_util.tree_leaves_with_path(state)}

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from configs.schema import ClipSpec
 from configs.schema import Config, ConfigError
 from lm import mixture, tasks
 from lm.vocab import Vocabulary
 from train import corpus
 
 EVAL_BATCHES = 4
-BATCH_KEYS = ("tokens", "input_mask", "loss_mask")
+BATCH_KEYS = ("tokens", "input_mask", "loss_mask")  # what every batch holds (train/state.py shards them)
 
 
 class ByteData:
@@ -54,7 +55,7 @@ class MixtureData:
   """Token-shard examples under the task mixture, in length buckets."""
 
   def __init__(self, cfg: Config, vocab: Vocabulary, train_examples, held_out_examples,
-               spec: tasks.ClipSpec, schedule: mixture.Schedule = mixture.DEMO_SCHEDULE):
+               spec: ClipSpec, schedule: mixture.Schedule = mixture.DEMO_SCHEDULE):
     tc = cfg.train
     schedule, dropped = feasible(schedule, train_examples)
     self.mix = mixture.Mixture(train_examples, vocab, schedule, total_steps=tc.steps,
@@ -91,7 +92,7 @@ def feasible(schedule: mixture.Schedule, examples) -> tuple[mixture.Schedule, li
   return mixture.Schedule.of(stages), dropped
 
 
-def clip_spec(manifest: dict, audio_order: str = "level") -> tasks.ClipSpec:
+def clip_spec(manifest: dict, audio_order: str = "level") -> ClipSpec:
   """The task layouts' clip shapes of a token-shard manifest (training and sampling agree).
 
   The clip's duration and the codec's frame rate fix the audio frames per clip; both come
@@ -99,11 +100,11 @@ def clip_spec(manifest: dict, audio_order: str = "level") -> tasks.ClipSpec:
   clip = manifest["clip"]
   t, h, w = clip["latents"]
   compression = ((clip["frames"] - 1) // (t - 1) if t > 1 else 4, clip["height"] // h, clip["width"] // w)
-  fps = ((manifest.get("dataset") or {}).get("spec") or {}).get("fps") or tasks.ClipSpec.fps
+  fps = ((manifest.get("dataset") or {}).get("spec") or {}).get("fps") or ClipSpec.fps
   codec = manifest.get("audio_codec") or {}
-  return tasks.ClipSpec(frames=clip["frames"], height=clip["height"], width=clip["width"],
+  return ClipSpec(frames=clip["frames"], height=clip["height"], width=clip["width"],
                         compression=compression, fps=float(fps),
-                        audio_hz=float(codec.get("frame_rate", tasks.ClipSpec.audio_hz)),
+                        audio_hz=float(codec.get("frame_rate", ClipSpec.audio_hz)),
                         audio_order=audio_order)
 
 
@@ -111,11 +112,11 @@ def make(cfg: Config, vocab: Vocabulary):
   """The data source the config names."""
   if cfg.data.source == "bytes":
     return ByteData(cfg, vocab)
-  from train.data import tokenize
-  shards = {split: tokenize.open_token_shards(cfg.data.tokens_dir, split=split)
+  from train.data.shards import open_token_shards, to_example  # loads TFDS: only for token data
+  shards = {split: open_token_shards(cfg.data.tokens_dir, split=split)
             for split in ("train", "validation")}
   for s in shards.values():
     s.check_vocab(cfg.vocab)
   spec = clip_spec(shards["train"].manifest, cfg.data.audio_order)
-  examples = {split: [tokenize.to_example(s[i]) for i in range(len(s))] for split, s in shards.items()}
+  examples = {split: [to_example(s[i]) for i in range(len(s))] for split, s in shards.items()}
   return MixtureData(cfg, vocab, examples["train"], examples["validation"], spec)

@@ -17,9 +17,8 @@ from flax import nnx
 import sharding
 from configs.schema import Config
 from lm import Transformer, next_token_loss
+from train.lm_data import BATCH_KEYS
 from train.optimizer import find_ema, make_optimizer
-
-BATCH_KEYS = ("tokens", "input_mask", "loss_mask")
 
 
 @dataclasses.dataclass

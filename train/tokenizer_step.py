@@ -21,6 +21,7 @@ from train.state import TrainState, abstract_of, global_norm, init_of, keep_if_f
 from vidtok import lfq, losses, metrics
 from vidtok.discriminator import Discriminator
 from vidtok.model import VideoTokenizer
+from vidtok.pixels import to_float
 
 
 class LecamMeans(nnx.Module):
@@ -59,11 +60,6 @@ def init_state(cfg: TokenizerConfig, mesh) -> TrainState:
 
 def video_sharding(cfg: TokenizerConfig, mesh):
   return sharding.batch_sharding(mesh, 5, cfg.mesh.rules)
-
-
-def to_float(video_u8: jax.Array) -> jax.Array:
-  """uint8 frames -> float32 in [-1, 1]."""
-  return video_u8.astype(jnp.float32) / 127.5 - 1.0
 
 
 def make_step(cfg: TokenizerConfig, mesh, ts: TrainState):

@@ -31,6 +31,7 @@ from train.optimizer import schedule
 from train.state import restore, trained_model
 from vidtok import lfq, metrics
 from vidtok.model import VideoTokenizer
+from vidtok.pixels import to_float, to_uint8
 
 EVAL_CLIPS = 16
 
@@ -152,7 +153,7 @@ def evaluate(model: VideoTokenizer, videos_u8: np.ndarray, batch: int = 4) -> di
   """PSNR, SSIM, LPIPS and codebook usage of reconstructing `videos_u8` [N, T, H, W, 3]."""
   @nnx.jit
   def reconstruct(model, video_u8):
-    video = tokenizer_step.to_float(video_u8)
+    video = to_float(video_u8)
     codes = model.encode(video)
     recon = jnp.clip(model.decode(codes), -1, 1)
     return codes, recon, {"psnr": metrics.psnr(recon, video).mean(axis=1),
@@ -163,7 +164,7 @@ def evaluate(model: VideoTokenizer, videos_u8: np.ndarray, batch: int = 4) -> di
   for i in range(0, len(videos_u8), batch):
     codes, recon, s = reconstruct(model, jnp.asarray(videos_u8[i:i + batch]))
     all_codes.append(np.asarray(codes))
-    recons.append(np.asarray(jnp.round((recon + 1) * 127.5)).astype(np.uint8))
+    recons.append(to_uint8(recon))
     for k in scores:
       scores[k].append(np.asarray(s[k]))
   codes = np.concatenate(all_codes)
@@ -187,8 +188,7 @@ def _log_strip(writer, model, videos_u8: np.ndarray, step: int) -> None:
 
   Every process reconstructs (the weights are sharded across them); process 0, the one
   with a `writer`, writes."""
-  recon = np.asarray(jnp.round((jnp.clip(model.decode(model.encode(
-      tokenizer_step.to_float(jnp.asarray(videos_u8)))), -1, 1) + 1) * 127.5)).astype(np.uint8)
+  recon = to_uint8(jnp.clip(model.decode(model.encode(to_float(jnp.asarray(videos_u8)))), -1, 1))
   strip = lambda v: np.concatenate(list(np.concatenate(list(v), axis=1)), axis=1)  # frames side by side
   image = np.concatenate([strip(videos_u8), strip(recon)], axis=0)
   if writer is not None:

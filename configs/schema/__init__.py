@@ -11,10 +11,12 @@ anything compiles.
   lm.py         LmConfig, VocabConfig, LmDataConfig and Config, one LM run
   tokenizer.py  VidtokConfig, VidtokTrainConfig and TokenizerConfig, one tokenizer run
   audio.py      AudioCodecConfig, AudioTrainConfig and AudioConfig, one audio codec run
+  clip.py       ClipSpec: the clip shape the dataset builder and the LM's task layouts share
 """
 from configs.schema.audio import (ACTIVATIONS, ADVERSARIAL_LOSSES, CODEBOOK_MODES, EXTRA_AUDIO,
                                   AudioCodecConfig, AudioConfig, AudioTrainConfig)
 from configs.schema.checks import ConfigError, _check_choice, _check_positive
+from configs.schema.clip import ClipSpec
 from configs.schema.lm import (ATTENTION_IMPLS, AUDIO_ORDERS, DATA_SOURCES, DTYPES, REMAT_POLICIES,
                                Config, LmConfig, LmDataConfig, VocabConfig)
 from configs.schema.mesh import DEFAULT_RULES, MESH_AXES, MeshConfig
@@ -24,7 +26,7 @@ from configs.schema.train import TrainConfig
 __all__ = [
     "ACTIVATIONS", "ADVERSARIAL_LOSSES", "ATTENTION_IMPLS", "AUDIO_ORDERS", "CODEBOOK_MODES",
     "DATA_SOURCES", "DEFAULT_RULES", "DTYPES", "EXTRA_AUDIO", "MESH_AXES", "RECON_LOSSES",
-    "REMAT_POLICIES", "AudioCodecConfig", "AudioConfig", "AudioTrainConfig", "Config", "ConfigError",
+    "REMAT_POLICIES", "AudioCodecConfig", "AudioConfig", "AudioTrainConfig", "ClipSpec", "Config", "ConfigError",
     "LmConfig", "LmDataConfig", "MeshConfig", "TokenizerConfig", "TrainConfig", "VidtokConfig",
     "VidtokTrainConfig", "VocabConfig",
 ]

@@ -30,9 +30,26 @@ import pathlib
 import time
 from typing import Callable
 
+import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
+import configs
+from configs.schema import VocabConfig
+from kineto.demo import report as pictures
+from kineto.demo.recognize import GameClassifier
+from kineto.generate import Generator
+from kineto.media import write_gif, write_video
+from lm.text import train_sentencepiece
+from train.audio_trainer import train_audio
+from train.data.demo import GAMES, build_demo
+from train.data.pipeline import open_split
+from train.data.shards import read_manifest
+from train.data.tokenize import tokenize_dataset
 from train.files import write_json
+from train.lm_trainer import train_lm
+from train.tokenizer_trainer import evaluate, load_tokenizer, train_tokenizer
+from vidtok.audio.losses import spectral_distance_db
 
 FPS = 8.0  # the demo clips' frame rate
 STAGES = ("data", "vidtok", "audio", "text", "tokens", "lm", "samples")
@@ -126,13 +143,6 @@ class DemoError(ValueError):
 
 def run_demo(out: str | pathlib.Path = "outputs/demo", *, quick: bool = False) -> dict:
   """Runs (or continues) every stage; returns the report (also out/report.json)."""
-  import configs
-  from configs.schema import VocabConfig
-  from train.data.demo import build_demo
-  from train.data.tokenize import read_manifest, tokenize_dataset
-  from train.tokenizer_trainer import train_tokenizer
-  from train.lm_trainer import train_lm
-
   plan = QUICK if quick else FULL
   out = pathlib.Path(out).absolute()  # the runs record paths: generation works from any cwd
   out.mkdir(parents=True, exist_ok=True)
@@ -153,13 +163,11 @@ def run_demo(out: str | pathlib.Path = "outputs/demo", *, quick: bool = False) -
     return train_tokenizer(cfg, paths["vidtok"])
 
   def audio():
-    from train.audio_trainer import train_audio
     cfg = configs.load("audio_demo", [f"train.data_dir={paths['data']}",
                                       f"codec.clip_seconds={plan.frames / FPS}", *plan.audio])
     return train_audio(cfg, paths["audio"])
 
   def text():
-    from lm.text import train_sentencepiece
     paths["text"].mkdir(exist_ok=True)
     captions = _captions(paths["data"])
     corpus = paths["text"] / "captions.txt"
@@ -198,7 +206,6 @@ def _captions(data: pathlib.Path) -> list[str]:
 
 def _clips(data: pathlib.Path, split: str) -> tuple[np.ndarray, list[str], list]:
   """(uint8 [N, T, H, W, 3] clips, captions, records) of a split's game clips."""
-  from train.data.pipeline import open_split
   source = open_split(data, split)
   records = [r for r in (source[i] for i in range(len(source))) if r["source"].startswith(b"atari/")]
   return (np.stack([r["video"] for r in records]), [r["caption"].decode() for r in records], records)
@@ -212,12 +219,6 @@ SAMPLE_TASKS = ("i2v", "continuation", "inpaint")
 def make_samples(paths: dict, plan: DemoPlan) -> None:
   """Generates every demo sample from the trained LM into samples/: MP4 and GIF files, and
   `samples.npz` with the arrays the report reads."""
-  from train.data.demo import GAMES
-  from tqdm import tqdm
-
-  from kineto.generate import Generator
-  from kineto.media import write_gif, write_video
-
   out = paths["samples"]
   out.mkdir(exist_ok=True)
   gen = Generator.load(paths["lm"])
@@ -273,10 +274,6 @@ def _json(path: pathlib.Path) -> dict:
 def recognition(paths: dict, plan: DemoPlan) -> dict:
   """Trains the game classifier on real training frames; scores held-out real clips, their
   tokenizer reconstructions, and the text-to-video samples against their prompts."""
-  from train.data.demo import GAMES
-  from kineto.demo.recognize import GameClassifier
-  from train.tokenizer_trainer import evaluate, load_tokenizer
-
   games = [GAMES[g] for g in plan.games]
   train_x, train_y, _ = _clips(paths["data"], "train")
   val_x, val_y, _ = _clips(paths["data"], "validation")
@@ -300,9 +297,6 @@ def sound_matching(paths: dict) -> dict | None:
   """Does video-to-audio sound like the clip it was given? The multi-scale spectral distance
   of each generated track to the real track of its own held-out clip, against the real
   tracks of the other games' clips; `matched_rate`: how often its own is the nearest."""
-  import jax.numpy as jnp
-
-  from vidtok.audio.losses import spectral_distance_db
   samples = np.load(paths["samples"] / "samples.npz")
   games = [k.split("/", 1)[1] for k in samples.files
            if k.startswith("v2a/") and f"held_out_audio/{k.split('/', 1)[1]}" in samples.files]
@@ -322,8 +316,6 @@ def sound_matching(paths: dict) -> dict | None:
 
 def write_report(out: pathlib.Path, paths: dict, plan: DemoPlan, seconds: dict, total: float) -> dict:
   """report.json + report.md, contact_sheet.png and loss_curves.png, all from this run's files."""
-  from kineto.demo import report as pictures
-
   rec = recognition(paths, plan)
   vidtok, lm = _json(paths["vidtok"] / "summary.json"), _json(paths["lm"] / "summary.json")
   audio, samples = _json(paths["audio"] / "summary.json"), _json(paths["samples"] / "summary.json")

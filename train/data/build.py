@@ -50,56 +50,17 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
+from configs.schema import ClipSpec
+from train.data.decode import EPS, Resizer, at_fps, crop_clip, decode_audio, decode_video
+
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .ts .flv .wmv .3gp .ogv .gif".split())
-CROPS = ("center", "random", "none")
 SPLITS = ("train", "validation")
 SPLIT_BY = ("file", "time")
-_EPS = 1e-6  # seconds: timestamps that agree to a microsecond are the same instant
 
 
 class DataError(ValueError):
   """A data or data-argument error; the message names the value and the fix."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ClipSpec:
-  """What one example is: T frames of H x W at `fps`, and the audio of the same span."""
-  frames: int = 17
-  fps: float = 8.0
-  height: int = 64
-  width: int = 64
-  crop: str = "center"
-  stride: int | None = None  # frames between window starts; None: `frames` (no overlap)
-  audio_rate: int = 16000
-  seed: int = 0
-
-  def __post_init__(self):
-    if not isinstance(self.frames, int) or self.frames < 1 or (self.frames - 1) % 4:
-      raise DataError(f"frames={self.frames!r} is not of the form 1 + 4k, which the causal video "
-                      "tokenizer needs (4x time compression after the first frame); use 17, or "
-                      "1, 5, 9, 13, 21, ...")
-    for name in ("fps", "height", "width", "audio_rate"):
-      value = getattr(self, name)
-      if not isinstance(value, (int, float)) or not value > 0:
-        raise DataError(f"{name}={value!r} must be a positive number.")
-    if self.crop not in CROPS:
-      raise DataError(f"crop={self.crop!r} is not one of {CROPS}.")
-    if self.stride is not None and (not isinstance(self.stride, int) or self.stride < 1):
-      raise DataError(f"stride={self.stride!r} must be a positive number of frames (or None "
-                      f"for {self.frames}, no overlap).")
-
-  @property
-  def step(self) -> int:
-    return self.stride or self.frames
-
-  @property
-  def seconds(self) -> float:
-    return self.frames / self.fps
-
-  @property
-  def audio_samples(self) -> int:
-    return round(self.frames * self.audio_rate / self.fps)
 
 
 @dataclasses.dataclass
@@ -120,73 +81,7 @@ class Source:
   crop: str | None = None        # overrides the spec's crop (e.g. "none" for game screens)
 
 
-# --- frames: resample by time, resize, cut windows ------------------------------------
-
-def _at_fps(frames: Iterable[tuple[float, Any]], fps: float) -> Iterator[tuple[float, Any]]:
-  """Yields (t0 + k / fps, frame on screen at that time) for k = 0, 1, ... to the end."""
-  prev_t, prev = None, None
-  t0, k, interval = None, 0, 1.0 / fps
-  for t, frame in frames:
-    if prev_t is not None and t <= prev_t:  # a repeated or backwards timestamp: keep the first
-      continue
-    if t0 is None:
-      t0 = t
-    while prev is not None and t0 + k / fps < t - _EPS:
-      yield t0 + k / fps, prev
-      k += 1
-    if prev_t is not None:
-      interval = t - prev_t
-    prev_t, prev = t, frame
-  if prev is not None:  # the last frame stays on screen for one source frame interval
-    while t0 + k / fps < prev_t + interval - _EPS:
-      yield t0 + k / fps, prev
-      k += 1
-
-
-class _Resizer:
-  """Frame -> uint8 [h, w, 3] covering H x W (or exactly H x W for crop "none")."""
-
-  def __init__(self, spec: ClipSpec, crop: str):
-    from av.video.reformatter import VideoReformatter
-    self.spec, self.crop = spec, crop
-    self._reformatter = VideoReformatter()  # keeps its swscale context across frames: ~2x faster
-    self._last_in, self._last_out = None, None
-
-  def __call__(self, frame) -> np.ndarray:
-    if frame is self._last_in:  # resampling up repeats a frame: resize it once
-      return self._last_out
-    import av
-    if isinstance(frame, av.VideoFrame):
-      src, quarter_turns = frame, round((frame.rotation or 0) / 90) % 4  # phones store it sideways
-    else:
-      src, quarter_turns = av.VideoFrame.from_ndarray(
-          np.ascontiguousarray(frame, dtype=np.uint8), format="rgb24"), 0
-    turned = quarter_turns % 2
-    shown_h, shown_w = (src.width, src.height) if turned else (src.height, src.width)
-    H, W = self.spec.height, self.spec.width
-    if self.crop == "none":
-      h, w = H, W
-    else:
-      scale = max(H / shown_h, W / shown_w)
-      h, w = max(H, round(shown_h * scale)), max(W, round(shown_w * scale))
-    out = self._reformatter.reformat(src, width=h if turned else w, height=w if turned else h,
-                                     format="rgb24", interpolation="AREA").to_ndarray()
-    if quarter_turns:  # the display matrix turns the stored picture counterclockwise
-      out = np.ascontiguousarray(np.rot90(out, quarter_turns))
-    self._last_in, self._last_out = frame, out
-    return out
-
-
-def _crop(clip_thwc: np.ndarray, spec: ClipSpec, crop: str, rng_key: list[int]) -> np.ndarray:
-  h, w = clip_thwc.shape[1:3]
-  dh, dw = h - spec.height, w - spec.width
-  if crop == "random":
-    rng = np.random.default_rng(rng_key)
-    y, x = int(rng.integers(0, dh + 1)), int(rng.integers(0, dw + 1))
-  else:
-    y, x = dh // 2, dw // 2
-  return np.ascontiguousarray(clip_thwc[:, y:y + spec.height, x:x + spec.width])
-
+# --- frames: cut windows (decoding, resampling and resizing: train/data/decode.py) ---------
 
 def _windows(frames: Iterable[tuple[float, Any]], spec: ClipSpec, resize: Callable,
              lo: int = 0, hi: int | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
@@ -222,8 +117,8 @@ def source_examples(source: Source, split: str, spec: ClipSpec,
   """(key, example) for each clip of `source` that belongs to `split`."""
   stream = source.open()
   crop = source.crop or spec.crop
-  resize = _Resizer(spec, crop)
-  frames = _at_fps(stream.frames, spec.fps)
+  resize = Resizer(spec.height, spec.width, crop)
+  frames = at_fps(stream.frames, spec.fps)
   lo, hi = 0, None
   if source.split == "time":  # the cut needs the length: hold the resized frames
     frames = [(t, resize(f)) for t, f in frames]
@@ -236,7 +131,7 @@ def source_examples(source: Source, split: str, spec: ClipSpec,
     if t_first is None:
       t_first = t - index / spec.fps
     yield f"{source.name}@{index}", {
-        "video": _crop(clip_thwc, spec, crop, [spec.seed, name_key, index]),
+        "video": crop_clip(clip_thwc, spec.height, spec.width, crop, [spec.seed, name_key, index]),
         "audio": _audio_window(stream.audio, stream.audio_start, t, spec),
         "has_audio": stream.audio is not None,
         "caption": source.caption,
@@ -247,38 +142,10 @@ def source_examples(source: Source, split: str, spec: ClipSpec,
 
 # --- files ------------------------------------------------------------------------------
 
-def _decode_video(path: pathlib.Path) -> Iterator[tuple[float, Any]]:
-  import av
-  with av.open(str(path)) as container:
-    stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
-    rate = float(stream.average_rate or stream.guessed_rate or 25)
-    for i, frame in enumerate(container.decode(stream)):
-      yield (frame.time if frame.time is not None else i / rate), frame
-
-
-def _decode_audio(path: pathlib.Path, rate: int) -> tuple[np.ndarray | None, float]:
-  """The whole first audio track as float32 mono at `rate`, and its start time."""
-  import av
-  with av.open(str(path)) as container:
-    if not container.streams.audio:
-      return None, 0.0
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-    chunks, start = [], None
-    for frame in container.decode(audio=0):
-      if start is None:
-        start = frame.time or 0.0
-      chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-    chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
-  if not chunks:
-    return None, 0.0
-  return np.concatenate(chunks).astype(np.float32), start
-
-
 def file_source(path: pathlib.Path, name: str, caption: str, split: str, rate: int) -> Source:
   def open_() -> Stream:
-    audio, audio_start = _decode_audio(path, rate)
-    return Stream(frames=_decode_video(path), audio=audio, audio_start=audio_start)
+    audio, audio_start = decode_audio(path, rate)
+    return Stream(frames=decode_video(path), audio=audio, audio_start=audio_start)
   return Source(name=name, caption=caption, split=split, open=open_)
 
 
@@ -292,7 +159,7 @@ def _probe(path: pathlib.Path, spec: ClipSpec) -> str | None:
       seconds = container.duration / 1e6 if container.duration else None
   except Exception as e:  # PyAV raises many kinds for garbage; all mean "unreadable"
     return f"cannot open: {type(e).__name__}: {e}"
-  if seconds is not None and seconds * spec.fps <= spec.frames - 1 - _EPS:
+  if seconds is not None and seconds * spec.fps <= spec.frames - 1 - EPS:
     return f"too short: {seconds:.2f} s, one clip of {spec.frames} frames at {spec.fps:g} fps " \
            f"needs more than {(spec.frames - 1) / spec.fps:.3f} s"
   return None
@@ -516,7 +383,7 @@ def write_dataset(sources: list[Source], spec: ClipSpec, out: str | os.PathLike,
         # clips per caption, while that stays readable (a demo's games; not a caption per file)
         "captions": {s: (dict(sorted(c.items())) if len(c) <= 50 else f"{len(c)} distinct")
                      for s, c in builder.captions.items()},
-        "spec": {**dataclasses.asdict(spec), "stride": spec.step,
+        "spec": {**spec.dataset_fields(), "stride": spec.step,
                  "audio_samples": spec.audio_samples},
         "val_fraction": val_fraction,
         **(notes or {}),

