@@ -47,9 +47,7 @@ from flax import nnx
 from tqdm import tqdm
 
 import configs
-import sharding
-from configs.schema import ClipSpec
-from configs.schema import Config, ConfigError
+from configs.schema import ClipSpec, Config, ConfigError
 from kineto import media
 from lm import sampling, tasks
 from lm.text import TextTokenizer
@@ -59,8 +57,7 @@ from train.audio_trainer import load_audio_codec
 from train.checkpoint import Checkpointer
 from train.data.shards import read_manifest, tokenizer_fingerprint
 from train.files import write_json
-from train.optimizer import find_ema
-from train.state import abstract_state
+from train.lm_trainer import load_lm
 from train.tokenizer_trainer import load_tokenizer
 from vidtok.model import decode_chunks
 from vidtok.pixels import to_float, to_uint8
@@ -217,16 +214,8 @@ class Generator:
                             f"({manifest['audio_codec']['fingerprint']}); re-tokenize, or restore it.")
 
     say(f"kineto: loading LM {ckpt_dir}")
-    mesh = sharding.make_mesh((1, 1, 1), jax.local_devices()[:1])
-    ts = abstract_state(cfg, mesh)
-    ckpt = Checkpointer(ckpt_dir, cfg)
-    step, state, _ = ckpt.restore(ts.state)
-    ckpt.close()
-    model, opt = nnx.merge(ts.graphdef, state)
-    ema = find_ema(opt.opt_state)
-    if ema is not None:
-      nnx.update(model, ema)
-    checkpoints = {"lm": str(ckpt_dir.absolute()), "lm_step": int(step), "lm_ema": ema is not None,
+    _, model, step, used_ema = load_lm(workdir)
+    checkpoints = {"lm": str(ckpt_dir.absolute()), "lm_step": step, "lm_ema": used_ema,
                    "tokenizer": str(tok_dir), "tokens_dir": str(cfg.data.tokens_dir),
                    "text_model": (manifest.get("text_model") or {}).get("path"),
                    "audio_codec": (manifest.get("audio_codec") or {}).get("workdir")}
