@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/kineto demo --out outputs/demo
 
-# pytest exits 5 when it collected no tests: an empty or unimportable suite is a failure.
+# ruff first (pyproject.toml [tool.ruff]), then pytest. pytest exits 5 when it collected no
+# tests: an empty or unimportable suite is a failure.
 test: $(STAMP)
+	$(BIN)/ruff check .
 	@$(BIN)/python -m pytest -q; status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$status
 
@@ -29,4 +31,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/results.py
 
 clean:
-	rm -rf $(VENV) outputs *.egg-info
+	rm -rf $(VENV) outputs *.egg-info .cache

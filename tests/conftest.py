@@ -1,7 +1,151 @@
-"""Fakes an 8-device CPU host before JAX starts, so one run tests 1- and 8-device meshes."""
+"""The suite's shared set-up.
+
+- Fakes an 8-device CPU host before JAX starts, so one run tests 1- and 8-device meshes.
+- JAX's persistent compilation cache in `.cache/jax` (git-ignored), for this process and the
+  `kineto` subprocesses the tests start: a second `make test` loads the compiled programs.
+  Sharing one directory across device counts is safe: the cache key hashes the program, the
+  XLA flags (`--xla_force_host_platform_device_count` included), the compile options with
+  the device assignment, and the devices, so a 1-device program never answers an 8-device one.
+- The shared chain, built once per test session and only when a test asks for it:
+  `atari32` (demo clips) -> `caption_model` (SentencePiece) -> `random_tokenizer(seed)` ->
+  `atari32_tokens` (token shards) -> `tiny_lm_run` (LM checkpoint).
+"""
+from __future__ import annotations
+
+import math
 import os
+import pathlib
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".cache" / "jax"))
+# Subprocesses read these at import; "0.1" s keeps the many trivial programs out of the cache.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
+jax.config.update("jax_compilation_cache_dir", CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+jax.config.update("jax_persistent_cache_min_entry_size_bytes",
+                  int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"]))
+
+# vidtok_tiny at test size: no perceptual or GAN loss, batch 2 over fsdp, 5 frames.
+TOKENIZER_FAST = ["train.perceptual_weight=0", "train.gan_weight=0", "train.batch_size=2", "train.frames=5",
+                  "mesh.fsdp=2", "mesh.tensor=-1"]  # 8 fake devices: batch 2 over fsdp, tensor replicates
+TOKEN_SHARD = 2  # small shards, so the 6 + 4 atari32 clips make 3 + 2 of them
+
+
+def write_tokenizer(workdir: pathlib.Path, seed: int) -> pathlib.Path:
+  """A vidtok_tiny checkpoint as the trainer saves it (the Checkpointer with the whole train
+  state, EMA included), holding seeded random weights: even one training step compiles for over
+  a minute on two shared CPU cores, and the trainer has its own tests (test_tokenizer_train.py)."""
+  import jax.numpy as jnp
+  import numpy as np
+
+  import configs
+  import sharding
+  from train import tokenizer_step
+  from train.checkpoint import Checkpointer
+
+  cfg = configs.load("vidtok_tiny", TOKENIZER_FAST + [f"train.seed={seed}"])
+  ts = tokenizer_step.abstract_state(cfg, sharding.make_mesh((1, 1, 1), jax.devices()[:1]))
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    if not jnp.issubdtype(leaf.dtype, jnp.floating):
+      return jnp.zeros(leaf.shape, leaf.dtype)  # step counters
+    if len(leaf.shape) >= 2:  # kernels at the initializers' fan-in scale
+      return jnp.asarray(rng.normal(size=leaf.shape) / math.sqrt(math.prod(leaf.shape[:-1])), leaf.dtype)
+    is_scale = "scale" in jax.tree_util.keystr(path)
+    return jnp.full(leaf.shape, 1.0 if is_scale else 0.0, leaf.dtype)
+
+  ckpt = Checkpointer(workdir / "checkpoints", cfg)
+  ckpt.save(1, jax.tree_util.tree_map_with_path(fill, ts.state), force=True)
+  ckpt.wait()
+  ckpt.close()
+  return workdir
+
+
+def write_lm(workdir: pathlib.Path, tokens_dir: pathlib.Path, *extra: str) -> pathlib.Path:
+  """An lm_tiny checkpoint over `tokens_dir` as the trainer saves it, from seeded initial weights."""
+  import configs
+  import sharding
+  from train.checkpoint import Checkpointer
+  from train.state import init_state
+
+  cfg = configs.load("lm_tiny", ["data.source=tokens", f"data.tokens_dir={tokens_dir}", "lm.vocab=704",
+                                 "lm.max_len=256", "lm.attention_block=64", *extra])
+  ts = init_state(cfg, sharding.make_mesh((1, 1, 1), jax.devices()[:1]), seed=0)
+  ckpt = Checkpointer(workdir / "checkpoints", cfg)
+  ckpt.save(3, ts.state, force=True)
+  ckpt.wait()
+  ckpt.close()
+  return workdir
+
+
+# --- the shared chain: built once per session, read-only for the tests ----------------------
+
+@pytest.fixture(scope="session")
+def chain_dir(tmp_path_factory) -> pathlib.Path:
+  return tmp_path_factory.mktemp("chain")
+
+
+@pytest.fixture(scope="session")
+def atari32(chain_dir) -> pathlib.Path:
+  """Demo clips: Pong and Freeway at 32x32, 17 frames; 6 train (one episode), 4 validation."""
+  from train.data import demo
+  out = chain_dir / "atari32"
+  demo.build_demo(out, size=32, games=("Pong", "Freeway"), train_episodes=1, train_clips=3,
+                  val_clips=2, videos=False, progress=False)
+  return out
+
+
+@pytest.fixture(scope="session")
+def caption_model(chain_dir) -> pathlib.Path:
+  """A 24-piece BPE SentencePiece model of the demo's game captions (`captions.model`)."""
+  from lm.text import train_sentencepiece
+  from train.data import demo
+  corpus = chain_dir / "captions.txt"
+  corpus.write_text("\n".join(list(demo.GAMES.values()) * 20) + "\n")
+  return train_sentencepiece(corpus, 24, chain_dir / "captions", model_type="bpe")
+
+
+@pytest.fixture(scope="session")
+def random_tokenizer(chain_dir):
+  """`random_tokenizer(seed)`: the workdir of a seeded random vidtok_tiny (see write_tokenizer)."""
+  made: dict[int, pathlib.Path] = {}
+
+  def get(seed: int = 0) -> pathlib.Path:
+    if seed not in made:
+      made[seed] = write_tokenizer(chain_dir / f"tok_{seed}", seed)
+    return made[seed]
+  return get
+
+
+@pytest.fixture(scope="session")
+def atari32_tokens(atari32, caption_model, random_tokenizer):
+  """(out, summary): an uninterrupted `tokenize_dataset` of atari32 with tokenizer seed 0 on the
+  8 fake devices (batch 8), shards of TOKEN_SHARD clips, captions as pieces."""
+  from train.data.tokenize import tokenize_dataset
+  out = atari32.parent / "tokens"
+  summary = tokenize_dataset(random_tokenizer(0), atari32, out, batch=8, shard_size=TOKEN_SHARD,
+                             text_model=caption_model, progress=False)
+  return out, summary
+
+
+@pytest.fixture(scope="session")
+def lm_checkpoint():
+  """`lm_checkpoint(workdir, tokens_dir, *overrides)`: see write_lm."""
+  return write_lm
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_run(chain_dir, atari32, random_tokenizer, atari32_tokens) -> dict:
+  """The whole chain: clips -> tokenizer -> token shards with captions -> an LM checkpoint (step 3)."""
+  tokens, _ = atari32_tokens
+  lm = write_lm(chain_dir / "lm", tokens, "vocab.video_bits=8")
+  return {"root": chain_dir, "lm": lm, "tokens": tokens, "tok": random_tokenizer(0), "clips": atari32}

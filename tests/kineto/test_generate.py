@@ -4,7 +4,7 @@ readable MP4 / GIF / JSON, the sampler compiles once per shape, bad input exits 
 
 The LM checkpoint is written the way the trainer writes it (Checkpointer, whole train
 state, config with data.tokens_dir) from seeded initial weights, and the tokenizer holds
-seeded random weights (as in test_tokenize.py): the tests check the wiring and shapes,
+seeded random weights (tests/conftest.py): the tests check the wiring and shapes,
 not sample quality, and compiling a training step would cost minutes on shared cores.
 """
 from __future__ import annotations
@@ -13,51 +13,21 @@ import json
 import shutil
 
 import av
-import jax
 import numpy as np
 import pytest
 from PIL import Image
 
-import configs
-import sharding
 from lm import sampling
-from lm.text import train_sentencepiece
-from test_tokenize import write_tokenizer
 from kineto import media
-from train.checkpoint import Checkpointer
 from kineto.cli import main
-from train.data import demo
-from train.data.tokenize import tokenize_dataset
 from kineto.generate import GenerateError, Generator, choose_task, token_mask
-from train.state import init_state
-
-
-def write_lm(workdir, tokens_dir, *extra: str):
-  cfg = configs.load("lm_tiny", ["data.source=tokens", f"data.tokens_dir={tokens_dir}", "lm.vocab=704",
-                                 "lm.max_len=256", "lm.attention_block=64", *extra])
-  ts = init_state(cfg, sharding.make_mesh((1, 1, 1), jax.devices()[:1]), seed=0)
-  ckpt = Checkpointer(workdir / "checkpoints", cfg)
-  ckpt.save(3, ts.state, force=True)
-  ckpt.wait()
-  ckpt.close()
-  return workdir
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-  """Demo clips (32x32, 17 frames) -> tokenizer -> token shards with captions -> LM checkpoint."""
-  root = tmp_path_factory.mktemp("generate")
-  clips = root / "clips"
-  demo.build_demo(clips, size=32, games=("Pong", "Freeway"), train_episodes=1, train_clips=1,
-                  val_clips=1, videos=False, progress=False)
-  corpus = root / "captions.txt"
-  corpus.write_text("\n".join(list(demo.GAMES.values()) * 20) + "\n")
-  text_model = train_sentencepiece(corpus, 24, root / "captions", model_type="bpe")
-  tok = write_tokenizer(root / "tok", seed=0)
-  tokens = root / "tokens"
-  tokenize_dataset(tok, clips, tokens, batch=8, shard_size=2, text_model=text_model, progress=False)
-  lm = write_lm(root / "lm", tokens, "vocab.video_bits=8")
-  return {"root": root, "lm": lm, "tokens": tokens, "tok": tok, "clips": clips}
+def run(tiny_lm_run):
+  """Demo clips (32x32, 17 frames) -> tokenizer -> token shards with captions -> LM checkpoint:
+  the session's shared chain (tests/conftest.py)."""
+  return tiny_lm_run
 
 
 @pytest.fixture(scope="module")
@@ -200,21 +170,21 @@ def test_bad_inputs_are_refused_before_sampling(gen, run, tmp_path, capsys):
     gen.generate(video=frames_u8(17), mask=np.ones((5, 8, 8), bool))
 
 
-def test_lm_vocab_must_match_the_tokenizer(run, tmp_path):
-  other = write_lm(tmp_path / "lm6", run["tokens"], "vocab.video_bits=6")
+def test_lm_vocab_must_match_the_tokenizer(run, lm_checkpoint, tmp_path):
+  other = lm_checkpoint(tmp_path / "lm6", run["tokens"], "vocab.video_bits=6")
   with pytest.raises(GenerateError, match=r"'video_bits': 6.*'video_bits': 8"):
     Generator.load(other, progress=False)
   assert main(["generate", "--lm", str(other), "--prompt", "Pong", "--out", str(tmp_path / "x.mp4")]) == 2
 
 
-def test_a_tokenizer_changed_since_tokenizing_is_refused(run, tmp_path):
+def test_a_tokenizer_changed_since_tokenizing_is_refused(run, lm_checkpoint, tmp_path):
   tokens = tmp_path / "tokens"
   shutil.copytree(run["tokens"], tokens)
   manifest = json.loads((tokens / "manifest.json").read_text())
   manifest["tokenizer"]["fingerprint"] = "0" * 16  # as if the tokenizer had trained on since
   (tokens / "manifest.json").write_text(json.dumps(manifest))
   with pytest.raises(GenerateError, match="is not the one that wrote the LM's token shards"):
-    Generator.load(write_lm(tmp_path / "lm", tokens, "vocab.video_bits=8"), progress=False)
+    Generator.load(lm_checkpoint(tmp_path / "lm", tokens, "vocab.video_bits=8"), progress=False)
 
 
 class ToneCodec:

@@ -122,11 +122,10 @@ def test_missing_or_soundless_data_is_a_clear_error(data, tmp_path, capsys):
   assert not any((tmp_path / w).exists() for w in ("w1", "w2", "w3", "w4"))  # nothing written
 
 
-def test_tokenize_stores_audio_codes_and_the_lm_trains_audio_tasks(data, trained, tmp_path):
-  from test_tokenize import write_tokenizer
+def test_tokenize_stores_audio_codes_and_the_lm_trains_audio_tasks(data, trained, random_tokenizer, tmp_path):
   from train.lm_trainer import train_lm
   workdir, _ = trained
-  tok = write_tokenizer(tmp_path / "tok", seed=0)
+  tok = random_tokenizer(0)
   out = tmp_path / "tokens"
   summary = tokenize_dataset(tok, data / "bunny", out, batch=4, shard_size=3, audio_codec=workdir,
                              progress=False)

@@ -5,12 +5,12 @@ and two processes split the work.
 The tokenizer checkpoints are written the way the trainer writes them (the Checkpointer
 with the whole train state, EMA included) but hold seeded random weights: even one
 training step compiles for over a minute on two shared CPU cores (the initializers alone
-take ~40 s), and the trainer has its own tests (test_tokenizer_train.py).
+take ~40 s), and the trainer has its own tests (test_tokenizer_train.py). The clips, the
+tokenizers and the reference shards are the session's shared chain (tests/conftest.py).
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import pathlib
 import pickle
@@ -21,20 +21,17 @@ import sys
 import time
 
 import grain
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
 import configs
-import sharding
 from configs.schema import VocabConfig
 from lm import tasks
-from lm.text import TextTokenizer, train_sentencepiece
+from lm.text import TextTokenizer
 from lm.vocab import Vocabulary
 from train import tokenizer_step
-from train.checkpoint import Checkpointer
 from kineto.cli import main
 from train.data import demo
 from train.data.pipeline import open_split
@@ -43,55 +40,22 @@ from train.data.shards import (TokenShardError, decode_record, encode_record, op
 from train.data.tokenize import chunk_indices, num_chunks, process_chunks, tokenize_dataset
 from train.tokenizer_trainer import load_tokenizer
 
-SHARD = 2  # small shards, so the 6 + 4 demo clips make 3 + 2 of them
+SHARD = 2  # small shards (conftest's TOKEN_SHARD), so the 6 + 4 atari32 clips make 3 + 2 of them
 SHARDS = ["train-00000-of-00003", "train-00001-of-00003", "train-00002-of-00003",
           "validation-00000-of-00002", "validation-00001-of-00002"]
-FAST = ["train.perceptual_weight=0", "train.gan_weight=0", "train.batch_size=2", "train.frames=5",
-        "mesh.fsdp=2", "mesh.tensor=-1"]
-
-
-def write_tokenizer(workdir: pathlib.Path, seed: int) -> pathlib.Path:
-  """A vidtok_tiny checkpoint as the trainer saves it, with seeded random weights."""
-  cfg = configs.load("vidtok_tiny", FAST + [f"train.seed={seed}"])
-  ts = tokenizer_step.abstract_state(cfg, sharding.make_mesh((1, 1, 1), jax.devices()[:1]))
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    if not jnp.issubdtype(leaf.dtype, jnp.floating):
-      return jnp.zeros(leaf.shape, leaf.dtype)  # step counters
-    if len(leaf.shape) >= 2:  # kernels at the initializers' fan-in scale
-      return jnp.asarray(rng.normal(size=leaf.shape) / math.sqrt(math.prod(leaf.shape[:-1])), leaf.dtype)
-    is_scale = "scale" in jax.tree_util.keystr(path)
-    return jnp.full(leaf.shape, 1.0 if is_scale else 0.0, leaf.dtype)
-
-  ckpt = Checkpointer(workdir / "checkpoints", cfg)
-  ckpt.save(1, jax.tree_util.tree_map_with_path(fill, ts.state), force=True)
-  ckpt.wait()
-  ckpt.close()
-  return workdir
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-  """The demo clips (6 train, 4 validation), two tokenizers and a SentencePiece model."""
-  root = tmp_path_factory.mktemp("tokenize")
-  clips = root / "atari32"
-  demo.build_demo(clips, size=32, games=("Pong", "Freeway"), train_episodes=1, train_clips=3,
-                  val_clips=2, videos=False, progress=False)
-  corpus = root / "captions.txt"
-  corpus.write_text("\n".join(list(demo.GAMES.values()) * 20) + "\n")
-  text_model = train_sentencepiece(corpus, 24, root / "captions", model_type="bpe")
-  return {"root": root, "clips": clips, "text_model": text_model,
-          "tok_a": write_tokenizer(root / "tok_a", seed=0), "tok_b": write_tokenizer(root / "tok_b", seed=1)}
+def assets(atari32, caption_model, random_tokenizer):
+  """The shared demo clips (6 train, 4 validation), two tokenizers and a SentencePiece model."""
+  return {"clips": atari32, "text_model": caption_model, "tok_a": random_tokenizer(0),
+          "tok_b": random_tokenizer(1)}
 
 
 @pytest.fixture(scope="module")
-def reference(assets):
+def reference(atari32_tokens):
   """An uninterrupted run on the 8 fake devices (batch 8) with captions as pieces."""
-  out = assets["root"] / "reference"
-  summary = tokenize_dataset(assets["tok_a"], assets["clips"], out, batch=8, shard_size=SHARD,
-                             text_model=assets["text_model"], progress=False)
-  return out, summary
+  return atari32_tokens
 
 
 def shard_bytes(out: pathlib.Path) -> dict[str, bytes]:

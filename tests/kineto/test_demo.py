@@ -16,7 +16,7 @@ from train.data import demo as demo_data
 from kineto.demo.run import QUICK, DemoError, Stages
 from kineto.demo.recognize import GameClassifier
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 # --- pieces -------------------------------------------------------------------------------

@@ -99,13 +99,15 @@ def test_one_compile_per_shape_and_top_k_1_is_greedy(model):
   plan = sampling.layout_plan("av_continuation", VOCAB, SPEC)
   tokens, valid = prompts("av_continuation", [example(0), example(1)])
   before = sampling.TRACES["autoregressive"]
-  top1 = [sampling.sample(model, VOCAB, tokens, valid, plan, rng=seed, sampling=Sampling(1.0, top_k=1))
-          for seed in (0, 1)]
+  top1 = [sampling.sample(model, VOCAB, tokens, valid, plan, rng=0, sampling=Sampling(1.0, top_k=1))]
+  traced = sampling.TRACES["autoregressive"]
+  top1.append(sampling.sample(model, VOCAB, tokens, valid, plan, rng=1, sampling=Sampling(1.0, top_k=1)))
   other_prompts, other_valid = prompts("av_continuation", [example(2), example(3)])
   other = sampling.sample(model, VOCAB, other_prompts, other_valid, plan, rng=5,
                           sampling=Sampling(1.0, top_k=1))
-  # One trace for the whole sequence, not one per token, seed or prompt.
-  assert sampling.TRACES["autoregressive"] - before == 1
+  # One trace for the whole sequence, not one per token, seed or prompt (none at all when an
+  # earlier test compiled this shape).
+  assert traced - before <= 1 and sampling.TRACES["autoregressive"] == traced
   assert (np.asarray(other) != np.asarray(top1[0])).any()
   greedy = sampling.sample(model, VOCAB, tokens, valid, plan, rng=0, sampling=Sampling(0.0))
   for got in top1:
@@ -115,10 +117,12 @@ def test_one_compile_per_shape_and_top_k_1_is_greedy(model):
 
 def test_free_sampling_stops_at_eos_and_pads_the_rest(model):
   tokens, valid = prompts("t2v", [example(0), example(1, (4,))])
-  n = sampling.layout_plan("t2v", VOCAB, SPEC).length  # the shapes of the t2v tests: no new compile
+  t2v = sampling.layout_plan("t2v", VOCAB, SPEC)
+  n = t2v.length  # the shapes of the t2v tests: no new compile
   plan, eos, pad = sampling.free_plan(n, VOCAB), VOCAB.special("eos"), VOCAB.special("pad")
   forced = np.full((2, n), -1, np.int32)
   forced[0, 5], forced[1, 9] = eos, eos
+  sampling.sample(model, VOCAB, tokens, valid, t2v, rng=0, sampling=SAMPLED)  # t2v's program, here or before
   before = sampling.TRACES["autoregressive"]
   got = np.asarray(sampling.sample(model, VOCAB, tokens, valid, plan, rng=0, sampling=SAMPLED, forced_bn=forced))
   assert sampling.TRACES["autoregressive"] == before
@@ -208,12 +212,13 @@ def test_maskgit_fills_unknown_tokens_on_schedule_and_never_changes_known_ones(m
   tokens, valid = sampling.pad_prompts(rows, VOCAB.special("pad"), sampling.prompt_length("inpaint", VOCAB, SPEC))
   canvas = np.stack([VOCAB.video_ids(ex["video"]) for ex in examples]).astype(np.int32)
   known = known.reshape(2, -1)
-  before = sampling.TRACES["maskgit"]
+  before = traced = sampling.TRACES["maskgit"]
   for seed in (0, 1):
     ids, masked = sampling.maskgit(model, VOCAB, tokens, valid, canvas, known, rng=seed,
                                    suffix=(VOCAB.special("eov_o"), VOCAB.special("eos")),
                                    config=MASKGIT, weights=sampling.guidance_weights([2.5]))
     ids, masked = np.asarray(ids), np.asarray(masked)
+    traced = traced if seed else sampling.TRACES["maskgit"]  # after the first call
     np.testing.assert_array_equal(ids[known], canvas[known])
     assert ((ids >= VIDEO[0]) & (ids < VIDEO[1])).all(), "every unknown token is filled with a video id"
     assert (ids[~known] != canvas[~known]).any()
@@ -221,12 +226,14 @@ def test_maskgit_fills_unknown_tokens_on_schedule_and_never_changes_known_ones(m
       want = sampling.maskgit_schedule(int((~known[row]).sum()), MASKGIT.steps)
       np.testing.assert_array_equal(masked[row], want)
     assert masked[:, -1].sum() == 0 and (np.diff(masked, axis=1) < 0).all()
-  assert sampling.TRACES["maskgit"] - before == 1, "one compile for every seed"
+  # One compile for every seed: the first call traces (unless an earlier test compiled this
+  # shape), the second seed does not.
+  assert traced - before <= 1 and sampling.TRACES["maskgit"] == traced, "one compile for every seed"
 
   # Through generate: the same compiled program (same shapes), the same guarantees.
   out = sampling.generate(model, VOCAB, "inpaint", examples, SPEC, known=known.reshape(2, t, h, w),
                           rng=3, cfg_scale=2.5, method="maskgit", maskgit_config=MASKGIT)
-  assert sampling.TRACES["maskgit"] - before == 1
+  assert sampling.TRACES["maskgit"] == traced
   np.testing.assert_array_equal(out["video"].reshape(2, -1)[known], (canvas - VIDEO[0])[known])
   assert_follows_plan(out["tokens"], sampling.layout_plan("inpaint", VOCAB, SPEC))
 

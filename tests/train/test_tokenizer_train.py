@@ -10,7 +10,6 @@ import pytest
 
 import configs
 from kineto.cli import main
-from train.data import demo
 from train.tokenizer_trainer import load_tokenizer, train_tokenizer
 
 FAST = ["train.perceptual_weight=0", "train.gan_weight=0", "train.batch_size=2", "train.frames=5",
@@ -18,11 +17,9 @@ FAST = ["train.perceptual_weight=0", "train.gan_weight=0", "train.batch_size=2",
 
 
 @pytest.fixture(scope="module")
-def clips_dir(tmp_path_factory):
-  out = tmp_path_factory.mktemp("data") / "atari32"
-  demo.build_demo(out, size=32, games=("Pong", "Freeway"), train_episodes=1, train_clips=3,
-                  val_clips=2, videos=False, progress=False)
-  return str(out)
+def clips_dir(atari32):
+  """The session's shared demo clips (tests/conftest.py): 32x32, 6 train, 4 validation."""
+  return str(atari32)
 
 
 @pytest.mark.slow
