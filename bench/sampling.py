@@ -35,8 +35,8 @@ sys.path.insert(1, os.path.dirname(_BENCH))
 import common  # noqa: E402
 
 import configs  # noqa: E402
-from lm import Transformer, sampling, tasks  # noqa: E402
 from configs.schema import ClipSpec  # noqa: E402
+from lm import Transformer, sampling, tasks  # noqa: E402
 from lm.vocab import Vocabulary  # noqa: E402
 
 SPEC = ClipSpec(frames=17, height=128, width=128, text_budget=16)  # 5x16x16 = 1,280 tokens
@@ -114,7 +114,7 @@ def main(argv=None):
     seq_valid = np.concatenate([valid, np.ones((args.batch, extra), bool)], axis=1)
     cache = prefill(state, seq, seq_valid)
     tok = jnp.full((args.batch,), vocab.video_offset, jnp.int32)
-    latency[where] = common.time_fn(lambda: jax.block_until_ready(step(state, tok, cache)[0]),
+    latency[where] = common.time_fn(lambda tok=tok, cache=cache: jax.block_until_ready(step(state, tok, cache)[0]),
                                     warmup=2, repeats=20)
   print(f"decode_step latency: start {latency['start'] * 1e3:.2f} ms, end {latency['end'] * 1e3:.2f} ms "
         f"(cache of {cache_len})")

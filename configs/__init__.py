@@ -13,8 +13,7 @@ import pathlib
 import types
 import typing
 
-from configs.schema import (DEFAULT_RULES, MESH_AXES, Config, ConfigError, LmConfig, MeshConfig,
-                            TrainConfig, VocabConfig)
+from configs.schema import DEFAULT_RULES, MESH_AXES, Config, ConfigError, LmConfig, MeshConfig, TrainConfig, VocabConfig
 
 __all__ = ["Config", "ConfigError", "LmConfig", "MeshConfig", "TrainConfig", "VocabConfig", "DEFAULT_RULES",
            "MESH_AXES", "available", "from_dict", "load", "override", "to_dict"]

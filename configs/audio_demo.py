@@ -12,7 +12,7 @@ residual unit per block) so that 400 steps take about 1.5 minutes on two CPU cor
 a step); `configs/audio_soundstream.py` is VideoPoet's scale. Short training: expect a
 spectral envelope, not clean audio (see summary.json).
 """
-from configs.schema import AudioConfig, AudioCodecConfig, AudioTrainConfig, MeshConfig
+from configs.schema import AudioCodecConfig, AudioConfig, AudioTrainConfig, MeshConfig
 
 
 def get_config() -> AudioConfig:

@@ -3,7 +3,7 @@
   kineto audio train --config configs/audio_tiny.py --workdir /tmp/audio_tiny \
       --set train.data_dir=DATASET
 """
-from configs.schema import AudioConfig, AudioCodecConfig, AudioTrainConfig, MeshConfig
+from configs.schema import AudioCodecConfig, AudioConfig, AudioTrainConfig, MeshConfig
 
 
 def get_config() -> AudioConfig:

@@ -3,8 +3,8 @@
 On a TPU pod slice or GPU cluster (the same command on every host):
   kineto --distributed lm train --config configs/lm_1b.py --workdir /mnt/shared/lm_1b
 """
-from configs.schema import LmConfig
 from configs._pod import MAX_LEN, VOCAB, pod_config
+from configs.schema import LmConfig
 
 
 def get_config():

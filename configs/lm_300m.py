@@ -3,8 +3,8 @@
 On a TPU pod slice or GPU node (the same command on every host):
   kineto --distributed lm train --config configs/lm_300m.py --workdir /mnt/shared/lm_300m
 """
-from configs.schema import LmConfig
 from configs._pod import MAX_LEN, VOCAB, pod_config
+from configs.schema import LmConfig
 
 
 def get_config():

@@ -4,8 +4,8 @@ On a TPU v5p-256 or larger (the same command on every host), params and optimize
 over fsdp, heads/MLP/vocab over a tensor axis of 4:
   kineto --distributed lm train --config configs/lm_8b.py --workdir /mnt/shared/lm_8b --set mesh.tensor=4
 """
-from configs.schema import LmConfig
 from configs._pod import MAX_LEN, VOCAB, pod_config
+from configs.schema import LmConfig
 
 
 def get_config():

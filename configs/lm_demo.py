@@ -12,8 +12,7 @@ outpaint, v2a, a2v and av_continuation. The demo's 9-frame clips need sequences 
 vocabulary must equal the shards' own: `kineto demo` sets it from their manifest (and
 pads lm.vocab to a multiple of 128); the LM trainer refuses a mismatch.
 """
-from configs.schema import (Config, LmConfig, LmDataConfig, MeshConfig, TrainConfig,
-                            VocabConfig)
+from configs.schema import Config, LmConfig, LmDataConfig, MeshConfig, TrainConfig, VocabConfig
 
 
 def get_config() -> Config:

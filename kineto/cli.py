@@ -72,6 +72,7 @@ def _data_build(args) -> int:
 
 def _tokenizer_eval(args) -> int:
   import pathlib
+
   from train.tokenizer_trainer import evaluate, held_out_clips, load_tokenizer, save_side_by_side
   cfg, model = load_tokenizer(args.workdir, ema=not args.no_ema)
   videos = held_out_clips(args.data or cfg.train.data_dir, args.split, args.clips)
@@ -310,8 +311,8 @@ def main(argv=None) -> int:
 def _is_user_error(e: Exception, command: str) -> bool:
   """Bad configs, meshes, datasets and token shards get one line and exit code 2."""
   from configs.schema import ConfigError
-  from sharding import MeshError
   from kineto.demo.run import DemoError
+  from sharding import MeshError
   errors = (ConfigError, MeshError, DemoError)
   # DataError (and TokenShardError) can only be raised once its module is loaded; checking
   # sys.modules keeps TFDS out of commands that never touched data.

@@ -125,7 +125,8 @@ def parse_mask(spec_str: str, spec: ClipSpec) -> np.ndarray:
   if kind == "border" and numbers and len(numbers) == 1:
     n = numbers[0]
     if not 1 <= n < min(spec.height, spec.width) / 2:
-      raise GenerateError(f"mask {spec_str!r}: border N must be in [1, {math.ceil(min(spec.height, spec.width) / 2) - 1}] "
+      most = math.ceil(min(spec.height, spec.width) / 2) - 1
+      raise GenerateError(f"mask {spec_str!r}: border N must be in [1, {most}] "
                           f"pixels for a {spec.height}x{spec.width} clip.")
     mask[:] = True
     mask[:, n:spec.height - n, n:spec.width - n] = False
@@ -166,7 +167,7 @@ class Generator:
   # --- loading ------------------------------------------------------------------------
 
   @classmethod
-  def load(cls, lm_workdir: str | os.PathLike, *, progress: bool = True) -> "Generator":
+  def load(cls, lm_workdir: str | os.PathLike, *, progress: bool = True) -> Generator:
     """Everything from an LM work directory (its latest checkpoint); see module docstring."""
     say = print if progress else (lambda *a, **k: None)
     workdir = pathlib.Path(lm_workdir)

@@ -18,7 +18,7 @@ Padding carries <pad>, input_mask 0, loss_mask 0 and segment_ids 0 (1 on real to
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -44,11 +44,11 @@ class Schedule:
         raise ValueError(f"schedule stage at {start}: weights {dict(weights)} must be >= 0, not all 0.")
 
   @classmethod
-  def of(cls, stages: Sequence[tuple[float, Mapping[str, float]]]) -> "Schedule":
+  def of(cls, stages: Sequence[tuple[float, Mapping[str, float]]]) -> Schedule:
     return cls(tuple((float(s), tuple(sorted(w.items()))) for s, w in stages))
 
   @classmethod
-  def constant(cls, weights: Mapping[str, float]) -> "Schedule":
+  def constant(cls, weights: Mapping[str, float]) -> Schedule:
     return cls.of([(0.0, weights)])
 
   def tasks(self) -> tuple[str, ...]:

@@ -11,7 +11,6 @@ dim, F MLP width, V vocab, L layers.
 """
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 from flax import nnx, struct

@@ -30,7 +30,8 @@ from its RVQ level's codes). Three samplers fill a plan:
 `generate(model, vocab, task, example, spec, ...)` wires prompts, guidance, infilling masks
 and decoding back to codes ({"video": [B, t, h, w], "audio": [B, levels, frames]}) for a
 notebook. It pads prompts to the task's longest (`prompt_length`), so a task compiles once
-whatever the captions; `TRACES` counts the compiled samplers' traces. Under `jax.set_mesh(mesh), nnx.logical_axis_rules(rules)` the samplers run
+whatever the captions; `TRACES` counts the compiled samplers' traces. Under
+`jax.set_mesh(mesh), nnx.logical_axis_rules(rules)` the samplers run
 sharded like training: the batch over the data axes, heads and vocab as the rules say.
 
 Shape letters: B samples, X = R * B rows (R guidance groups), P prompt length, N output
@@ -42,7 +43,8 @@ import collections
 import dataclasses
 import functools
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -31,7 +31,7 @@ Conventions shared with `lm/loss.py` and the samplers:
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 

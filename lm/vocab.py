@@ -13,7 +13,7 @@ Contiguous ranges fixed by `configs.VocabConfig` and recorded with every checkpo
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

@@ -38,16 +38,16 @@ import numpy as np
 import configs
 import sharding
 from configs.schema import AudioCodecConfig, AudioConfig, ConfigError, TrainConfig
+from train.audio_step import init_state, make_train_step, random_crops
 from train.checkpoint import Checkpointer
+from train.data import audio as audio_files
 from train.data.build import DataError
 from train.data.shards import fingerprint
 from train.files import write_json
 from train.loop import global_batch, open_writer, process_rows, run_loop
 from train.optimizer import schedule
-from train.data import audio as audio_files
 from vidtok import audio
 from vidtok.audio import losses
-from train.audio_step import init_state, make_train_step, random_crops
 
 GAP_SECONDS = 0.25  # silence between original and reconstruction in reconstructions.wav
 ESPEAK_TEXTS = (

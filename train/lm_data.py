@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from configs.schema import ClipSpec
-from configs.schema import Config, ConfigError
+from configs.schema import ClipSpec, Config, ConfigError
 from lm import mixture, tasks
 from lm.vocab import Vocabulary
 from train import corpus

@@ -24,16 +24,23 @@ import configs
 import sharding
 from configs.schema import Config, ConfigError
 from lm import next_token_loss
-from train import lm_data
-from train.flops import measure_matmul_flops_per_second, train_step_flops
-from train.files import write_json
 from lm.vocab import Vocabulary
-from train.optimizer import schedule
+from train import lm_data
 from train.checkpoint import Checkpointer
+from train.files import write_json
+from train.flops import measure_matmul_flops_per_second, train_step_flops
 from train.lm_data import BATCH_KEYS
 from train.loop import global_batch, open_writer, process_rows, run_loop
-from train.state import (abstract_state, batch_shardings, check_fits_mesh, init_state, make_train_step,
-                         restore, trained_model)
+from train.optimizer import schedule
+from train.state import (
+  abstract_state,
+  batch_shardings,
+  check_fits_mesh,
+  init_state,
+  make_train_step,
+  restore,
+  trained_model,
+)
 
 SAMPLE_PROMPT, SAMPLE_LENGTH = 64, 96
 
@@ -92,7 +99,8 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
     print(f"kineto: {cfg.name}: {n_params / 1e6:.2f}M params on mesh {dict(mesh.shape)}; "
           f"{flops_per_step / 1e9:.2f} GFLOP per step (analytic); {per_device_bytes / 2**20:.1f} MiB "
           f"per device (arguments {memory.argument_size_in_bytes / 2**20:.1f} MiB, temporaries "
-          f"{memory.temp_size_in_bytes / 2**20:.1f} MiB); starting at step {start_step}.\nkineto: data: {data.describe}.")
+          f"{memory.temp_size_in_bytes / 2**20:.1f} MiB); starting at step {start_step}.\n"
+          f"kineto: data: {data.describe}.")
 
   writer = open_writer(workdir, cfg, start_step)
 

@@ -24,8 +24,8 @@ import sharding
 from configs.schema import ConfigError, TokenizerConfig
 from train import tokenizer_step
 from train.checkpoint import Checkpointer
-from train.files import write_json
 from train.data import clips
+from train.files import write_json
 from train.loop import global_batch, open_writer, process_rows, run_loop
 from train.optimizer import schedule
 from train.state import restore, trained_model

@@ -13,12 +13,28 @@ anything compiles.
   audio.py      AudioCodecConfig, AudioTrainConfig and AudioConfig, one audio codec run
   clip.py       ClipSpec: the clip shape the dataset builder and the LM's task layouts share
 """
-from configs.schema.audio import (ACTIVATIONS, ADVERSARIAL_LOSSES, CODEBOOK_MODES, EXTRA_AUDIO,
-                                  AudioCodecConfig, AudioConfig, AudioTrainConfig)
-from configs.schema.checks import ConfigError, _check_choice, _check_positive
+from configs.schema.audio import (
+                                  ACTIVATIONS,
+                                  ADVERSARIAL_LOSSES,
+                                  CODEBOOK_MODES,
+                                  EXTRA_AUDIO,
+                                  AudioCodecConfig,
+                                  AudioConfig,
+                                  AudioTrainConfig,
+)
+from configs.schema.checks import ConfigError
 from configs.schema.clip import ClipSpec
-from configs.schema.lm import (ATTENTION_IMPLS, AUDIO_ORDERS, DATA_SOURCES, DTYPES, REMAT_POLICIES,
-                               Config, LmConfig, LmDataConfig, VocabConfig)
+from configs.schema.lm import (
+                                  ATTENTION_IMPLS,
+                                  AUDIO_ORDERS,
+                                  DATA_SOURCES,
+                                  DTYPES,
+                                  REMAT_POLICIES,
+                                  Config,
+                                  LmConfig,
+                                  LmDataConfig,
+                                  VocabConfig,
+)
 from configs.schema.mesh import DEFAULT_RULES, MESH_AXES, MeshConfig
 from configs.schema.tokenizer import RECON_LOSSES, TokenizerConfig, VidtokConfig, VidtokTrainConfig
 from configs.schema.train import TrainConfig

@@ -15,7 +15,7 @@ clip's prediction sums its frames' log-probabilities.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -53,7 +53,7 @@ class GameClassifier:
 
   @classmethod
   def fit(cls, clips_nthwc: np.ndarray, captions: Sequence[str], *, steps: int = 400,
-          l2: float = 1e-3, learning_rate: float = 0.05) -> "GameClassifier":
+          l2: float = 1e-3, learning_rate: float = 0.05) -> GameClassifier:
     """Fits on every frame of the given clips, each labelled with its clip's caption."""
     clips = np.asarray(clips_nthwc)
     if len(clips) != len(captions) or len(clips) == 0:

@@ -28,7 +28,7 @@ import dataclasses
 import json
 import pathlib
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax.numpy as jnp
 import numpy as np

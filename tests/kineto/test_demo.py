@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from kineto.demo import report
-from train.data import demo as demo_data
-from kineto.demo.run import QUICK, DemoError, Stages
 from kineto.demo.recognize import GameClassifier
+from kineto.demo.run import QUICK, DemoError, Stages
+from train.data import demo as demo_data
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lm import sampling
 from kineto import media
 from kineto.cli import main
 from kineto.generate import GenerateError, Generator, choose_task, token_mask
+from lm import sampling
 
 
 @pytest.fixture(scope="module")

@@ -141,12 +141,12 @@ def test_fused_cross_entropy_matches_plain_loss_and_gradients():
     return jnp.sum(weights * (ce + 1e-2 * lse ** 2)), ce
 
   for chunk in (7, 16, 50):  # ragged and exact chunking
-    fused = lambda x, w: fused_cross_entropy(x, w, targets, weights, chunk, 1e-2)
+    fused = lambda x, w, chunk=chunk: fused_cross_entropy(x, w, targets, weights, chunk, 1e-2)
     (want, want_ce), (got, got_ce) = plain(x, w), fused(x, w)
     np.testing.assert_allclose(got, want, rtol=1e-5)
     np.testing.assert_allclose(got_ce, want_ce, rtol=1e-5)
     g_want = jax.grad(lambda x, w: plain(x, w)[0], (0, 1))(x, w)
-    g_got = jax.grad(lambda x, w: fused(x, w)[0], (0, 1))(x, w)
+    g_got = jax.grad(lambda x, w, fused=fused: fused(x, w)[0], (0, 1))(x, w)
     for a, b in zip(g_got, g_want):
       np.testing.assert_allclose(a, b, atol=1e-5)
 

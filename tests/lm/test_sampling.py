@@ -11,9 +11,9 @@ from flax import nnx
 import configs
 import sharding
 from configs import VocabConfig
+from configs.schema import ClipSpec
 from lm import Transformer, sampling, tasks
 from lm.sampling import Sampling
-from configs.schema import ClipSpec
 from lm.vocab import Vocabulary
 
 VOCAB = Vocabulary(VocabConfig())  # 480 ids: 32 special, 256 text, 64 video, 2 x 64 audio

@@ -7,9 +7,8 @@ from flax import nnx
 
 import configs
 from configs import VocabConfig
-from lm import Transformer, next_token_loss
-from lm import mixture, tasks
 from configs.schema import ClipSpec
+from lm import Transformer, mixture, next_token_loss, tasks
 from lm.vocab import TASKS, Vocabulary
 
 VOCAB = Vocabulary(VocabConfig())  # 6-bit LFQ, 2 RVQ levels x 64 codes, 256 text pieces
@@ -230,6 +229,7 @@ GAMES = ["space invaders", "pong", "breakout", "ms pacman", "seaquest", "enduro"
 def demo_examples(tmp_path_factory):
   """Game-name captions through a real 256-piece SentencePiece model; every other clip has audio."""
   from pydoc_data.topics import topics
+
   from lm.text import TextTokenizer, train_sentencepiece
   corpus = tmp_path_factory.mktemp("text") / "corpus.txt"
   corpus.write_text("\n".join(list(topics.values()) + GAMES))

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from configs import ConfigError, VocabConfig
+from kineto.cli import main
 from lm import tasks
 from lm.text import TextTokenizer, train_sentencepiece
 from lm.vocab import Vocabulary
-from kineto.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -5,25 +5,23 @@ tokenizes the clips' audio into the shards the LM trains v2a / a2v / av_continua
 from __future__ import annotations
 
 import json
-import pathlib
 import shutil
 
 import numpy as np
 import pytest
 
 import configs
+from configs.schema import ClipSpec
+from kineto.cli import main
 from lm import tasks
 from train.audio_trainer import AudioData, load_audio_codec
 from train.checkpoint import Checkpointer
-from kineto.cli import main
 from train.data import audio as audio_files
 from train.data import demo
-from configs.schema import ClipSpec
 from train.data.build import build_dataset
 from train.data.pipeline import open_split
 from train.data.shards import TokenShardError, open_token_shards, to_example
 from train.data.tokenize import tokenize_dataset
-from vidtok import audio
 
 FRAMES, FPS, SIZE = 9, 8.0, 32
 CODEC_FRAMES = tasks.ClipSpec(frames=FRAMES, fps=FPS).audio_frames  # 1.125 s at 50 Hz -> 56

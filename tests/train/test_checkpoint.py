@@ -12,10 +12,10 @@ import pytest
 
 import configs
 import sharding
-from train.checkpoint import Checkpointer
 from kineto.cli import main
-from train.state import abstract_state, init_state, make_train_step
+from train.checkpoint import Checkpointer
 from train.lm_trainer import train_lm
+from train.state import abstract_state, init_state, make_train_step
 
 TINY = ["train.seq_len=64", "train.checkpoint_every=2"]
 

@@ -7,8 +7,7 @@ from configs.schema import ClipSpec
 from train.data.build import DataError, Source, Stream, build_dataset, write_dataset
 from train.data.demo import build_demo
 from train.data.pipeline import make_dataset, open_split, state_from_json, state_to_json
-from train.data.shards import (TokenShardError, TokenShards, open_token_shards, to_example,
-                               tokenizer_fingerprint)
+from train.data.shards import TokenShardError, TokenShards, open_token_shards, to_example, tokenizer_fingerprint
 
 __all__ = ["ClipSpec", "DataError", "Source", "Stream", "build_dataset", "write_dataset",
            "build_demo", "make_dataset", "open_split", "state_from_json", "state_to_json",

@@ -44,7 +44,8 @@ import pathlib
 import shutil
 import time
 import zlib
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds

@@ -13,7 +13,8 @@ generation's prompts (`kineto/media.py`):
 from __future__ import annotations
 
 import pathlib
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 

@@ -26,7 +26,8 @@ import json
 import logging
 import os
 import pathlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import grain
 import jax
@@ -96,7 +97,7 @@ class _GoodBatches(grain.IterDataset):
     super().__init__(parent)
     self.batch_size, self.max_bad_fraction = batch_size, max_bad_fraction
 
-  def __iter__(self) -> "GoodBatchIterator":
+  def __iter__(self) -> GoodBatchIterator:
     return GoodBatchIterator(self._parent.__iter__(), self.batch_size, self.max_bad_fraction)
 
 

@@ -32,7 +32,7 @@ import json
 import os
 import pathlib
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import msgpack
 import numpy as np

@@ -36,7 +36,7 @@ import json
 import os
 import pathlib
 import time
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -46,15 +46,23 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 import sharding
-from configs.schema import ClipSpec
-from configs.schema import DEFAULT_RULES, VocabConfig
+from configs.schema import DEFAULT_RULES, ClipSpec, VocabConfig
 from lm.text import TextTokenizer
 from lm.vocab import Vocabulary
 from train.audio_trainer import load_audio_codec
 from train.data import pipeline
 from train.data.build import DataError
-from train.data.shards import (FORMAT, SHARD_PATTERN, SUFFIX, VERSION, TokenShardError, encode_record,
-                               read_manifest, shard_name, tokenizer_fingerprint)
+from train.data.shards import (
+  FORMAT,
+  SHARD_PATTERN,
+  SUFFIX,
+  VERSION,
+  TokenShardError,
+  encode_record,
+  read_manifest,
+  shard_name,
+  tokenizer_fingerprint,
+)
 from train.files import write_json
 from train.tokenizer_trainer import load_tokenizer
 from vidtok.audio import prepare

@@ -14,9 +14,9 @@ import av
 import numpy as np
 import pytest
 
+from configs.schema import ClipSpec
 from kineto.cli import main
 from train.data import demo
-from configs.schema import ClipSpec
 from train.data.build import DataError, Source, Stream, build_dataset, write_dataset
 from train.data.pipeline import make_dataset, open_split, state_from_json, state_to_json
 

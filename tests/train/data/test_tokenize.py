@@ -28,15 +28,21 @@ from flax import nnx
 
 import configs
 from configs.schema import VocabConfig
+from kineto.cli import main
 from lm import tasks
 from lm.text import TextTokenizer
 from lm.vocab import Vocabulary
 from train import tokenizer_step
-from kineto.cli import main
 from train.data import demo
 from train.data.pipeline import open_split
-from train.data.shards import (TokenShardError, decode_record, encode_record, open_token_shards, to_example,
-                               tokenizer_fingerprint)
+from train.data.shards import (
+  TokenShardError,
+  decode_record,
+  encode_record,
+  open_token_shards,
+  to_example,
+  tokenizer_fingerprint,
+)
 from train.data.tokenize import chunk_indices, num_chunks, process_chunks, tokenize_dataset
 from train.tokenizer_trainer import load_tokenizer
 
