@@ -15,7 +15,6 @@ import sys
 import tempfile
 import time
 
-
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 import common  # noqa: E402
 

@@ -13,7 +13,7 @@ runs unchanged everywhere.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import jax
 from flax import nnx
