@@ -171,9 +171,10 @@ def section_peaks(args) -> dict:
 def train_step(config: str, overrides: list[str], batch: int, repeats: int, peak: float | None,
                mem_limit: int | None = None) -> dict:
   """One compiled training step on one device with synthetic tokens (as bench/lm_step.py)."""
+  from flax import nnx
+
   import configs
   import sharding
-  from flax import nnx
   from train.flops import train_step_flops
   from train.state import init_state, make_train_step
 
@@ -272,8 +273,9 @@ def section_lm_1b(args, results) -> dict:
 # --- 3. decoding ---------------------------------------------------------------------------
 
 def section_decode(args, results) -> dict:
-  import configs
   from flax import nnx
+
+  import configs
   from lm import Transformer, sampling, tasks
   from lm.tasks import ClipSpec
   from lm.vocab import Vocabulary
@@ -383,8 +385,9 @@ def section_decode(args, results) -> dict:
 # --- 4. video tokenizer -----------------------------------------------------------------
 
 def tokenizer(name: str, batch: int, dtype, frames: int, size: int, repeats: int) -> dict:
-  import configs
   from flax import nnx
+
+  import configs
   from vidtok import lfq
   from vidtok.model import Stream, VideoTokenizer
 
@@ -446,7 +449,8 @@ def section_vidtok(args, results) -> dict:
           r["bf16_fraction_of_peak_encode"] = r["encode_flops_per_second"] / peaks["bf16_flops_per_second"]
         log(f"{key} batch {batch}: encode {r['encode_fps']:,.0f} frames/s, decode {r['decode_fps']:,.0f} "
             f"frames/s ({r['encode_gflop_per_clip']:.1f}+{r['decode_gflop_per_clip']:.1f} GFLOP/clip; "
-            f"{r.get('encode_fraction_of_peak', float('nan')):.3f} / {r.get('decode_fraction_of_peak', float('nan')):.3f} "
+            f"{r.get('encode_fraction_of_peak', float('nan')):.3f} / "
+            f"{r.get('decode_fraction_of_peak', float('nan')):.3f} "
             f"of the {peak_key.split('_flops')[0]} peak)")
         out[key] = r
       except Exception as e:  # noqa: BLE001
@@ -468,13 +472,13 @@ def main(argv=None):
   parser.add_argument("--sections", default="peaks,lm_bench,decode,lm_1b,vidtok")
   args = parser.parse_args(argv)
   dev = jax.devices()[0]
-  results = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+  results = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
              "jax": jax.__version__, "backend": jax.default_backend(), "device_kind": dev.device_kind,
              "device_count": jax.device_count(), "quick": args.quick, "argv": sys.argv[1:],
              "device_bytes_limit": device_memory_limit(dev)}
   try:
-    import jaxlib
     import flax
+    import jaxlib
     results.update(jaxlib=jaxlib.__version__, flax=flax.__version__)
   except Exception:  # noqa: BLE001
     pass
