@@ -17,7 +17,8 @@ Measures, each section on `jax.devices()[0]` and wrapped so one failure keeps th
      read (weights as stored + the valid KV cache) / the measured copy bandwidth;
   4. the video tokenizer (vidtok_demo batch 16, vidtok_magvit2 batch 4, 17x128x128 clips):
      encode/decode frames/s in float32 and bfloat16 (the layers compute in the input's dtype),
-     XLA's cost-analysis FLOP/s over the matching matmul peak;
+     FLOP/s over the matching matmul peak, the FLOPs counted by XLA's CPU cost analysis of the
+     same programs (on GPU the cost analysis leaves out cuDNN/cuBLAS calls: every conv and matmul);
   5. `lm_1b` (a pod config) on one chip: mesh (1, 1, 1), batch 8 (4, 2 when it does not fit),
      seq_len 2,048: step time, tokens/s, MFU and XLA's memory analysis.
 
@@ -405,7 +406,9 @@ def tokenizer(name: str, batch: int, dtype, frames: int, size: int, repeats: int
   compile_s = time.perf_counter() - t0
   out_dtype = str(decode(params, codes).dtype)
   t0 = time.perf_counter()
-  f_enc, f_dec = cpu_flops(encode_fn, params, video), cpu_flops(decode_fn, params, codes)
+  one = lambda x: jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype)  # counted per clip, x batch
+  f_enc = batch * cpu_flops(encode_fn, params, one(video))
+  f_dec = batch * cpu_flops(decode_fn, params, one(codes))
   cpu_count_s = time.perf_counter() - t0
   t_enc = median_time(lambda: encode(params, video).block_until_ready(), warmup=1, repeats=repeats)
   t_dec = median_time(lambda: decode(params, codes).block_until_ready(), warmup=1, repeats=repeats)
