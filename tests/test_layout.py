@@ -1,4 +1,4 @@
-"""The layout's rules (docs: issue 13), read from the source with `ast`, function-local imports
+"""The layout's rules (docs/design.md 2), read from the source with `ast`, function-local imports
 included: `vidtok/`, `lm/`, `configs/` and `sharding/` import neither `train` nor `kineto`;
 `train/` does not import `kineto`; the project's modules import each other without a cycle."""
 from __future__ import annotations
@@ -102,3 +102,21 @@ def test_no_import_cycle():
     names = " -> ".join([n for n, *_ in cycle] + [cycle[0][0]])
     report.append(names + "\n    " + "\n    ".join(_where(n, line, w) for n, line, w, _ in cycle))
   assert not cycles, f"{len(cycles)} import cycle(s):\n  " + "\n  ".join(report)
+
+
+def test_readme_layout_has_one_line_per_folder():
+  """README.md's layout block names every tracked folder (tests/ subfolders mirror the
+  packages and go under tests/) and no folder that does not exist."""
+  import subprocess
+  tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+  if not tracked:  # not a git checkout (e.g. an sdist): nothing to compare against
+    pytest.skip("not a git checkout")
+  folders = {"/".join(p.split("/")[:depth]) + "/" for p in tracked for depth in (1, 2)
+             if p.count("/") >= depth and not p.startswith("tests/")}
+  folders |= {"tests/"}
+  readme = (ROOT / "README.md").read_text()
+  block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+  listed = [line.split()[0] for line in block.splitlines() if line.strip()]
+  assert len(listed) == len(set(listed)), f"a folder is listed twice: {listed}"
+  assert set(listed) == folders, (f"README layout lists {sorted(set(listed) - folders)} that are not "
+                                  f"folders, and misses {sorted(folders - set(listed))}")
