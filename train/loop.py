@@ -111,9 +111,9 @@ def run_loop(state, step_fn: Callable[[Any, int], tuple[Any, dict, dict]], *, na
   entry, when present, says whether the step changed the state; otherwise the loss is
   checked), work holds per-step counts to sum over timed steps (e.g. tokens, FLOPs).
   log(metrics, step, timing) writes TensorBoard scalars with the trainer's tags (called on
-  the chief only); postfix(metrics, timing) gives the progress
-  bar's fields; saved(state) is the tree a checkpoint holds; every_step(state, step) runs
-  after each finite step on every process (e.g. reconstruction images).
+  the chief only); postfix(metrics, timing) gives the progress bar's fields; saved(state)
+  is the tree a checkpoint holds; every_step(state, step) runs after each finite step on
+  every process (e.g. reconstruction images: the weights are sharded across them).
   """
   is_chief = jax.process_index() == 0
   timing, metrics = Timing(), {}
