@@ -220,7 +220,8 @@ class Generator:
                    "tokenizer": str(tok_dir), "tokens_dir": str(cfg.data.tokens_dir),
                    "text_model": (manifest.get("text_model") or {}).get("path"),
                    "audio_codec": (manifest.get("audio_codec") or {}).get("workdir")}
-    spec = lm_data.clip_spec(manifest, cfg.data.audio_order)  # the layout the LM was trained on
+    # the layout the LM was trained on
+    spec = lm_data.clip_spec(manifest, cfg.data.audio_order, cfg.data.text_budget)
     return cls(cfg, model, vocab, spec, tokenizer, text, codec, manifest, checkpoints)
 
   # --- inputs -------------------------------------------------------------------------

@@ -22,7 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from configs.schema import ClipSpec
+from configs.schema import ClipSpec, ConfigError
+from configs.schema.lm import schedule_stages
 from lm import tasks
 from lm.vocab import TASKS, Vocabulary
 
@@ -72,6 +73,26 @@ DEMO_SCHEDULE = Schedule.of([
     (0.25, {"t2i": 0.1, "t2v": 0.3, "unconditional": 0.05, "i2v": 0.1, "continuation": 0.1,
             "inpaint": 0.1, "outpaint": 0.1, "v2a": 0.05, "a2v": 0.05, "av_continuation": 0.05}),
 ])
+
+
+NAMED_SCHEDULES = {"videopoet": DEMO_SCHEDULE}
+
+
+def parse_schedule(spec: str) -> Schedule:
+  """`data.schedule` (a name in NAMED_SCHEDULES, or weights / stages; see
+  configs.schema.lm.schedule_stages) -> a Schedule; unknown tasks raise ConfigError."""
+  stages = schedule_stages(spec)
+  if isinstance(stages, str):
+    return NAMED_SCHEDULES[stages]
+  try:
+    return Schedule.of(stages)
+  except ValueError as e:
+    raise ConfigError(f"data.schedule={spec!r}: {e}") from None
+
+
+def over_budget(example: Mapping, budget: int) -> bool:
+  """True when the example's caption is longer than `budget` pieces."""
+  return tasks.has_modality(example, "text") and np.asarray(example["text"]).size > budget
 
 
 def default_buckets(lengths: Iterable[int], max_buckets: int = 4, multiple: int = 8) -> tuple[int, ...]:
@@ -130,6 +151,12 @@ class Mixture:
       raise ValueError(f"cond_dropout={cond_dropout} must be in [0, 1].")
     self.total_steps, self.batch_size, self.seed = total_steps, batch_size, seed
     self.cond_dropout = cond_dropout
+    # A caption over the text budget is skipped, not truncated: its example trains the tasks
+    # that need no caption (an optional caption left out), and `skipped_captions` counts them.
+    long = [i for i, ex in enumerate(self.examples) if over_budget(ex, spec.text_budget)]
+    for i in long:
+      self.examples[i] = {k: v for k, v in self.examples[i].items() if k != "text"}
+    self.skipped_captions = len(long)
     # Examples that carry every modality a task needs (audio for v2a, a caption for t2v, ...).
     self.eligible = {}
     for name in schedule.tasks():

@@ -5,6 +5,7 @@
                                 input_mask, loss_mask [b, L]; a pure function of (seed, step)
   data.eval_sets(rows)          named held-out batch lists (one per task for the mixture)
   data.describe                 one line for the log
+  data.stats                    counts for the run's summary (e.g. captions skipped)
 
 Two sources (`data.source` in the config):
 - `bytes`: the bundled text corpus (train/corpus.py), bytes in the vocabulary's text range.
@@ -40,6 +41,7 @@ class ByteData:
                                  for part in corpus.split(corpus.corpus_bytes()))
     self.lengths = (tc.seq_len + 1,)
     self.describe = f"byte corpus: {len(self.train):,} training bytes, prefix {self.prefix}"
+    self.stats = {}
 
   def batch(self, step: int, rows: slice = slice(None)) -> dict:
     return next(corpus.batches(self.train, self.batch_size, self.seq_len, self.prefix, self.seed,
@@ -54,11 +56,18 @@ class MixtureData:
   """Token-shard examples under the task mixture, in length buckets."""
 
   def __init__(self, cfg: Config, vocab: Vocabulary, train_examples, held_out_examples,
-               spec: ClipSpec, schedule: mixture.Schedule = mixture.DEMO_SCHEDULE):
+               spec: ClipSpec, schedule: mixture.Schedule | None = None):
+    """`spec.text_budget` and the schedule (default: `data.schedule`) come from the config;
+    a caption over the budget is skipped (its clip still trains caption-free tasks) and counted
+    in `describe` and `stats`."""
     tc = cfg.train
+    schedule = schedule or mixture.parse_schedule(cfg.data.schedule)
+    train_examples, skipped = skip_long_captions(train_examples, spec.text_budget)
+    held_out_examples, held_out_skipped = skip_long_captions(held_out_examples, spec.text_budget)
     schedule, dropped = feasible(schedule, train_examples)
     self.mix = mixture.Mixture(train_examples, vocab, schedule, total_steps=tc.steps,
-                               batch_size=tc.batch_size, spec=spec, seed=tc.seed)
+                               batch_size=tc.batch_size, spec=spec, seed=tc.seed,
+                               cond_dropout=cfg.data.caption_dropout)
     self.lengths = self.mix.buckets
     if self.lengths[-1] > cfg.lm.max_len:
       raise ConfigError(f"the task mixture needs sequences of up to {self.lengths[-1]} tokens "
@@ -69,15 +78,31 @@ class MixtureData:
                               total_steps=EVAL_BATCHES, batch_size=tc.batch_size, spec=spec,
                               buckets=self.lengths, seed=12345, cond_dropout=0.0)
         for name in held_out_tasks}
+    self.stats = {"captions_over_budget": skipped, "held_out_captions_over_budget": held_out_skipped,
+                  "text_budget": spec.text_budget}
     self.describe = (f"task mixture: {len(train_examples)} training examples, tasks "
-                     f"{list(schedule.tasks())}, buckets {self.lengths}"
-                     + (f"; left out for lack of their modalities: {dropped}" if dropped else ""))
+                     f"{list(schedule.tasks())}, buckets {self.lengths}, caption dropout "
+                     f"{cfg.data.caption_dropout:g}"
+                     + (f"; left out for lack of their modalities: {dropped}" if dropped else "")
+                     + (f"; skipped {skipped} training and {held_out_skipped} held-out captions over "
+                        f"the text budget of {spec.text_budget} pieces (data.text_budget)"
+                        if skipped or held_out_skipped else ""))
 
   def batch(self, step: int, rows: slice = slice(None)) -> dict:
     return self.mix.batch(step, rows)
 
   def eval_sets(self, rows: slice = slice(None)) -> dict[str, list[dict]]:
     return {name: [m.batch(i, rows) for i in range(EVAL_BATCHES)] for name, m in self.held_out.items()}
+
+
+def skip_long_captions(examples, budget: int) -> tuple[list, int]:
+  """(examples with every caption over `budget` pieces removed, how many were removed)."""
+  out, skipped = [], 0
+  for ex in examples:
+    if mixture.over_budget(ex, budget):
+      ex, skipped = {k: v for k, v in ex.items() if k != "text"}, skipped + 1
+    out.append(ex)
+  return out, skipped
 
 
 def feasible(schedule: mixture.Schedule, examples) -> tuple[mixture.Schedule, list[str]]:
@@ -91,7 +116,8 @@ def feasible(schedule: mixture.Schedule, examples) -> tuple[mixture.Schedule, li
   return mixture.Schedule.of(stages), dropped
 
 
-def clip_spec(manifest: dict, audio_order: str = "level") -> ClipSpec:
+def clip_spec(manifest: dict, audio_order: str = "level",
+              text_budget: int = ClipSpec.text_budget) -> ClipSpec:
   """The task layouts' clip shapes of a token-shard manifest (training and sampling agree).
 
   The clip's duration and the codec's frame rate fix the audio frames per clip; both come
@@ -104,7 +130,7 @@ def clip_spec(manifest: dict, audio_order: str = "level") -> ClipSpec:
   return ClipSpec(frames=clip["frames"], height=clip["height"], width=clip["width"],
                         compression=compression, fps=float(fps),
                         audio_hz=float(codec.get("frame_rate", ClipSpec.audio_hz)),
-                        audio_order=audio_order)
+                        audio_order=audio_order, text_budget=text_budget)
 
 
 def make(cfg: Config, vocab: Vocabulary):
@@ -116,6 +142,6 @@ def make(cfg: Config, vocab: Vocabulary):
             for split in ("train", "validation")}
   for s in shards.values():
     s.check_vocab(cfg.vocab)
-  spec = clip_spec(shards["train"].manifest, cfg.data.audio_order)
+  spec = clip_spec(shards["train"].manifest, cfg.data.audio_order, cfg.data.text_budget)
   examples = {split: [to_example(s[i]) for i in range(len(s))] for split, s in shards.items()}
   return MixtureData(cfg, vocab, examples["train"], examples["validation"], spec)

@@ -164,6 +164,7 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
       "eval_loss_per_set": eval_losses,
       "eval_loss_ema": eval_loss_ema, "per_device_bytes": int(per_device_bytes),
       "params": n_params, "devices": jax.device_count(), "mesh": dict(mesh.shape),
+      "data": data.stats,  # e.g. captions skipped for exceeding data.text_budget
       "step_seconds": timing.step_seconds,  # None after 1 step: its time is all compile
       "tokens_per_second": timing.seconds and timing.rate("tokens"),
       "mfu": timing.seconds and timing.rate("flops") / peak, "peak_flops_per_second": peak,

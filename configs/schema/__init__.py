@@ -30,6 +30,7 @@ from configs.schema.lm import (
                                   DATA_SOURCES,
                                   DTYPES,
                                   REMAT_POLICIES,
+                                  SCHEDULES,
                                   Config,
                                   LmConfig,
                                   LmDataConfig,
@@ -42,7 +43,8 @@ from configs.schema.train import TrainConfig
 __all__ = [
     "ACTIVATIONS", "ADVERSARIAL_LOSSES", "ATTENTION_IMPLS", "AUDIO_ORDERS", "CODEBOOK_MODES",
     "DATA_SOURCES", "DEFAULT_RULES", "DTYPES", "EXTRA_AUDIO", "MESH_AXES", "RECON_LOSSES",
-    "REMAT_POLICIES", "AudioCodecConfig", "AudioConfig", "AudioTrainConfig", "ClipSpec", "Config", "ConfigError",
+    "REMAT_POLICIES", "SCHEDULES", "AudioCodecConfig", "AudioConfig", "AudioTrainConfig", "ClipSpec", "Config",
+    "ConfigError",
     "LmConfig", "LmDataConfig", "MeshConfig", "TokenizerConfig", "TrainConfig", "VidtokConfig",
     "VidtokTrainConfig", "VocabConfig",
 ]

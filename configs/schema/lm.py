@@ -93,6 +93,30 @@ class VocabConfig:
 
 
 DATA_SOURCES = ("bytes", "tokens")
+SCHEDULES = ("videopoet",)  # named task schedules (lm/mixture.py NAMED_SCHEDULES)
+
+
+def schedule_stages(spec: str) -> str | list[tuple[float, dict[str, float]]]:
+  """`data.schedule` -> a schedule name, or [(start, {task: weight})] stages.
+
+  "t2v=0.6,i2v=0.4" is one stage from 0; "0:t2i=1;0.25:t2v=1" two, the second from a
+  quarter of training. Task names and weights are checked by lm.mixture.Schedule."""
+  spec = spec.strip()
+  if spec in SCHEDULES:
+    return spec
+  hint = (f"data.schedule={spec!r}: expected one of {list(SCHEDULES)}, weights like "
+          "'t2v=0.6,i2v=0.4', or stages like '0:t2i=0.5,t2v=0.5;0.25:t2v=1'.")
+  stages = []
+  for part in spec.split(";"):
+    start, sep, weights = part.rpartition(":")
+    try:
+      pairs = [w.split("=") for w in weights.split(",")]
+      stages.append((float(start) if sep else 0.0, {n.strip(): float(w) for n, w in pairs}))
+    except ValueError:
+      raise ConfigError(hint) from None
+  if not stages or stages[0][0] != 0.0 or any(b[0] <= a[0] for a, b in zip(stages, stages[1:])):
+    raise ConfigError(hint + " Stage starts must begin at 0 and increase.")
+  return stages
 AUDIO_ORDERS = ("level", "time")
 
 
@@ -102,10 +126,22 @@ class LmDataConfig:
   source: str = "bytes"        # bytes: the bundled text corpus; tokens: shards of `kineto tokenize`
   tokens_dir: str = ""         # the token shards (source=tokens), with train and validation splits
   audio_order: str = "level"   # RVQ audio codes flattened level-major (VideoPoet) or "time"-major
+  # The task mixture's weights over training (lm/mixture.py `parse_schedule`): a named
+  # schedule (`videopoet`: image-heavy for the first quarter, then video-heavy), weights held
+  # constant ("t2v=0.6,i2v=0.4"), or stages by fraction of training done
+  # ("0:t2i=0.5,t2v=0.5;0.25:t2v=0.7,i2v=0.3"). Tasks no example can feed are left out.
+  schedule: str = "videopoet"
+  caption_dropout: float = 0.1  # probability a training caption is replaced by the null one (guidance)
+  text_budget: int = 16        # longest caption in pieces; a longer one is skipped (counted in the log)
 
   def __post_init__(self):
     _check_choice("data.source", self.source, DATA_SOURCES)
     _check_choice("data.audio_order", self.audio_order, AUDIO_ORDERS)
+    if not 0 <= self.caption_dropout <= 1:
+      raise ConfigError(f"data.caption_dropout={self.caption_dropout} must be in [0, 1].")
+    if self.text_budget < 1:
+      raise ConfigError(f"data.text_budget={self.text_budget} must be >= 1 (caption pieces).")
+    schedule_stages(self.schedule)  # bad syntax fails with the config (task names: lm/mixture.py)
     if self.source == "tokens" and not self.tokens_dir:
       raise ConfigError("data.source=tokens needs data.tokens_dir: a directory written by "
                         "`kineto tokenize --out DIR`.")
