@@ -31,3 +31,33 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys, args, message):
   assert code == 2
   assert message in capsys.readouterr().err
   assert not (tmp_path / "summary.json").exists()
+
+
+def pod_recipe() -> list[list[str]]:
+  """The README's pod recipe: each command of the fenced block after "A pod run is", as argv."""
+  import pathlib
+  import shlex
+  text = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+  block = text[text.index("A pod run is"):].split("```")[1]
+  return [shlex.split(line)[1:] for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def test_pod_recipe_commands_parse_and_their_configs_agree():
+  import configs
+  from kineto.cli import build_parser
+  parser = build_parser()
+  loaded = {}
+  commands = pod_recipe()
+  assert len(commands) == 6
+  for argv in commands:
+    args = parser.parse_args(argv)  # every flag exists (argparse exits on an unknown one)
+    if getattr(args, "config", None):
+      loaded[args.command] = configs.load(args.config, getattr(args, "set", []))
+  lm, tok, audio = loaded["lm"], loaded["tokenizer"], loaded["audio"]
+  assert loaded["text"].vocab == lm.vocab
+  text = next(a for a in commands if a[0] == "text")
+  assert int(text[text.index("--vocab") + 1]) == lm.vocab.text == 32_000
+  assert tok.vidtok.bits == lm.vocab.video_bits == 18
+  assert (audio.codec.levels, audio.codec.codebook_size) == (lm.vocab.audio_levels, lm.vocab.audio_codebook)
+  assert tok.train.data_dir == audio.train.data_dir == "/mnt/data/clips"
+  assert lm.data.source == "tokens" and lm.data.text_budget >= 64
