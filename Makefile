@@ -8,10 +8,12 @@ STAMP := $(VENV)/.installed-stamp
 
 install: $(STAMP)
 
+# tpu: libtpu (~680 MB, 14 s to install here), for the suite's AOT compiles for real TPU
+# slices on this CPU host (tests/kineto/test_compile.py); nothing starts a TPU runtime.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,demo]"
+	$(BIN)/python -m pip install --quiet -e ".[test,demo,tpu]"
 	@touch $(STAMP)
 
 # The main job: real clips -> tokenizer, audio codec, LM -> generated videos + outputs/demo/report.md.

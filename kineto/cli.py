@@ -13,6 +13,9 @@
                  [--seconds S] [--cfg 3.0] [--seed N] [--samples N] [--gif] --out F.mp4
                                        sample a video (+ audio) from a trained LM (kineto/generate.py)
   kineto demo [--out outputs/demo] [--quick]   the main job, end to end (rerun to continue)
+  kineto compile --config C --topology v5p-128|v5e-64|cpu:8 [--step train|generate] [--set ...]
+                                       compile the real step for a slice: memory per chip, fits,
+                                       FLOPs, collectives (kineto/compile.py; TPU: kineto[tpu])
   kineto configs                       list the shipped configs
   kineto --coordinator_address H:P --num_processes N --process_id I lm train ...   (multi-host)
 
@@ -130,6 +133,18 @@ def _generate(args) -> int:
                 top_p=args.top_p, method=args.method, task=args.task)
   summary = run(args.lm, args.out, gif=args.gif, **kwargs)
   print(json.dumps(summary, indent=1))
+  return 0
+
+
+def _compile(args) -> int:
+  if args.topology.startswith("cpu:") and args.topology[4:].isdigit():
+    import jax
+    try:  # fake CPU devices, before the backend starts (in-process callers may have started it)
+      jax.config.update("jax_num_cpu_devices", int(args.topology[4:]))
+    except RuntimeError:
+      pass
+  from kineto.compile import run
+  run(args.config, args.topology, args.step, args.set, length=args.length, batch=args.batch)
   return 0
 
 
@@ -290,6 +305,24 @@ def build_parser() -> argparse.ArgumentParser:
   gen.add_argument("--method", default="autoregressive", choices=["autoregressive", "maskgit"])
   gen.add_argument("--gif", action="store_true", help="also write OUT.gif")
   gen.set_defaults(run=_generate)
+
+  comp = sub.add_parser("compile", help="compile a config's step for a TPU slice or fake CPU mesh (no "
+                                       "compute): memory per chip, fits, FLOPs, collectives",
+                        description="Lowers and compiles the real jitted step for --topology and prints "
+                                    "per-device memory, HBM headroom, compile seconds, analytic FLOPs and "
+                                    "collective counts; the last line is one JSON object. TPU slices "
+                                    "need libtpu: pip install 'kineto[tpu]'.")
+  comp.add_argument("--config", required=True, help="an LM config name or path, e.g. configs/lm_8b.py")
+  comp.add_argument("--topology", required=True,
+                    help="v4-N / v5p-N (N TensorCores), v5e-N / v6e-N (N chips), or cpu:N fake CPU devices")
+  comp.add_argument("--step", default="train", choices=["train", "generate"],
+                    help="train: the train step at the config's batch; generate: one KV-cached decode step")
+  comp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config field, e.g. --set train.batch_size=64 (repeatable)")
+  comp.add_argument("--length", type=int, help="tokens per row (train: train.seq_len + 1; generate: the "
+                                                "KV cache, default lm.max_len)")
+  comp.add_argument("--batch", type=int, default=8, help="generate: rows decoded at once (default 8)")
+  comp.set_defaults(run=_compile)
 
   sub.add_parser("configs", help="list the shipped configs").set_defaults(run=_list_configs)
   return parser

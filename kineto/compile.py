@@ -1,0 +1,221 @@
+"""`kineto compile`: a config's real jitted step, compiled ahead of time for a named slice.
+
+  kineto compile --config configs/lm_8b.py --topology v5p-128 [--step train|generate] [--set ...]
+
+No array is allocated: the train state is abstract (shapes and shardings, `train/state.py`
+`abstract_state`), the batch a `ShapeDtypeStruct`, and `jit(...).lower(...).compile()` runs
+the target's own compiler. For TPU slices that is libtpu's compiler on this (CPU) host,
+through `jax.experimental.topologies` (`pip install 'kineto[tpu]'`); `cpu:N` compiles for N
+fake CPU devices. The figures are per chip (per device):
+
+  memory     arguments (params + optimizer state), temporaries, outputs, aliased (donated
+             outputs reusing argument buffers), total = arguments + outputs + temp - aliased
+  hbm        the chip's HBM (table below), the headroom left and whether it fits
+  flops      analytic model FLOPs per chip per step (train/flops.py, causal rows;
+             `cost_analysis()` counts a scanned layer once, so it is not used)
+  collectives  how many of each collective op the compiled HLO holds
+
+Slice names follow Cloud TPU: `v4-N` and `v5p-N` count TensorCores (2 per chip, so v5p-128
+is 64 chips, a 4x4x4 torus), `v5e-N` and `v6e-N` count chips (v5e-256 is 16x16). The
+libtpu topology strings are in TORUS_3D / TORUS_2D; libtpu presents each v5p chip as one
+device (megacore) and each v4 TensorCore as its own device (v4-16: 16 devices of 16 GiB).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import re
+import time
+
+from configs.schema import ConfigError
+
+GIB = 2 ** 30
+# HBM per chip (GiB) and how slice names count: cores (2 per chip) or chips.
+CHIPS = {"v4": (32, "cores"), "v5p": (95, "cores"), "v5e": (16, "chips"), "v6e": (32, "chips")}
+TORUS_3D = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8",
+            256: "4x8x8", 512: "8x8x8", 1024: "8x8x16", 2048: "8x16x16", 4096: "16x16x16"}
+TORUS_2D = {1: "1x1", 4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"}
+STEPS = ("train", "generate")
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
+TPU_INSTALL = "pip install 'kineto[tpu]'"
+
+
+def valid_topologies() -> list[str]:
+  names = []
+  for gen, (_, counts) in CHIPS.items():
+    sizes = TORUS_3D if gen in ("v4", "v5p") else TORUS_2D
+    names += [f"{gen}-{chips * 2 if counts == 'cores' else chips}" for chips in sizes]
+  return names + ["cpu:N"]
+
+
+@dataclasses.dataclass
+class Topology:
+  name: str             # as given: v5p-128, cpu:8
+  platform: str         # tpu or cpu
+  devices: list         # the devices a mesh is built from
+  chips: int
+  hbm_bytes: int | None  # per device (None for CPU: host memory)
+  topology: str = ""    # the libtpu topology string, e.g. v5p:4x4x4
+
+
+def topology(name: str) -> Topology:
+  """A named slice's devices (see the module docstring); ConfigError naming the valid ones."""
+  import jax
+  hint = f"valid topologies: {', '.join(valid_topologies())}"
+  if name.startswith("cpu:"):
+    try:
+      n = int(name[4:])
+    except ValueError:
+      raise ConfigError(f"--topology {name!r}: cpu:N needs a device count; {hint}.") from None
+    devices = jax.devices("cpu")
+    if not 1 <= n <= len(devices):
+      raise ConfigError(f"--topology {name!r}: this process has {len(devices)} CPU devices "
+                        f"(kineto compile sets up N before JAX starts); {hint}.")
+    return Topology(name, "cpu", devices[:n], n, None)
+  match = re.fullmatch(r"(v4|v5p|v5e|v6e)-(\d+)", name)
+  if not match:
+    raise ConfigError(f"unknown --topology {name!r}; {hint}.")
+  gen, n = match.group(1), int(match.group(2))
+  hbm_gib, counts = CHIPS[gen]
+  chips = n // 2 if counts == "cores" else n
+  shape = (TORUS_3D if gen in ("v4", "v5p") else TORUS_2D).get(chips)
+  if shape is None or (counts == "cores" and n % 2):
+    raise ConfigError(f"unknown --topology {name!r} ({gen}-N counts {counts}); {hint}.")
+  if importlib.util.find_spec("libtpu") is None:
+    raise ConfigError(f"--topology {name} compiles with libtpu's compiler, which is not installed; "
+                      f"{TPU_INSTALL} (or pip install 'jax[tpu]'), or use --topology cpu:N.")
+  from jax.experimental import topologies
+  desc = topologies.get_topology_desc(topology_name=f"{gen}:{shape}", platform="tpu")
+  devices = list(desc.devices)
+  return Topology(name, "tpu", devices, chips, hbm_gib * GIB * chips // len(devices), f"{gen}:{shape}")
+
+
+def collective_counts(hlo_text: str) -> dict[str, int]:
+  """How many of each collective op (async -start halves counted once) the HLO text holds."""
+  counts = {}
+  for op in COLLECTIVES:
+    n = len(re.findall(rf"\s{op}(?:-start)?\(", hlo_text))
+    if n:
+      counts[op] = n
+  return counts
+
+
+def _mesh(cfg, topo: Topology):
+  import sharding
+  try:
+    return sharding.make_mesh(cfg.mesh.shape, topo.devices)
+  except sharding.MeshError as e:
+    raise ConfigError(f"{e} (--topology {topo.name} has {len(topo.devices)} devices; set mesh.data, "
+                      f"mesh.fsdp, mesh.tensor to sizes whose product is {len(topo.devices)}, one "
+                      "may be -1)") from None
+
+
+def _lower_train(cfg, mesh, length: int):
+  import jax
+  import numpy as np
+  from flax import nnx
+
+  from train.flops import train_step_flops
+  from train.state import abstract_state, batch_shardings, check_fits_mesh, make_train_step
+  check_fits_mesh(cfg, mesh)
+  ts = abstract_state(cfg, mesh, seed=cfg.train.seed)
+  step = make_train_step(cfg, mesh, ts)
+  shardings = batch_shardings(cfg, mesh)
+  batch = {k: jax.ShapeDtypeStruct((cfg.train.batch_size, length), np.int32 if k == "tokens" else bool,
+                                   sharding=s) for k, s in shardings.items()}
+  with jax.set_mesh(mesh), nnx.logical_axis_rules(cfg.mesh.rules):
+    lowered = step.jitted.lower(ts.state, batch)
+  flops = train_step_flops(cfg.lm, np.zeros((cfg.train.batch_size, length - 1), bool))
+  state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(ts.state))
+  return lowered, flops, state_bytes, f"batch {cfg.train.batch_size} x {length} tokens"
+
+
+def _lower_generate(cfg, mesh, length: int, batch: int):
+  """One KV-cached decode step of `batch` rows with a cache of `length` slots (the sampler's
+  inner loop, lm/model.py decode_step), the model's weights only (no optimizer state)."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  import sharding
+  from lm import Transformer
+  from train.state import abstract_of, check_fits_mesh
+  check_fits_mesh(cfg, mesh, batch_size=batch)
+  ts = abstract_of(lambda: Transformer(cfg.lm, rngs=nnx.Rngs(0)), mesh, cfg.mesh.rules)
+  row = sharding.batch_sharding(mesh, 1, cfg.mesh.rules)
+
+  def prefill(state, tokens, input_mask):
+    return nnx.merge(ts.graphdef, state).prefill(tokens, input_mask, cache_len=length)[1]
+
+  with jax.set_mesh(mesh), nnx.logical_axis_rules(cfg.mesh.rules):
+    prompt = jax.ShapeDtypeStruct((batch, 8), jnp.int32)
+    cache = jax.eval_shape(prefill, ts.state, prompt, jax.ShapeDtypeStruct((batch, 8), bool))
+    step = jax.jit(lambda state, tok, c: nnx.merge(ts.graphdef, state).decode_step(tok, c),
+                   in_shardings=(ts.shardings, row, None), donate_argnums=2)
+    lowered = step.lower(ts.state, jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=row), cache)
+  matmul = cfg.lm.param_count() - cfg.lm.vocab * cfg.lm.embed * (not cfg.lm.tie_embeddings)
+  flops = 2.0 * batch * (matmul + 2 * cfg.lm.layers * cfg.lm.heads * cfg.lm.head_size * length)
+  state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(ts.state))
+  return lowered, flops, state_bytes, f"decode step, batch {batch}, KV cache of {length}"
+
+
+def compile_step(cfg, topo_name: str, step: str = "train", *, length: int | None = None,
+                 batch: int = 8) -> dict:
+  """Compiles `step` of `cfg` for `topo_name` and returns the report (see module docstring)."""
+  if step not in STEPS:
+    raise ConfigError(f"--step {step!r}: choose one of {list(STEPS)}.")
+  if not hasattr(cfg, "lm"):
+    raise ConfigError(f"kineto compile takes an LM config (Config); {cfg.name} is a {type(cfg).__name__}.")
+  topo = topology(topo_name)
+  mesh = _mesh(cfg, topo)
+  n = len(topo.devices)
+  t0 = time.perf_counter()
+  if step == "train":
+    lowered, flops, state_bytes, what = _lower_train(cfg, mesh, length or cfg.train.seq_len + 1)
+  else:
+    lowered, flops, state_bytes, what = _lower_generate(cfg, mesh, length or cfg.lm.max_len, batch)
+  compiled = lowered.compile()
+  seconds = time.perf_counter() - t0
+  mem = compiled.memory_analysis()
+  figures = {k: int(getattr(mem, f"{k}_size_in_bytes")) for k in ("argument", "output", "temp", "alias")}
+  total = figures["argument"] + figures["output"] + figures["temp"] - figures["alias"]
+  report = {
+      "config": cfg.name, "step": step, "topology": topo.name, "libtpu_topology": topo.topology or None,
+      "devices": n, "chips": topo.chips, "mesh": dict(mesh.shape), "shapes": what,
+      "bytes_per_device": figures | {"total": total},
+      "state_bytes_per_device_ideal": state_bytes // n,  # params (+ optimizer) evenly sharded
+      "hbm_bytes": topo.hbm_bytes,
+      "headroom": None if topo.hbm_bytes is None else 1 - total / topo.hbm_bytes,
+      "fits": None if topo.hbm_bytes is None else total <= topo.hbm_bytes,
+      "compile_seconds": round(seconds, 2),
+      "flops_per_device": flops / n,
+      "collectives": collective_counts(compiled.as_text()),
+  }
+  return report
+
+
+def describe(r: dict) -> str:
+  """The report as lines for a terminal (the JSON follows them)."""
+  b = r["bytes_per_device"]
+  gib = lambda x: f"{x / GIB:.2f} GiB" if x >= GIB else f"{x / 2**20:.2f} MiB"
+  lines = [f"{r['config']} {r['step']} step on {r['topology']} ({r['devices']} devices, mesh {r['mesh']}; "
+           f"{r['shapes']}): compiled in {r['compile_seconds']:.1f} s",
+           f"  per device: arguments {gib(b['argument'])} (params + optimizer state; ideal "
+           f"{gib(r['state_bytes_per_device_ideal'])}), temp {gib(b['temp'])}, output {gib(b['output'])}, "
+           f"aliased {gib(b['alias'])}, total {gib(b['total'])}"]
+  if r["hbm_bytes"]:
+    lines.append(f"  HBM {gib(r['hbm_bytes'])} per device: headroom {r['headroom']:.1%}, "
+                 f"{'fits' if r['fits'] else 'DOES NOT FIT'}")
+  lines.append(f"  analytic model FLOPs per device per step: {r['flops_per_device']:.3e}")
+  lines.append(f"  collectives: {r['collectives'] or 'none'}")
+  return "\n".join(lines)
+
+
+def run(config: str, topology_name: str, step: str = "train", overrides=(), **kwargs) -> dict:
+  import configs
+  cfg = configs.load(config, overrides)
+  report = compile_step(cfg, topology_name, step, **kwargs)
+  print(describe(report))
+  print(json.dumps(report))
+  return report

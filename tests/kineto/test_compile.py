@@ -1,0 +1,78 @@
+"""`kineto compile`: the real train step compiled ahead of time, on the 8 fake CPU devices and
+for a real TPU slice with libtpu's compiler (no TPU needed, no arrays allocated)."""
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+import configs
+from kineto import compile as kcompile
+from kineto.cli import main
+from train.flops import train_step_flops
+
+HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
+# lm_tiny with every weight dimension a multiple of TPU's 128-lane tiles (head size 128), so the
+# compiled argument bytes are the analytic ones, not padded tiles.
+TPU_TINY = ["lm.embed=256", "lm.heads=2", "lm.kv_heads=2", "lm.mlp=512", "lm.vocab=512"]
+
+
+def analytic_state_bytes(cfg) -> int:
+  """float32 params + AdamW's two float32 moments."""
+  return 3 * 4 * cfg.lm.param_count()
+
+
+def run_compile(capsys, *argv) -> dict:
+  assert main(["compile", *argv]) == 0
+  out = capsys.readouterr().out.strip().splitlines()
+  assert "per device: arguments" in "\n".join(out[:-1])
+  return json.loads(out[-1])  # the last line is one JSON object
+
+
+def test_compile_lm_tiny_on_a_fake_8_device_cpu_mesh(capsys):
+  r = run_compile(capsys, "--config", "lm_tiny", "--topology", "cpu:8")
+  cfg = configs.load("lm_tiny")
+  assert r["devices"] == 8 and r["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
+  b = r["bytes_per_device"]
+  per_device = analytic_state_bytes(cfg) / 8
+  assert 0.95 * per_device < b["argument"] < 1.1 * per_device, (b, per_device)
+  assert b["alias"] > 0.95 * per_device  # the donated state is updated in place
+  assert b["total"] == b["argument"] + b["output"] + b["temp"] - b["alias"]
+  assert r["hbm_bytes"] is None and r["fits"] is None  # host memory: no HBM to fit in
+  flops = train_step_flops(cfg.lm, np.zeros((cfg.train.batch_size, cfg.train.seq_len), bool))
+  assert r["flops_per_device"] == pytest.approx(flops / 8)
+  assert r["collectives"].get("all-gather", 0) > 0  # fsdp gathers the layers' weights
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--topology", "v5p-7"], "unknown --topology 'v5p-7' (v5p-N counts cores); valid topologies: v4-8"),
+    (["--topology", "tpu-8"], "v5p-128"),
+    (["--topology", "cpu:8", "--set", "mesh.fsdp=3"], "--topology cpu:8 has 8 devices"),
+    (["--topology", "cpu:64"], "this process has 8 CPU devices"),
+])
+def test_bad_topologies_are_one_line_errors(capsys, argv, message):
+  assert main(["compile", "--config", "lm_tiny", *argv]) == 2
+  err = capsys.readouterr().err
+  assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_tpu_topology_without_libtpu_says_how_to_install(capsys, monkeypatch):
+  real = importlib.util.find_spec
+  monkeypatch.setattr(kcompile.importlib.util, "find_spec", lambda n: None if n == "libtpu" else real(n))
+  assert main(["compile", "--config", "lm_tiny", "--topology", "v5e-8"]) == 2
+  assert "pip install 'kineto[tpu]'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not HAS_LIBTPU, reason="libtpu is not installed (pip install 'kineto[tpu]'); "
+                                           "the TPU compiler is needed to compile for a TPU slice")
+def test_aot_compile_lm_tiny_for_a_v5p_slice(capsys):
+  r = run_compile(capsys, "--config", "lm_tiny", "--topology", "v5p-16", *sum((["--set", s] for s in TPU_TINY), []))
+  cfg = configs.load("lm_tiny", TPU_TINY)
+  assert r["libtpu_topology"] == "v5p:2x2x2" and r["devices"] == r["chips"] == 8
+  assert r["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
+  b = r["bytes_per_device"]
+  per_device = analytic_state_bytes(cfg) / 8
+  assert 0.95 * per_device < b["argument"] < 1.15 * per_device, (b, per_device)
+  assert b["alias"] > 0.95 * per_device
+  assert r["hbm_bytes"] == 95 * 2 ** 30 and r["fits"] and r["headroom"] > 0.99
+  assert r["collectives"].get("all-gather", 0) > 0
