@@ -128,7 +128,8 @@ def _lower_train(cfg, mesh, length: int):
     lowered = step.jitted.lower(ts.state, batch)
   flops = train_step_flops(cfg.lm, np.zeros((cfg.train.batch_size, length - 1), bool))
   state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(ts.state))
-  return lowered, flops, state_bytes, f"batch {cfg.train.batch_size} x {length} tokens"
+  return lowered, flops, state_bytes, f"batch {cfg.train.batch_size} x {length} tokens", \
+      "params + optimizer state"
 
 
 def _lower_generate(cfg, mesh, length: int, batch: int):
@@ -157,12 +158,16 @@ def _lower_generate(cfg, mesh, length: int, batch: int):
   matmul = cfg.lm.param_count() - cfg.lm.vocab * cfg.lm.embed * (not cfg.lm.tie_embeddings)
   flops = 2.0 * batch * (matmul + 2 * cfg.lm.layers * cfg.lm.heads * cfg.lm.head_size * length)
   state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(ts.state))
-  return lowered, flops, state_bytes, f"decode step, batch {batch}, KV cache of {length}"
+  return lowered, flops, state_bytes, f"decode step, batch {batch}, KV cache of {length}", \
+      "weights + KV cache"
 
 
 def compile_step(cfg, topo_name: str, step: str = "train", *, length: int | None = None,
                  batch: int = 8) -> dict:
-  """Compiles `step` of `cfg` for `topo_name` and returns the report (see module docstring)."""
+  """Compiles `step` of `cfg` for `topo_name` and returns the report (see module docstring).
+
+  length: tokens per row (train; default train.seq_len + 1, the longest batch) or KV cache
+  slots (generate; default lm.max_len); batch: rows decoded at once (generate)."""
   if step not in STEPS:
     raise ConfigError(f"--step {step!r}: choose one of {list(STEPS)}.")
   if not hasattr(cfg, "lm"):
@@ -172,9 +177,9 @@ def compile_step(cfg, topo_name: str, step: str = "train", *, length: int | None
   n = len(topo.devices)
   t0 = time.perf_counter()
   if step == "train":
-    lowered, flops, state_bytes, what = _lower_train(cfg, mesh, length or cfg.train.seq_len + 1)
+    lowered, flops, state_bytes, what, args = _lower_train(cfg, mesh, length or cfg.train.seq_len + 1)
   else:
-    lowered, flops, state_bytes, what = _lower_generate(cfg, mesh, length or cfg.lm.max_len, batch)
+    lowered, flops, state_bytes, what, args = _lower_generate(cfg, mesh, length or cfg.lm.max_len, batch)
   compiled = lowered.compile()
   seconds = time.perf_counter() - t0
   mem = compiled.memory_analysis()
@@ -182,7 +187,7 @@ def compile_step(cfg, topo_name: str, step: str = "train", *, length: int | None
   total = figures["argument"] + figures["output"] + figures["temp"] - figures["alias"]
   report = {
       "config": cfg.name, "step": step, "topology": topo.name, "libtpu_topology": topo.topology or None,
-      "devices": n, "chips": topo.chips, "mesh": dict(mesh.shape), "shapes": what,
+      "devices": n, "chips": topo.chips, "mesh": dict(mesh.shape), "shapes": what, "arguments": args,
       "bytes_per_device": figures | {"total": total},
       "state_bytes_per_device_ideal": state_bytes // n,  # params (+ optimizer) evenly sharded
       "hbm_bytes": topo.hbm_bytes,
@@ -201,7 +206,7 @@ def describe(r: dict) -> str:
   gib = lambda x: f"{x / GIB:.2f} GiB" if x >= GIB else f"{x / 2**20:.2f} MiB"
   lines = [f"{r['config']} {r['step']} step on {r['topology']} ({r['devices']} devices, mesh {r['mesh']}; "
            f"{r['shapes']}): compiled in {r['compile_seconds']:.1f} s",
-           f"  per device: arguments {gib(b['argument'])} (params + optimizer state; ideal "
+           f"  per device: arguments {gib(b['argument'])} ({r['arguments']}; state ideally "
            f"{gib(r['state_bytes_per_device_ideal'])}), temp {gib(b['temp'])}, output {gib(b['output'])}, "
            f"aliased {gib(b['alias'])}, total {gib(b['total'])}"]
   if r["hbm_bytes"]:

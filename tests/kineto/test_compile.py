@@ -76,3 +76,12 @@ def test_aot_compile_lm_tiny_for_a_v5p_slice(capsys):
   assert b["alias"] > 0.95 * per_device
   assert r["hbm_bytes"] == 95 * 2 ** 30 and r["fits"] and r["headroom"] > 0.99
   assert r["collectives"].get("all-gather", 0) > 0
+
+
+def test_compile_the_kv_cached_decode_step_holds_weights_not_optimizer_state(capsys):
+  r = run_compile(capsys, "--config", "lm_tiny", "--topology", "cpu:8", "--step", "generate", "--batch", "8")
+  cfg = configs.load("lm_tiny")
+  assert r["step"] == "generate" and r["arguments"] == "weights + KV cache"
+  assert r["state_bytes_per_device_ideal"] == 4 * cfg.lm.param_count() // 8  # float32 weights only
+  cache = 2 * cfg.lm.layers * 8 * cfg.lm.kv_heads * cfg.lm.max_len * cfg.lm.head_size * 4  # k, v
+  assert r["bytes_per_device"]["argument"] < (4 * cfg.lm.param_count() + cache) / 8 * 1.3
