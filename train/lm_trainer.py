@@ -23,7 +23,7 @@ from flax import nnx
 import configs
 import sharding
 from configs.schema import Config, ConfigError
-from lm import next_token_loss
+from lm import Transformer, next_token_loss
 from lm.vocab import Vocabulary
 from train import lm_data
 from train.checkpoint import Checkpointer
@@ -191,15 +191,69 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
 
 def load_lm(workdir: str | pathlib.Path, mesh=None, *, ema: bool = True):
   """(config, model, step, EMA used) from an LM work directory's latest checkpoint, on `mesh`
-  (default: this host's first device), with the EMA weights when the run kept them and `ema`."""
+  (default: this host's first device), with the EMA weights when the run kept them and `ema`.
+
+  Only the weights it returns are read (orbax partial restore: the model's parameters, or
+  the EMA copy inside the optimizer state), each straight onto its shards of `mesh` under
+  the config's sharding rules; the Adam moments are never read, so an 8B run's ~150 GB of
+  train state costs its ~38 GB of weights, split over the mesh."""
+  import orbax.checkpoint as ocp
+
+  from train.state import abstract_of
   ckpt_dir = pathlib.Path(workdir) / "checkpoints"
   cfg = configs.from_dict(Config, Checkpointer.read_config(ckpt_dir))
   mesh = mesh or sharding.make_mesh((1, 1, 1), jax.local_devices()[:1])  # each host its own copy
   ckpt = Checkpointer(ckpt_dir, cfg)
-  step, ts = restore(ckpt, abstract_state(cfg, mesh))
+  step = ckpt.latest_step()
+  if step is None:
+    raise ConfigError(f"no checkpoint found in {ckpt_dir}.")
   ckpt.close()
-  model, used_ema = trained_model(ts, ema=ema)
-  return cfg, model, int(step), used_ema
+  check_fits_mesh(cfg, mesh, batch_size=mesh.size)
+  model_abstract = abstract_of(lambda: Transformer(cfg.lm, rngs=nnx.Rngs(0)), mesh, cfg.mesh.rules)
+  weights = nnx.to_pure_dict(model_abstract.state)
+  wrap = lambda tree: jax.tree.map(lambda x: {"value": x}, tree)  # on disk a Variable is {"value": ...}
+  # Where the optimizer keeps the EMA (if any): the saved tree's structure says.
+  saved = ocp.PyTreeCheckpointer().metadata(ckpt_dir / str(step) / "state")
+  saved = getattr(saved, "item_metadata", saved)
+  saved = getattr(saved, "tree", saved)
+  ema_at = _ema_path(saved["1"]["opt_state"]) if ema else None
+  if ema_at is None:
+    target = {"0": wrap(weights)}
+  else:
+    target = {"1": {"opt_state": _nest(ema_at + ("ema",), wrap(weights))}}
+  restored = ocp.PyTreeCheckpointer().restore(ckpt_dir / str(step) / "state", args=ocp.args.PyTreeRestore(
+      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
+  tree = restored["0"] if ema_at is None else _get(restored["1"]["opt_state"], ema_at + ("ema",))
+  state = model_abstract.state
+  nnx.replace_by_pure_dict(state, jax.tree.map(lambda x: x["value"], tree,
+                                               is_leaf=lambda x: isinstance(x, dict) and "value" in x))
+  model = nnx.merge(model_abstract.graphdef, state)
+  return cfg, model, int(step), ema_at is not None
+
+
+def _ema_path(opt_tree, path=()) -> tuple | None:
+  """Key path of the EmaState (a dict holding "ema") inside a saved optimizer-state tree."""
+  if not isinstance(opt_tree, dict):
+    return None
+  if "ema" in opt_tree:
+    return path
+  for key, sub in opt_tree.items():
+    found = _ema_path(sub, path + (key,))
+    if found is not None:
+      return found
+  return None
+
+
+def _nest(path: tuple, leaf):
+  for key in reversed(path):
+    leaf = {key: leaf}
+  return leaf
+
+
+def _get(tree, path: tuple):
+  for key in path:
+    tree = tree[key]
+  return tree
 
 
 def _step_flops(cfg: Config, host_batch: dict) -> float:
