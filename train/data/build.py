@@ -43,6 +43,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 import shlex
 import shutil
 import time
@@ -333,11 +334,17 @@ class ClipDataset(tfds.core.GeneratorBasedBuilder):
                       f"({self.skipped()[:3]}); add usable files or change --val_fraction "
                       "or --split_by.")
 
-  def collect_beam_stats(self) -> None:
+  def collect_beam_stats(self, missing_ok: bool = False) -> None:
     """After a Beam build: the workers' per-source outcomes, recorded in the in-process order
-    (splits, then sources), so summary.json comes out the same."""
+    (splits, then sources), so summary.json comes out the same. missing_ok: after a failed
+    pipeline, the splits whose outcomes were written."""
     for split in self.splits:
-      outcomes = read_beam_stats(os.path.join(self.beam_stats, split))
+      try:
+        outcomes = read_beam_stats(os.path.join(self.beam_stats, split))
+      except FileNotFoundError:
+        if not missing_ok:
+          raise
+        continue
       for source in self._split_sources(split):
         self._record(source, split, outcomes[source.name])
       self._check_not_empty(split, sum(outcomes[s.name]["clips"] for s in self._split_sources(split)))
@@ -360,6 +367,7 @@ class ClipDataset(tfds.core.GeneratorBasedBuilder):
 
 # --- Apache Beam: the same per-source step on a runner's workers ------------------------
 
+_EMPTY_SPLIT = re.compile(r"total number of generated examples is 0 for split (\w+)")
 RUNNERS = {"direct": "DirectRunner", "dataflow": "DataflowRunner", "flink": "FlinkRunner",
            "spark": "SparkRunner", "portable": "PortableRunner"}
 # --workers N as each runner's own option
@@ -526,6 +534,10 @@ def write_dataset(sources: list[Source], spec: ClipSpec, out: str | os.PathLike,
         cause = cause.__cause__ or cause.__context__
       if cause is not None:
         raise DataError(str(cause)) from None
+      empty = _EMPTY_SPLIT.search(str(e)) if flags is not None else None
+      if empty:  # TFDS's Beam writer refused an empty split: say why, as in-process
+        builder.collect_beam_stats(missing_ok=True)
+        builder._check_not_empty(empty.group(1), 0)
       raise
     finally:
       if builder.bar is not None:
