@@ -33,6 +33,16 @@ stream or is too short for one clip is listed under `skipped` in summary.json wi
 reason; one that fails part-way keeps the clips read before the error and is listed under
 `partial`. The dataset is built in a hidden sibling dir (`.NAME.building-PID`) and renamed
 to --out when complete, so a killed build never leaves a dir that looks finished.
+
+At scale (`--runner direct|dataflow|flink|spark|portable [--workers N] [--beam_options
+"..."]`, `pip install 'kineto[beam]'`): the same build as an Apache Beam pipeline through
+TFDS's Beam support (`_generate_examples` returns a PTransform; TFDS's BeamWriter shuffles
+and writes the shards). This process lists and probes the files and picks the held-out
+ones exactly as above; the workers open, decode and cut each source with the same
+`counted_examples` and send back its outcome, which the summary is made from in the same
+order. TFDS orders each split by a hash of the keys whichever writer runs, so the records
+come out identical, in the same order. A source's `open` must pickle (a module-level
+function or a functools.partial of one, as file_source and the demo's sources are).
 """
 from __future__ import annotations
 
