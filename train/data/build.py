@@ -56,6 +56,7 @@ import pathlib
 import re
 import shlex
 import shutil
+import sys
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -533,7 +534,8 @@ def write_dataset(sources: list[Source], spec: ClipSpec, out: str | os.PathLike,
       from apache_beam.options.pipeline_options import PipelineOptions
       config = tfds.download.DownloadConfig(num_shards=shards, beam_options=PipelineOptions(flags))
       if progress:
-        print(f"kineto data: {len(sources)} sources on Beam ({' '.join(flags)})", flush=True)
+        print(f"kineto data: {len(sources)} sources on Beam ({' '.join(flags)})", file=sys.stderr,
+              flush=True)  # stdout stays the summary's JSON
     try:
       builder.download_and_prepare(download_config=config)
       if flags is not None:
