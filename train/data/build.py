@@ -53,6 +53,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import pickle
 import re
 import shlex
 import shutil
@@ -425,27 +426,46 @@ def beam_flags(runner: str | None, workers: int | None = None,
   return flags + extra
 
 
+SOURCES_PER_FILE = 256  # sources per pickle file handed to the workers
+
+
 def beam_split(sources: list[Source], split: str, spec: ClipSpec, val_fraction: float,
-               outcomes_dir: str):
+               work_dir: str):
   """The Beam PTransform of one split: sources -> (key, example), spread over the workers.
 
-  Each source's outcome (clips, with_audio, error) goes to one JSON file in `outcomes_dir`
+  The sources travel as pickle files of SOURCES_PER_FILE in `work_dir` (on storage the
+  workers see), not inside the pipeline graph, which runners limit in size (Dataflow: 10
+  MB). Each source's outcome (clips, with_audio, error) goes to `work_dir`/outcomes.json
   (read back by read_beam_stats) so that summary.json is the in-process one.
   """
   import apache_beam as beam
+  from etils import epath
+  work = epath.Path(work_dir)
+  work.mkdir(parents=True, exist_ok=True)
+  chunks = []
+  for i in range(0, len(sources), SOURCES_PER_FILE):
+    chunks.append(str(work / f"sources-{i // SOURCES_PER_FILE:05d}.pkl"))
+    epath.Path(chunks[-1]).write_bytes(pickle.dumps(sources[i:i + SOURCES_PER_FILE]))
 
   @beam.ptransform_fn
   def clips(pipeline):
     results = (pipeline
-               | "Sources" >> beam.Create(sources, reshuffle=False)
+               | "SourceFiles" >> beam.Create(chunks, reshuffle=False)
+               | "SpreadFiles" >> beam.Reshuffle()
+               | "Sources" >> beam.FlatMap(_read_sources)
                | "Spread" >> beam.Reshuffle()  # one source per element, on any worker
                | "Clips" >> beam.FlatMap(_beam_clips, split, spec, val_fraction)
                .with_outputs("outcome", main="examples"))
     _ = (results.outcome
          | "Outcomes" >> beam.combiners.ToList()
-         | "WriteOutcomes" >> beam.Map(_write_outcomes, outcomes_dir))
+         | "WriteOutcomes" >> beam.Map(_write_outcomes, work_dir))
     return results.examples
   return clips()
+
+
+def _read_sources(path: str) -> list[Source]:
+  from etils import epath
+  return pickle.loads(epath.Path(path).read_bytes())
 
 
 def _beam_clips(source: Source, split: str, spec: ClipSpec, val_fraction: float):

@@ -110,7 +110,8 @@ def test_a_failed_beam_worker_leaves_no_dataset(tmp_path):
 
 
 @needs_beam
-def test_beam_in_memory_matches_in_process_on_arrays(tmp_path):
+def test_beam_in_memory_matches_in_process_on_arrays(tmp_path, monkeypatch):
+  monkeypatch.setattr(build, "SOURCES_PER_FILE", 2)  # the sources reach the workers in 2 files
   sources = [Source(f"s{i}", f"c{i}", "time", _frames) for i in range(3)]
   a = write_dataset(sources, SPEC, tmp_path / "a", val_fraction=0.3, progress=False)
   b = write_dataset(sources, SPEC, tmp_path / "b", val_fraction=0.3, progress=False,
