@@ -566,6 +566,10 @@ def write_dataset(sources: list[Source], spec: ClipSpec, out: str | os.PathLike,
         cause = cause.__cause__ or cause.__context__
       if cause is not None:
         raise DataError(str(cause)) from None
+      few = re.search(r"num_examples \((\d+)\) < number_of_shards \((\d+)\)", str(e))
+      if few:  # in-process, TFDS asserts; its Beam writer leaves out the empty shards
+        raise DataError(f"--shards {few.group(2)} is more than a split's {few.group(1)} "
+                        "examples; ask for fewer.") from None
       empty = _EMPTY_SPLIT.search(str(e)) if flags is not None else None
       if empty:  # TFDS's Beam writer refused an empty split: say why, as in-process
         builder.collect_beam_stats(missing_ok=True)

@@ -187,3 +187,6 @@ def test_many_shards_read_as_one_source(tmp_path):
   assert not set(batches(tmp_path / "n4", 0)[:6]) & set(batches(tmp_path / "n4", 1)[:6])
   with pytest.raises(DataError, match="--shards 0"):
     write_dataset(sources, SPEC, tmp_path / "bad", val_fraction=0.0, progress=False, shards=0)
+  with pytest.raises(DataError, match="--shards 30 is more than a split's 24 examples"):
+    write_dataset(sources, SPEC, tmp_path / "bad", val_fraction=0.0, progress=False, shards=30)
+  assert not (tmp_path / "bad").exists()
