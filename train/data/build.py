@@ -33,15 +33,31 @@ stream or is too short for one clip is listed under `skipped` in summary.json wi
 reason; one that fails part-way keeps the clips read before the error and is listed under
 `partial`. The dataset is built in a hidden sibling dir (`.NAME.building-PID`) and renamed
 to --out when complete, so a killed build never leaves a dir that looks finished.
+
+At scale (`--runner direct|dataflow|flink|spark|portable [--workers N] [--beam_options
+"..."]`, `pip install 'kineto[beam]'`): the same build as an Apache Beam pipeline through
+TFDS's Beam support (`_generate_examples` returns a PTransform; TFDS's BeamWriter shuffles
+and writes the shards). This process lists and probes the files and picks the held-out
+ones exactly as above; the workers open, decode and cut each source with the same
+`counted_examples` and send back its outcome, which the summary is made from in the same
+order. TFDS orders each split by a hash of the keys whichever writer runs, so the records
+come out identical, in the same order. A source's `open` must pickle (a module-level
+function or a functools.partial of one, as file_source and the demo's sources are).
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
+import importlib.util
 import json
 import os
 import pathlib
+import pickle
+import re
+import shlex
 import shutil
+import sys
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -143,11 +159,32 @@ def source_examples(source: Source, split: str, spec: ClipSpec,
 
 # --- files ------------------------------------------------------------------------------
 
+def _open_file(path: pathlib.Path, rate: int) -> Stream:
+  audio, audio_start = decode_audio(path, rate)
+  return Stream(frames=decode_video(path), audio=audio, audio_start=audio_start)
+
+
 def file_source(path: pathlib.Path, name: str, caption: str, split: str, rate: int) -> Source:
-  def open_() -> Stream:
-    audio, audio_start = decode_audio(path, rate)
-    return Stream(frames=decode_video(path), audio=audio, audio_start=audio_start)
-  return Source(name=name, caption=caption, split=split, open=open_)
+  # a partial of a module-level function, not a closure: Beam pickles sources to its workers
+  return Source(name=name, caption=caption, split=split,
+                open=functools.partial(_open_file, path, rate))
+
+
+def counted_examples(source: Source, split: str, spec: ClipSpec, val_fraction: float,
+                     outcome: dict) -> Iterator[tuple[str, dict]]:
+  """source_examples, never raising: fills `outcome` with clips, with_audio and the error.
+
+  The one per-source step of both builds (in-process and each Beam worker): a file that
+  fails part-way keeps the clips read before the error.
+  """
+  outcome.update(clips=0, with_audio=0, error=None)
+  try:
+    for key, example in source_examples(source, split, spec, val_fraction):
+      yield key, example
+      outcome["clips"] += 1
+      outcome["with_audio"] += bool(example["has_audio"])
+  except Exception as e:  # a corrupt file is reported, never fatal to the build
+    outcome["error"] = f"{type(e).__name__}: {e}"
 
 
 def _probe(path: pathlib.Path, spec: ClipSpec) -> str | None:
@@ -234,7 +271,7 @@ class ClipDataset(tfds.core.GeneratorBasedBuilder):
     pass
 
   def __init__(self, *, sources: list[Source], spec: ClipSpec, val_fraction: float,
-               progress: bool = True, **kwargs):
+               progress: bool = True, beam_stats: str | None = None, **kwargs):
     self.sources, self.spec, self.val_fraction = sources, spec, val_fraction
     kinds = {s.split for s in sources}
     self.splits = [s for s in SPLITS if s in kinds or ("time" in kinds and
@@ -245,6 +282,9 @@ class ClipDataset(tfds.core.GeneratorBasedBuilder):
     self.errors: dict[str, str] = {}
     self.bar = None
     self._progress = progress
+    # With Beam (a DownloadConfig with a runner), the workers write each source's outcome
+    # under this directory and collect_beam_stats() reads them back after the pipeline.
+    self.beam_stats = beam_stats
     super().__init__(file_format="array_record", **kwargs)
 
   def _info(self):
@@ -265,32 +305,61 @@ class ClipDataset(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     total = sum(sum(s.split in (split, "time") for split in self.splits) for s in self.sources)
-    self.bar = tqdm.tqdm(total=total, desc="sources", unit="src", disable=not self._progress)
+    self.bar = tqdm.tqdm(total=total, desc="sources", unit="src",
+                         disable=not self._progress or self.beam_stats is not None)
     return {split: self._generate_examples(split) for split in self.splits}
 
+  def _split_sources(self, split: str) -> list[Source]:
+    return [s for s in self.sources if s.split in (split, "time")]
+
   def _generate_examples(self, split: str):
+    if self.beam_stats is not None:
+      return beam_split(self._split_sources(split), split, self.spec, self.val_fraction,
+                        os.path.join(self.beam_stats, split))
+    return self._generate_in_process(split)
+
+  def _generate_in_process(self, split: str):
     count = 0
-    for source in self.sources:
-      if source.split not in (split, "time"):
-        continue
-      n = 0
-      try:
-        for key, example in source_examples(source, split, self.spec, self.val_fraction):
-          yield key, example
-          n += 1
-          self.with_audio[split] += bool(example["has_audio"])
-          by_caption = self.captions[split]
-          by_caption[source.caption] = by_caption.get(source.caption, 0) + 1
-      except Exception as e:  # a corrupt file is reported, never fatal to the build
-        self.errors.setdefault(source.name, f"{type(e).__name__}: {e}")
-      self.clips[source.name][split] = n
-      count += n
+    for source in self._split_sources(split):
+      outcome = {}
+      yield from counted_examples(source, split, self.spec, self.val_fraction, outcome)
+      self._record(source, split, outcome)
+      count += outcome["clips"]
       self.bar.update(1)
       self.bar.set_postfix({split: count, "failed": len(self.errors)})
+    self._check_not_empty(split, count)
+
+  def _record(self, source: Source, split: str, outcome: dict) -> None:
+    """Adds one source's outcome in one split to the summary's counts."""
+    n = outcome["clips"]
+    self.clips[source.name][split] = n
+    self.with_audio[split] += outcome["with_audio"]
+    if n:
+      by_caption = self.captions[split]
+      by_caption[source.caption] = by_caption.get(source.caption, 0) + n
+    if outcome["error"]:
+      self.errors.setdefault(source.name, outcome["error"])
+
+  def _check_not_empty(self, split: str, count: int) -> None:
     if count == 0:
       raise DataError(f"the {split} split got no clips: all its sources were skipped "
                       f"({self.skipped()[:3]}); add usable files or change --val_fraction "
                       "or --split_by.")
+
+  def collect_beam_stats(self, missing_ok: bool = False) -> None:
+    """After a Beam build: the workers' per-source outcomes, recorded in the in-process order
+    (splits, then sources), so summary.json comes out the same. missing_ok: after a failed
+    pipeline, the splits whose outcomes were written."""
+    for split in self.splits:
+      try:
+        outcomes = read_beam_stats(os.path.join(self.beam_stats, split))
+      except FileNotFoundError:
+        if not missing_ok:
+          raise
+        continue
+      for source in self._split_sources(split):
+        self._record(source, split, outcomes[source.name])
+      self._check_not_empty(split, sum(outcomes[s.name]["clips"] for s in self._split_sources(split)))
 
   def skipped(self) -> list[dict]:
     """Sources that gave no clip at all, with the reason."""
@@ -306,6 +375,116 @@ class ClipDataset(tfds.core.GeneratorBasedBuilder):
     """Sources that failed part-way: their clips before the error are kept."""
     return [{"file": name, "reason": reason, "clips": sum(self.clips[name].values())}
             for name, reason in self.errors.items() if sum(self.clips[name].values())]
+
+
+# --- Apache Beam: the same per-source step on a runner's workers ------------------------
+
+_EMPTY_SPLIT = re.compile(r"total number of generated examples is 0 for split (\w+)")
+RUNNERS = {"direct": "DirectRunner", "dataflow": "DataflowRunner", "flink": "FlinkRunner",
+           "spark": "SparkRunner", "portable": "PortableRunner"}
+# --workers N as each runner's own option
+WORKER_FLAGS = {"direct": ("--direct_running_mode=multi_processing", "--direct_num_workers={n}"),
+                "dataflow": ("--num_workers={n}",), "flink": ("--parallelism={n}",),
+                "spark": ("--sdk_worker_parallelism={n}",),
+                "portable": ("--sdk_worker_parallelism={n}",)}
+
+
+def beam_flags(runner: str | None, workers: int | None = None,
+               beam_options: str | None = None) -> list[str] | None:
+  """The Beam pipeline flags for `--runner/--workers/--beam_options`, or None (in-process).
+
+  Checks everything before any work: an unknown runner, workers < 1, options without a
+  runner, or apache-beam missing are a DataError. `direct` without --workers uses every core
+  (multi-processing); --beam_options come last, so they override ours.
+  """
+  if runner is None:
+    if beam_options:
+      raise DataError("--beam_options needs --runner (direct, dataflow, flink, spark, portable).")
+    if workers is not None:
+      raise DataError(f"--workers {workers} needs --runner (direct, dataflow, flink, spark, "
+                      "portable); without one the build runs in this process.")
+    return None
+  if runner not in RUNNERS:
+    raise DataError(f"--runner {runner!r} is not one of {', '.join(RUNNERS)}.")
+  if workers is not None and (not isinstance(workers, int) or workers < 1):
+    raise DataError(f"--workers {workers} must be at least 1.")
+  try:
+    extra = shlex.split(beam_options or "")
+  except ValueError as e:
+    raise DataError(f"--beam_options {beam_options!r}: {e}.") from None
+  bad = [f for f in extra if not f.startswith("--")]
+  if bad:
+    raise DataError(f"--beam_options: {bad[0]!r} is not a --flag=value pipeline option.")
+  if importlib.util.find_spec("apache_beam") is None:
+    raise DataError(f"--runner {runner} needs Apache Beam, which is not installed: "
+                    "pip install 'kineto[beam]'.")
+  if runner == "direct" and workers is None:
+    workers = os.cpu_count() or 1
+  flags = [f"--runner={RUNNERS[runner]}"]
+  if workers is not None:
+    flags += [f.format(n=workers) for f in WORKER_FLAGS[runner]]
+  return flags + extra
+
+
+SOURCES_PER_FILE = 256  # sources per pickle file handed to the workers
+
+
+def beam_split(sources: list[Source], split: str, spec: ClipSpec, val_fraction: float,
+               work_dir: str):
+  """The Beam PTransform of one split: sources -> (key, example), spread over the workers.
+
+  The sources travel as pickle files of SOURCES_PER_FILE in `work_dir` (on storage the
+  workers see), not inside the pipeline graph, which runners limit in size (Dataflow: 10
+  MB). Each source's outcome (clips, with_audio, error) goes to `work_dir`/outcomes.json
+  (read back by read_beam_stats) so that summary.json is the in-process one.
+  """
+  import apache_beam as beam
+  from etils import epath
+  work = epath.Path(work_dir)
+  work.mkdir(parents=True, exist_ok=True)
+  chunks = []
+  for i in range(0, len(sources), SOURCES_PER_FILE):
+    chunks.append(str(work / f"sources-{i // SOURCES_PER_FILE:05d}.pkl"))
+    epath.Path(chunks[-1]).write_bytes(pickle.dumps(sources[i:i + SOURCES_PER_FILE]))
+
+  @beam.ptransform_fn
+  def clips(pipeline):
+    results = (pipeline
+               | "SourceFiles" >> beam.Create(chunks, reshuffle=False)
+               | "SpreadFiles" >> beam.Reshuffle()
+               | "Sources" >> beam.FlatMap(_read_sources)
+               | "Spread" >> beam.Reshuffle()  # one source per element, on any worker
+               | "Clips" >> beam.FlatMap(_beam_clips, split, spec, val_fraction)
+               .with_outputs("outcome", main="examples"))
+    _ = (results.outcome
+         | "Outcomes" >> beam.combiners.ToList()
+         | "WriteOutcomes" >> beam.Map(_write_outcomes, work_dir))
+    return results.examples
+  return clips()
+
+
+def _read_sources(path: str) -> list[Source]:
+  from etils import epath
+  return pickle.loads(epath.Path(path).read_bytes())
+
+
+def _beam_clips(source: Source, split: str, spec: ClipSpec, val_fraction: float):
+  from apache_beam import pvalue
+  outcome = {}
+  yield from counted_examples(source, split, spec, val_fraction, outcome)
+  yield pvalue.TaggedOutput("outcome", (source.name, outcome))
+
+
+def _write_outcomes(outcomes: list, outcomes_dir: str) -> None:
+  from etils import epath
+  path = epath.Path(outcomes_dir)
+  path.mkdir(parents=True, exist_ok=True)
+  (path / "outcomes.json").write_text(json.dumps(dict(sorted(outcomes))))
+
+
+def read_beam_stats(outcomes_dir: str) -> dict[str, dict]:
+  from etils import epath
+  return json.loads((epath.Path(outcomes_dir) / "outcomes.json").read_text())
 
 
 # --- building a dataset directory -------------------------------------------------------
@@ -338,12 +517,21 @@ def _move_into_place(built: pathlib.Path, out: pathlib.Path) -> None:
 
 def write_dataset(sources: list[Source], spec: ClipSpec, out: str | os.PathLike, *,
                   val_fraction: float = 0.1, overwrite: bool = False, progress: bool = True,
-                  skipped: list[dict] = (), notes: dict | None = None) -> dict:
+                  skipped: list[dict] = (), notes: dict | None = None, runner: str | None = None,
+                  workers: int | None = None, beam_options: str | None = None,
+                  shards: int | None = None) -> dict:
   """Builds the TFDS/ArrayRecord dataset of `sources` at `out`; returns (and writes) the summary.
 
   `skipped` lists inputs refused before the build (counted in the summary with the rest);
-  `notes` are extra summary fields.
+  `notes` are extra summary fields. `runner` (with `workers`, `beam_options`): build with
+  an Apache Beam pipeline on that runner (beam_flags); None builds in this process. Either
+  way the examples, splits and summary (but its seconds) are the same, in the same order
+  (TFDS sorts each split by a hash of the keys); `shards` files per split (default: TFDS's
+  choice by size) changes only where the files split that order.
   """
+  flags = beam_flags(runner, workers, beam_options)
+  if shards is not None and (not isinstance(shards, int) or shards < 1):
+    raise DataError(f"--shards {shards} must be at least 1 (or left out: TFDS picks by size).")
   out = pathlib.Path(out).absolute()
   _check_out(out, overwrite)
   if not 0 <= val_fraction < 1:
@@ -359,15 +547,33 @@ def write_dataset(sources: list[Source], spec: ClipSpec, out: str | os.PathLike,
   t_start = time.perf_counter()
   try:
     builder = ClipDataset(sources=sources, spec=spec, val_fraction=val_fraction,
-                          progress=progress, data_dir=str(tmp))
+                          progress=progress, data_dir=str(tmp),
+                          beam_stats=None if flags is None else str(tmp / "outcomes"))
+    config = tfds.download.DownloadConfig(num_shards=shards)
+    if flags is not None:
+      from apache_beam.options.pipeline_options import PipelineOptions
+      config = tfds.download.DownloadConfig(num_shards=shards, beam_options=PipelineOptions(flags))
+      if progress:
+        print(f"kineto data: {len(sources)} sources on Beam ({' '.join(flags)})", file=sys.stderr,
+              flush=True)  # stdout stays the summary's JSON
     try:
-      builder.download_and_prepare()
+      builder.download_and_prepare(download_config=config)
+      if flags is not None:
+        builder.collect_beam_stats()
     except Exception as e:  # TFDS re-raises errors from our generator wrapped: surface ours
       cause = e
       while cause is not None and not isinstance(cause, DataError):
         cause = cause.__cause__ or cause.__context__
       if cause is not None:
         raise DataError(str(cause)) from None
+      few = re.search(r"num_examples \((\d+)\) < number_of_shards \((\d+)\)", str(e))
+      if few:  # in-process, TFDS asserts; its Beam writer leaves out the empty shards
+        raise DataError(f"--shards {few.group(2)} is more than a split's {few.group(1)} "
+                        "examples; ask for fewer.") from None
+      empty = _EMPTY_SPLIT.search(str(e)) if flags is not None else None
+      if empty:  # TFDS's Beam writer refused an empty split: say why, as in-process
+        builder.collect_beam_stats(missing_ok=True)
+        builder._check_not_empty(empty.group(1), 0)
       raise
     finally:
       if builder.bar is not None:
@@ -401,8 +607,10 @@ def write_dataset(sources: list[Source], spec: ClipSpec, out: str | os.PathLike,
 
 def build_dataset(src: str | os.PathLike, out: str | os.PathLike, spec: ClipSpec | None = None, *,
                   val_fraction: float = 0.1, split_by: str = "file", overwrite: bool = False,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, runner: str | None = None, workers: int | None = None,
+                  beam_options: str | None = None, shards: int | None = None) -> dict:
   """`kineto data build`: every video file under `src` -> clips at `out` (see module doc)."""
+  beam_flags(runner, workers, beam_options)  # bad runner flags fail before any listing
   spec = spec or ClipSpec()
   src = pathlib.Path(src)
   if not src.is_dir():
@@ -438,6 +646,7 @@ def build_dataset(src: str | os.PathLike, out: str | os.PathLike, spec: ClipSpec
   sources = [file_source(path, name, caption_for(path, name, mapping), split_of(name),
                          spec.audio_rate) for path, name in usable]
   return write_dataset(sources, spec, out, val_fraction=val_fraction, overwrite=overwrite,
-                       progress=progress, skipped=refused, notes={
+                       progress=progress, skipped=refused, runner=runner, workers=workers,
+                       beam_options=beam_options, shards=shards, notes={
                            "src": str(src.absolute()), "split_by": split_by, "held_out": how,
                            "captioned": sum(1 for s in sources if s.caption)})

@@ -18,6 +18,7 @@ score included); camera clips are center-cropped.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import os
@@ -26,7 +27,7 @@ import pathlib
 import numpy as np
 
 from configs.schema import ClipSpec
-from train.data.build import DataError, Source, Stream, file_source, write_dataset
+from train.data.build import DataError, Source, Stream, beam_flags, file_source, write_dataset
 from vidtok.audio.signal import resample_poly
 
 # ALE game id -> caption. Visually distinct games: paddles, bricks, aliens, a road, a ring, sea.
@@ -107,7 +108,8 @@ def atari_source(game: str, caption: str, seed: int, clips: int, split: str, spe
   """One episode of `game` long enough for `clips` windows (fewer if the episode ends)."""
   seconds = ((clips - 1) * spec.step + spec.frames) / spec.fps
   return Source(name=f"atari/{game}/seed{seed}", caption=caption, split=split, crop="none",
-                open=lambda: _rollout(game, seed, seconds, frame_skip, spec.audio_rate))
+                open=functools.partial(_rollout, game, seed, seconds, frame_skip,
+                                       spec.audio_rate))  # picklable, for Beam workers
 
 
 def demo_sources(spec: ClipSpec, *, games=tuple(GAMES), train_episodes: int = 2,
@@ -136,14 +138,19 @@ def demo_sources(spec: ClipSpec, *, games=tuple(GAMES), train_episodes: int = 2,
 def build_demo(out: str | os.PathLike, *, size: int = 64, frames: int = 17, fps: float = 8.0,
                games=tuple(GAMES), train_episodes: int = 2, train_clips: int = 20,
                val_clips: int = 4, frame_skip: int = 4, videos: bool = True,
-               overwrite: bool = False, progress: bool = True) -> dict:
-  """`kineto data demo`: builds the demo dataset at `out`; returns its summary."""
+               overwrite: bool = False, progress: bool = True, runner: str | None = None,
+               workers: int | None = None, beam_options: str | None = None) -> dict:
+  """`kineto data demo`: builds the demo dataset at `out`; returns its summary.
+
+  runner, workers, beam_options: build on Apache Beam (`build.beam_flags`)."""
+  beam_flags(runner, workers, beam_options)
   spec = ClipSpec(frames=frames, fps=fps, height=size, width=size)
   sources = demo_sources(spec, games=games, train_episodes=train_episodes,
                          train_clips=train_clips, val_clips=val_clips, frame_skip=frame_skip,
                          videos=videos)
   return write_dataset(sources, spec, out, val_fraction=0.5, overwrite=overwrite,
-                       progress=progress, notes={
+                       progress=progress, runner=runner, workers=workers,
+                       beam_options=beam_options, notes={
                            "demo": {"games": list(games), "frame_skip": frame_skip,
                                     "train_episodes": train_episodes, "videos": videos},
                            "held_out": f"games: episodes with seeds >= {VAL_SEED}; "
