@@ -1,5 +1,7 @@
 """Checkpoints: exact resume, resharding restore, kill -9 safety, refusals, and robustness."""
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -113,6 +115,33 @@ def test_kill_9_during_async_saves_then_resume_equals_an_uninterrupted_run(tmp_p
   _, straight, _ = restored_leaves(cfg, tmp_path / "straight")
   for a, b in zip(resumed, straight):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_stops_cleanly_and_the_same_command_resumes_exactly(tmp_path, kineto_cli):
+  """`kineto lm train` as a subprocess, SIGTERMed once its first checkpoint is written: exit 0,
+  the saved-step line, and running the same command again ends where an uninterrupted run does."""
+  overrides = ["train.steps=300", "train.checkpoint_every=2", "train.seq_len=64"]
+  work = tmp_path / "preempted"
+  args = ["lm", "train", "--config", "lm_tiny", "--workdir", work] + [a for o in overrides for a in ("--set", o)]
+  code, log, first = kineto_cli.sigterm(args, work)
+  saved = re.search(kineto_cli.saved, log)
+  assert code == 0 and first is not None and saved, log[-3000:]
+  step = int(saved.group(1))
+  assert first <= step < 300 and kineto_cli.checkpoints(work)[-1] == step
+  assert not (work / "summary.json").exists()  # stopped: no held-out evaluation yet
+  code, log = kineto_cli.run(args)
+  assert code == 0 and f"starting at step {step}." in log, log[-3000:]
+  cfg = configs.load("lm_tiny", overrides)
+  straight = train_lm(cfg, tmp_path / "straight", progress=False)
+  resumed = json.loads((work / "summary.json").read_text())
+  assert resumed["resumed_from"] == step and resumed["step"] == straight["step"] == 300
+  np.testing.assert_allclose(resumed["loss"], straight["loss"], rtol=1e-5)
+  np.testing.assert_allclose(resumed["eval_loss"], straight["eval_loss"], rtol=1e-5)
+  _, a, _ = restored_leaves(cfg, work)
+  _, b, _ = restored_leaves(cfg, tmp_path / "straight")
+  for x, y in zip(a, b):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=1e-6)
 
 
 def test_tensorboard_events_read_back(tmp_path):
