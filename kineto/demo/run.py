@@ -334,6 +334,7 @@ def write_report(out: pathlib.Path, paths: dict, plan: DemoPlan, seconds: dict, 
       "recognition": rec,
       "video_to_audio": sound_matching(paths),
       "sampling_tokens_per_second": samples.get("tokens_per_second"),
+      "sampling_calls": samples.get("calls"),
       "stage_seconds": seconds, "stages_total_seconds": round(sum(seconds.values()), 1),
       "invocation_seconds": round(total, 1),
   }
