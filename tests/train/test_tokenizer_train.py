@@ -29,8 +29,11 @@ def clips_dir(atari32):
 
 
 # The learning floor: vidtok_tiny at test size (no perceptual or GAN loss, batch 2, 5 frames on
-# 32x32 Atari clips) for LEARN_STEPS steps; its held-out PSNR (EMA weights, 4 whole 17-frame
-# clips) must beat that of its initial weights by PSNR_GAIN_DB. MEASURED below.
+# the shared 32x32 Atari clips) for LEARN_STEPS steps; its held-out PSNR (EMA weights, the 4
+# whole 17-frame validation clips) must beat its initial weights' by PSNR_GAIN_DB. Measured on 2
+# shared CPU cores, 8 fake devices: seed 0 9.25 -> 13.34 dB (+4.09), seed 1 9.13 -> 14.56 dB
+# (+5.44); the floor, +3 dB, is 1.1 dB below the worse seed, and a run that stops learning
+# stays near its initial ~9.2 dB. About 1 s a step under load (30 s), plus the compile.
 LEARN_STEPS = 30
 PSNR_GAIN_DB = 3.0
 
