@@ -154,10 +154,12 @@ def tiny_lm_run(chain_dir, atari32, random_tokenizer, atari32_tokens) -> dict:
 # --- the command line in a subprocess, and preemption -----------------------------------------
 
 def kineto_env(devices: int = 8) -> dict:
-  """The environment of a `python -m kineto` subprocess: CPU, `devices` fake devices (8, as in
-  this process, so its programs are the ones this process compiled and the cache holds)."""
-  return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT),
-              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  """The environment of a `python -m kineto` subprocess: CPU, `devices` fake devices. Set the
+  way this process sets them (`jax_num_cpu_devices`, not XLA_FLAGS, which the cache key hashes),
+  so with 8 its programs are the ones this process compiled and the persistent cache holds."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), JAX_NUM_CPU_DEVICES=str(devices))
+  env.pop("XLA_FLAGS", None)
+  return env
 
 
 def run_kineto(args: list[str], *, devices: int = 8, timeout: float = 900) -> tuple[int, str]:
