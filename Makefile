@@ -17,9 +17,12 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # The main job: real clips -> tokenizer, audio codec, LM -> generated videos + outputs/demo/report.md.
-# Interrupted, it continues from the finished stages when run again.
+# Interrupted, it continues from the finished stages when run again. Then its report.json and
+# pictures go to docs/ (demo.json, contact_sheet.png, loss_curves.png) and the README's demo
+# figures are rewritten from docs/demo.json (kineto/demo/publish.py).
 demo: $(STAMP)
 	$(BIN)/kineto demo --out outputs/demo
+	$(BIN)/python -m kineto.demo.publish --out outputs/demo
 
 # ruff first (pyproject.toml [tool.ruff]), then pytest. pytest exits 5 when it collected no
 # tests: an empty or unimportable suite is a failure.
@@ -28,9 +31,12 @@ test: $(STAMP)
 	@$(BIN)/python -m pytest -q; status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$status
 
-# Every bench/*.py script, then bench/RESULTS.md (date, machine, each script's figures).
+# Every bench/*.py script, then bench/RESULTS.md (date, machine, each script's figures),
+# bench/results.json and the README's measured figures from it. TORCH_PYTHON=PY (a Python
+# with torch) adds the PyTorch peer; without it the README marks the comparison absent.
+TORCH_PYTHON ?=
 bench: $(STAMP)
-	$(BIN)/python bench/results.py
+	$(BIN)/python bench/results.py $(if $(TORCH_PYTHON),--torch-python $(TORCH_PYTHON))
 
 clean:
 	rm -rf $(VENV) outputs *.egg-info .cache

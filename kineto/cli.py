@@ -124,8 +124,11 @@ def _tokenize(args) -> int:
 
 
 def _demo(args) -> int:
-  from kineto.demo.run import run_demo
-  run_demo(args.out, quick=args.quick)
+  from kineto.demo.run import DemoPreempted, run_demo
+  try:
+    run_demo(args.out, quick=args.quick)
+  except DemoPreempted as e:  # saved and stopped, as a preempted trainer does: not an error
+    print(f"kineto demo: {e}")
   return 0
 
 

@@ -149,3 +149,71 @@ def tiny_lm_run(chain_dir, atari32, random_tokenizer, atari32_tokens) -> dict:
   tokens, _ = atari32_tokens
   lm = write_lm(chain_dir / "lm", tokens, "vocab.video_bits=8")
   return {"root": chain_dir, "lm": lm, "tokens": tokens, "tok": random_tokenizer(0), "clips": atari32}
+
+
+# --- the command line in a subprocess, and preemption -----------------------------------------
+
+def kineto_env(devices: int = 8) -> dict:
+  """The environment of a `python -m kineto` subprocess: CPU, `devices` fake devices. Set the
+  way this process sets them (`jax_num_cpu_devices`, not XLA_FLAGS, which the cache key hashes),
+  so with 8 its programs are the ones this process compiled and the persistent cache holds."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), JAX_NUM_CPU_DEVICES=str(devices))
+  env.pop("XLA_FLAGS", None)
+  return env
+
+
+def run_kineto(args: list[str], *, devices: int = 8, timeout: float = 900) -> tuple[int, str]:
+  """(exit status, stdout + stderr) of `python -m kineto *args`."""
+  import subprocess
+  import sys
+  done = subprocess.run([sys.executable, "-m", "kineto", *map(str, args)], cwd=ROOT, env=kineto_env(devices),
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+  return done.returncode, done.stdout
+
+
+def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
+  """The complete checkpoints in workdir/checkpoints (orbax renames a finished save to its step)."""
+  found = (workdir / "checkpoints").glob("*")
+  return sorted(int(p.name) for p in found if p.name.isdigit())
+
+
+def sigterm_after_first_checkpoint(args: list[str], workdir: pathlib.Path, *, devices: int = 8,
+                                   timeout: float = 900) -> tuple[int, str, int | None]:
+  """Runs `python -m kineto *args`, sends it SIGTERM (a scheduler's preemption notice) as soon as
+  the first checkpoint in `workdir` is complete, and returns (exit status, its output, the first
+  checkpoint's step; None when the run ended before one appeared)."""
+  import signal
+  import subprocess
+  import sys
+  import time
+  log = workdir.parent / f"{workdir.name}.log"
+  workdir.parent.mkdir(parents=True, exist_ok=True)
+  with open(log, "w") as out:
+    proc = subprocess.Popen([sys.executable, "-m", "kineto", *map(str, args)], cwd=ROOT,
+                            env=kineto_env(devices), stdout=out, stderr=subprocess.STDOUT, text=True)
+    first, deadline = None, time.time() + timeout
+    while proc.poll() is None and time.time() < deadline:
+      steps = checkpoint_steps(workdir)
+      if steps:
+        first = steps[0]
+        proc.send_signal(signal.SIGTERM)
+        break
+      time.sleep(0.01)
+    try:
+      code = proc.wait(timeout=max(1.0, deadline - time.time()))
+    except subprocess.TimeoutExpired:
+      proc.kill()
+      code = proc.wait()
+  return code, log.read_text(), first
+
+
+SAVED = r"kineto: SIGTERM: saved step (\d+) to (\S+); run the same command to resume\."
+
+
+@pytest.fixture(scope="session")
+def kineto_cli():
+  """`kineto_cli.run(args)`, `kineto_cli.sigterm(args, workdir)`, `kineto_cli.saved` (the
+  regex of the preempted trainer's last line) and `kineto_cli.checkpoints(workdir)`: see above."""
+  import types
+  return types.SimpleNamespace(run=run_kineto, sigterm=sigterm_after_first_checkpoint, saved=SAVED,
+                               checkpoints=checkpoint_steps)

@@ -84,7 +84,7 @@ FULL = DemoPlan(name="full", vidtok=("train.steps=400", "train.gan_weight=0", "t
 QUICK = DemoPlan(
     name="quick", size=32, frames=9, games=("Pong", "Freeway", "Breakout"), train_episodes=1,
     train_clips=8, val_clips=2, videos=False, samples_per_game=2,
-    vidtok=("train.steps=30", "train.warmup_steps=5", "train.checkpoint_every=0",
+    vidtok=("train.steps=30", "train.warmup_steps=5", "train.checkpoint_every=5",
             "train.image_every=1000", "train.perceptual_weight=0", "train.gan_weight=0",
             "train.batch_size=2"),
     audio=("train.steps=20",),
@@ -125,8 +125,8 @@ class Stages:
     started = time.perf_counter()
     result = fn()
     if isinstance(result, dict) and result.get("stopped_early"):
-      raise DemoError(f"the {name} stage stopped at step {result.get('step')} (SIGTERM) after "
-                      "saving a checkpoint; run the same command again to continue.")
+      raise DemoPreempted(f"the {name} stage stopped at step {result.get('step')} (SIGTERM) after "
+                          "saving a checkpoint; run the same command again to continue.")
     self.record["seconds"][name] = round(time.perf_counter() - started, 1)
     write_json(self.path, self.record)
 
@@ -137,6 +137,11 @@ class Stages:
 
 class DemoError(ValueError):
   """A demo run that cannot proceed as asked (a user error: exit code 2)."""
+
+
+class DemoPreempted(DemoError):
+  """A training stage stopped by SIGTERM after its checkpoint: `kineto demo` exits 0 (as the
+  trainers do), and running it again continues that stage."""
 
 
 # --- the job ------------------------------------------------------------------------------
@@ -334,6 +339,7 @@ def write_report(out: pathlib.Path, paths: dict, plan: DemoPlan, seconds: dict, 
       "recognition": rec,
       "video_to_audio": sound_matching(paths),
       "sampling_tokens_per_second": samples.get("tokens_per_second"),
+      "sampling_calls": samples.get("calls"),
       "stage_seconds": seconds, "stages_total_seconds": round(sum(seconds.values()), 1),
       "invocation_seconds": round(total, 1),
   }

@@ -3,6 +3,7 @@ the zero-shot notebook executed against its outputs."""
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -121,27 +122,36 @@ def _demo(out: pathlib.Path) -> subprocess.Popen:
 
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
-  """`kineto demo --quick`, SIGKILLed once the tokenizer stage has finished, then run again."""
+  """`kineto demo --quick`, SIGTERMed (a preemption) inside the tokenizer stage once that stage's
+  first checkpoint is written, then run again: (out, the second run's log, the saved step)."""
   out = tmp_path_factory.mktemp("demo") / "demo"
   first = _demo(out)
-  stages = out / "stages.json"
+  ckpts = out / "vidtok" / "checkpoints"
   deadline = time.time() + 900
   while time.time() < deadline and first.poll() is None:
-    if stages.is_file() and "vidtok" in json.loads(stages.read_text())["seconds"]:
+    if ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir()):
       break
-    time.sleep(1)
+    time.sleep(0.05)
   assert first.poll() is None, first.communicate()[0][-3000:]
-  first.send_signal(signal.SIGKILL)
-  first.wait()
+  first.send_signal(signal.SIGTERM)
+  log = first.communicate(timeout=600)[0]
+  saved = re.search(r"kineto: SIGTERM: saved step (\d+) to \S+; run the same command to resume\.", log)
+  assert first.returncode == 0 and saved, log[-3000:]
+  assert "vidtok stage stopped at step" in log
+  step = int(saved.group(1))
+  assert 0 < step < 30  # inside the stage (QUICK trains the tokenizer 30 steps)
+  assert "vidtok" not in json.loads((out / "stages.json").read_text())["seconds"]
   second = _demo(out)
   log = second.communicate(timeout=1800)[0]
   assert second.returncode == 0, log[-3000:]
-  return out, log
+  return out, log, step
 
 
 def test_quick_demo_resumes_and_writes_every_output(quick_demo):
-  out, log = quick_demo
-  assert "data: done" in log and "vidtok: done" in log  # finished stages are not redone
+  out, log, step = quick_demo
+  assert "data: done" in log  # finished stages are not redone
+  vidtok = json.loads((out / "vidtok" / "summary.json").read_text())
+  assert vidtok["resumed_from"] == step and vidtok["step"] == 30  # the stage went on from its checkpoint
   for name in ("report.md", "report.json", "contact_sheet.png", "loss_curves.png", "stages.json"):
     assert (out / name).is_file(), name
   for game in ("pong", "freeway", "breakout"):
@@ -151,13 +161,18 @@ def test_quick_demo_resumes_and_writes_every_output(quick_demo):
   r = json.loads((out / "report.json").read_text())
   rec = r["recognition"]
   assert rec["chance"] == pytest.approx(1 / 3) and rec["t2v_samples"] == 3 * QUICK.samples_per_game
-  assert 0 <= rec["t2v_recognition_rate"] <= 1 and rec["held_out_real_accuracy"] > rec["chance"]
+  hits = sum(p == g for g, predicted in rec["t2v_predictions"].items() for p in predicted)
+  assert rec["t2v_recognition_rate"] == pytest.approx(hits / rec["t2v_samples"])
+  assert rec["held_out_real_accuracy"] > rec["chance"]
   assert all(np.isfinite(v) for v in (r["tokenizer"]["psnr"], r["lm"]["held_out_loss"],
                                        r["audio_codec"]["spectral_distance_db"]))
-  assert r["video_to_audio"]["clips"] == 3 and 0 <= r["video_to_audio"]["matched_rate"] <= 1
+  v2a = r["video_to_audio"]
+  assert v2a["clips"] == 3 and v2a["chance"] == pytest.approx(1 / 3)
+  assert v2a["matched_rate"] * 3 == pytest.approx(round(v2a["matched_rate"] * 3))  # k of 3 clips
   for game in ("pong", "freeway", "breakout"):
     assert (out / "samples" / f"v2a_{game}.mp4").stat().st_size > 0
   assert set(r["stage_seconds"]) == {"data", "vidtok", "audio", "text", "tokens", "lm", "samples"}
+  assert r["sampling_calls"] == 3 * (1 + 3 + 1)  # per game: t2v, i2v, continuation, inpaint, v2a
   md = (out / "report.md").read_text()
   assert f"{rec['t2v_recognition_rate']:.1%}" in md and f"{r['tokenizer']['psnr']:.3g}" in md
 
@@ -165,7 +180,7 @@ def test_quick_demo_resumes_and_writes_every_output(quick_demo):
 def test_zero_shot_notebook_runs_on_the_quick_demo(quick_demo):
   import nbformat
   from nbclient import NotebookClient
-  out, _ = quick_demo
+  out, _, _ = quick_demo
   nb = nbformat.read(ROOT / "notebooks" / "zero_shot.ipynb", as_version=4)
   os.environ["KINETO_DEMO"] = str(out)  # the notebook's kernel inherits it
   try:

@@ -253,3 +253,28 @@ def test_cli_reads_image_and_video_files(run, tmp_path):
   with av.open(str(tmp_path / "c.mp4")) as c:
     assert sum(1 for _ in c.decode(video=0)) == 24  # 3 s at 8 fps
   assert json.loads((tmp_path / "c.json").read_text())["task"] == "continuation"
+
+
+def test_cli_sampling_flags_reach_the_sampler(run, tmp_path):
+  """--temperature 0 is greedy (the seed no longer matters); --top_k 1 and a tiny --top_p keep
+  only the most likely token, so they give the greedy video too; the settings are recorded."""
+  def generate(name, *flags):
+    out = tmp_path / f"{name}.mp4"
+    assert main(["generate", "--lm", str(run["lm"]), "--prompt", "Pong", "--cfg", "1", "--out", str(out),
+                 *flags]) == 0
+    with av.open(str(out)) as c:
+      frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    return frames, json.loads(out.with_suffix(".json").read_text())["settings"]
+
+  greedy, settings = generate("greedy", "--temperature", "0", "--seed", "1")
+  assert settings["temperature"] == 0 and settings["top_k"] == 0 and settings["top_p"] == 1
+  np.testing.assert_array_equal(generate("greedy_seed2", "--temperature", "0", "--seed", "2")[0], greedy)
+  top_k, settings = generate("top_k", "--top_k", "1", "--seed", "3")
+  assert settings["top_k"] == 1
+  np.testing.assert_array_equal(top_k, greedy)
+  top_p, settings = generate("top_p", "--top_p", "0.000001", "--seed", "4")
+  assert settings["top_p"] == 1e-6
+  np.testing.assert_array_equal(top_p, greedy)
+  a, _ = generate("t1_seed1", "--temperature", "1", "--seed", "1")
+  b, _ = generate("t1_seed2", "--temperature", "1", "--seed", "2")
+  assert not np.array_equal(a, b)  # at temperature 1 the seed matters

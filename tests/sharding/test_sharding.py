@@ -71,5 +71,5 @@ def single_device_losses():
 @pytest.mark.parametrize("shape", [(8, 1, 1), (2, 2, 2), (1, 4, 2)])
 def test_sharded_training_matches_single_device(shape, single_device_losses):
   losses = run_steps(shape)
-  assert losses[0] != losses[-1], "the parameters must move"
+  assert losses[-1] < losses[0], "two updates on one fixed batch must lower its loss"
   np.testing.assert_allclose(losses, single_device_losses, rtol=1e-5)

@@ -1,5 +1,7 @@
 """Checkpoints: exact resume, resharding restore, kill -9 safety, refusals, and robustness."""
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -115,6 +117,33 @@ def test_kill_9_during_async_saves_then_resume_equals_an_uninterrupted_run(tmp_p
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_sigterm_saves_stops_cleanly_and_the_same_command_resumes_exactly(tmp_path, kineto_cli):
+  """`kineto lm train` as a subprocess, SIGTERMed once its first checkpoint is written: exit 0,
+  the saved-step line, and running the same command again ends where an uninterrupted run does."""
+  overrides = ["train.steps=80", "train.checkpoint_every=2", "train.seq_len=64"]
+  work = tmp_path / "preempted"
+  args = ["lm", "train", "--config", "lm_tiny", "--workdir", work] + [a for o in overrides for a in ("--set", o)]
+  code, log, first = kineto_cli.sigterm(args, work)
+  saved = re.search(kineto_cli.saved, log)
+  assert code == 0 and first is not None and saved, log[-3000:]
+  step = int(saved.group(1))
+  assert first <= step < 80 and kineto_cli.checkpoints(work)[-1] == step
+  assert not (work / "summary.json").exists()  # stopped: no held-out evaluation yet
+  code, log = kineto_cli.run(args)
+  assert code == 0 and f"starting at step {step}." in log, log[-3000:]
+  cfg = configs.load("lm_tiny", overrides)
+  straight = train_lm(cfg, tmp_path / "straight", progress=False)
+  resumed = json.loads((work / "summary.json").read_text())
+  assert resumed["resumed_from"] == step and resumed["step"] == straight["step"] == 80
+  np.testing.assert_allclose(resumed["loss"], straight["loss"], rtol=1e-5)
+  np.testing.assert_allclose(resumed["eval_loss"], straight["eval_loss"], rtol=1e-5)
+  _, a, _ = restored_leaves(cfg, work)
+  _, b, _ = restored_leaves(cfg, tmp_path / "straight")
+  for x, y in zip(a, b):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=1e-6)
+
+
 def test_tensorboard_events_read_back(tmp_path):
   from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
   train_lm(configs.load("lm_tiny", TINY + ["train.steps=3", "train.log_every=1"]), tmp_path,
@@ -159,3 +188,98 @@ def test_gradient_accumulation_equals_one_big_batch():
       out.append(float(metrics["loss"]))
     losses[m] = out
   np.testing.assert_allclose(losses[4], losses[1], rtol=1e-5)
+
+
+def test_retention_keeps_the_last_n_and_every_mth(tmp_path):
+  cfg = configs.load("lm_tiny", ["train.checkpoint_every=1", "train.keep_last=2", "train.keep_every=4"])
+  state = init_state(cfg, sharding.make_mesh((1, 1, 1), jax.devices()[:1])).state
+  ckpt = Checkpointer(tmp_path, cfg)
+  for step in range(1, 11):
+    ckpt.save(step, state)
+    ckpt.wait()
+  ckpt.close()
+  assert sorted(int(p.name) for p in tmp_path.iterdir() if p.name.isdigit()) == [4, 8, 9, 10]
+
+
+class _NoCheckpoints:
+  directory = "nowhere"
+
+  def __init__(self):
+    self.saved = []
+
+  def save(self, step, state, force=False):
+    self.saved.append(step)
+
+  def wait(self):
+    pass
+
+  def close(self):
+    pass
+
+  def latest_step(self):
+    return self.saved[-1] if self.saved else None
+
+
+def test_max_skipped_steps_is_the_number_of_non_finite_steps_tolerated():
+  from train.loop import run_loop
+  bad = {2, 3, 5}
+
+  def step_fn(state, step):
+    return state + 1, {"loss": np.float32(np.nan if step in bad else 1.0)}, {}
+
+  kw = dict(name="t", start_step=0, steps=8, nonfinite_hint="hint.", log=lambda *a: None,
+            postfix=lambda *a: {}, progress=False)
+  result = run_loop(0, step_fn, ckpt=_NoCheckpoints(), max_skipped=3, **kw)
+  assert result.step == 8 and result.timing.skipped == 3
+  ckpt = _NoCheckpoints()
+  with pytest.raises(FloatingPointError, match=r"3 steps had a non-finite .*last: step 5.*max_skipped_steps=2"):
+    run_loop(0, step_fn, ckpt=ckpt, max_skipped=2, **kw)
+  assert ckpt.saved == [1, 2, 5]  # only finite steps were offered to the checkpointer
+
+
+@pytest.mark.slow
+def test_lm_ema_is_kept_evaluated_and_loaded(tmp_path):
+  from train.lm_trainer import load_lm
+  cfg = configs.load("lm_tiny", TINY + ["train.steps=3", "train.ema_decay=0.5"])
+  summary = train_lm(cfg, tmp_path, progress=False)
+  assert summary["eval_loss_ema"] is not None and summary["eval_loss_ema"] != summary["eval_loss"]
+  _, raw, _, not_used = load_lm(tmp_path, ema=False)
+  _, ema, _, used = load_lm(tmp_path)
+  assert used and not not_used
+  from flax import nnx
+  a, b = jax.tree.leaves(nnx.state(raw, nnx.Param)), jax.tree.leaves(nnx.state(ema, nnx.Param))
+  assert any(not np.allclose(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
+
+
+def _three_steps(overrides=()):
+  """Training losses of 3 steps on one fixed batch (warmup 1: the first step's rate is 0)."""
+  cfg, ts, step = one_step_setup(["train.seq_len=64", *overrides])
+  rng = np.random.RandomState(0)
+  batch = {"tokens": jnp.asarray(rng.randint(0, 512, (8, 65)), jnp.int32),
+           "input_mask": jnp.zeros((8, 65), bool).at[:, :8].set(True),
+           "loss_mask": jnp.ones((8, 65), bool).at[:, :8].set(False)}
+  state, losses = ts.state, []
+  for _ in range(3):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["loss"]))
+  return losses, state
+
+
+@pytest.fixture(scope="module")
+def float32_losses():
+  return _three_steps()[0]
+
+
+@pytest.mark.slow
+def test_remat_policy_changes_memory_not_the_math(float32_losses):
+  losses, _ = _three_steps(["lm.remat_policy=dots_saveable"])
+  np.testing.assert_allclose(losses, float32_losses, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_bfloat16_training_step_tracks_float32_and_keeps_float32_params(float32_losses):
+  losses, state = _three_steps(["lm.dtype=bfloat16"])
+  assert all(np.isfinite(losses)) and losses[2] < losses[0] - 0.1, losses  # it learns the batch
+  np.testing.assert_allclose(losses, float32_losses, rtol=2e-2)
+  floats = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
+  assert floats and all(x.dtype == jnp.float32 for x in floats)

@@ -190,7 +190,8 @@ def test_train_steps_lower_the_loss_on_real_audio(bunny):
   assert after["spectral_distance_db"] < before["spectral_distance_db"] - 2.0, (before, after)
   usage = result.history[-1]
   assert len(usage["codebook_used_fraction"]) == cfg.levels
-  assert all(0 < u <= 1 for u in usage["codebook_used_fraction"])
+  used = [u * cfg.codebook_size for u in usage["codebook_used_fraction"]]
+  assert all(n == pytest.approx(round(n)) and 1 <= round(n) <= cfg.codebook_size for n in used)  # a count
   assert all(0 <= e <= np.log2(cfg.codebook_size) for e in usage["codebook_entropy_bits"])
 
 

@@ -371,3 +371,41 @@ def test_worker_processes_give_the_same_batches_and_resume(demo_ds):
   resumed = iter(ds)
   resumed.set_state(state_from_json(saved))
   assert _ids(resumed) == _ids(tail)
+
+
+def test_build_options_from_the_command_line(tmp_path, capsys):
+  """--crop / --stride / --audio_rate / --seed reach the dataset: clip count follows the stride,
+  audio the rate, a random crop the seed (same seed, same pixels), and --crop none squashes the
+  whole frame instead of cutting its middle."""
+  src = tmp_path / "src"
+  src.mkdir()
+  _cut(SK / "bigbuckbunny.mp4", src / "bunny.mp4", 3.0)  # no audio track
+  shutil.copy(SK / "bigbuckbunny.mp4", src / "with_audio.mp4")
+
+  def build(name, *flags):
+    code = main(["data", "build", "--src", str(src), "--out", str(tmp_path / name), "--frames", "5",
+                 "--size", "16", "--val_fraction", "0.5", *flags])  # one file held out
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    recs = {}
+    for split in ("train", "validation"):
+      for r in _records(open_split(tmp_path / name, split)):
+        recs[(r["source"].decode(), round(float(r["start"]), 3))] = r
+    return summary, recs
+
+  a, recs_a = build("a", "--crop", "random", "--stride", "2", "--audio_rate", "8000", "--seed", "7")
+  assert a["spec"]["stride"] == 2 and a["spec"]["audio_samples"] == 5000  # 5 frames / 8 fps at 8 kHz
+  bunny = [k for k in recs_a if k[0] == "bunny.mp4"]
+  assert len(bunny) == _expected_clips(src / "bunny.mp4", ClipSpec(frames=5, stride=2)) > 3  # every 2 frames
+  sound = [r for k, r in recs_a.items() if k[0] == "with_audio.mp4"]
+  assert sound and all(len(r["audio"]) == 5000 for r in sound)
+  _, recs_same = build("same", "--crop", "random", "--stride", "2", "--audio_rate", "8000", "--seed", "7")
+  _, recs_other = build("other", "--crop", "random", "--stride", "2", "--audio_rate", "8000", "--seed", "8")
+  assert recs_same.keys() == recs_a.keys() == recs_other.keys()
+  assert all(np.array_equal(recs_same[k]["video"], recs_a[k]["video"]) for k in recs_a)
+  assert not all(np.array_equal(recs_other[k]["video"], recs_a[k]["video"]) for k in recs_a)
+  _, center = build("center", "--crop", "center", "--stride", "5")
+  _, squashed = build("none", "--crop", "none", "--stride", "5")
+  assert len(center) == len(squashed)
+  assert sum(k[0] == "bunny.mp4" for k in center) == _expected_clips(src / "bunny.mp4", ClipSpec(frames=5, stride=5))
+  assert not all(np.array_equal(center[k]["video"], squashed[k]["video"]) for k in center)

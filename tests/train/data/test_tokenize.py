@@ -274,5 +274,6 @@ def test_lm_trains_on_the_task_mixture_of_token_shards(reference, tmp_path):
   per_task = summary["eval_loss_per_set"]
   # Tokenized without --audio_codec: the audio tasks are left out; every video task is scored.
   assert {"t2i", "t2v", "i2v", "continuation", "inpaint", "outpaint"} <= set(per_task) and "v2a" not in per_task
-  assert all(np.isfinite(v) and 0 < v < 10 for v in per_task.values())
+  assert all(np.isfinite(v) for v in per_task.values())
+  assert summary["eval_loss"] == pytest.approx(np.mean(list(per_task.values())))  # the mean over tasks
   assert summary["step"] == 3 and np.isfinite(summary["loss"])
