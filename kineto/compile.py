@@ -25,10 +25,16 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import os
 import re
 import time
 
 from configs.schema import ConfigError
+
+# libtpu takes /tmp/libtpu_lockfile so that two processes never drive one TPU; any JAX process
+# with libtpu installed holds it (a `kineto demo` on a CPU host too). Compiling for a topology
+# never touches a chip, so it must not be refused by that lock.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 GIB = 2 ** 30
 # HBM per chip (GiB) and how slice names count: cores (2 per chip) or chips.

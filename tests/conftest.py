@@ -17,6 +17,8 @@ import os
 import pathlib
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# libtpu (the AOT tests) must not be refused by another process on this host holding its lock.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".cache" / "jax"))
 # Subprocesses read these at import; "0.1" s keeps the many trivial programs out of the cache.
