@@ -45,6 +45,8 @@ import numpy as np
 
 _BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(_BENCH))  # this checkout's packages first
+sys.path.insert(0, _BENCH)
+from common import time_fn as median_time  # noqa: E402
 
 PREFIX = 64
 T0 = time.perf_counter()
@@ -55,18 +57,6 @@ CHECKPOINT = [lambda: None]  # rewrites --out; set by main
 
 def elapsed() -> float:
   return time.perf_counter() - T0
-
-
-def median_time(fn, *, warmup: int = 1, repeats: int = 5) -> float:
-  """Median wall seconds of `fn()`, which must block until its result is ready."""
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
 
 
 def log(*a):
