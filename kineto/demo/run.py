@@ -35,8 +35,8 @@ import numpy as np
 from tqdm import tqdm
 
 import configs
+import kineto.demo.report as pictures
 from configs.schema import VocabConfig
-from kineto.demo import report as pictures
 from kineto.demo.recognize import GameClassifier
 from kineto.generate import Generator
 from kineto.media import write_gif, write_video

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vidtok.audio import losses
+import vidtok.audio.losses as losses
 from vidtok.audio.codec import AudioCodec
 
 
