@@ -105,6 +105,14 @@ def free_memory():
   jax.clear_caches()
 
 
+def failure(e: BaseException) -> dict:
+  """A section that raised: its traceback on stderr, the error in the figures, memory freed
+  for the next section."""
+  traceback.print_exc()
+  free_memory()
+  return {"error": f"{type(e).__name__}: {e}"[:2000]}
+
+
 def is_oom(e: BaseException) -> bool:
   s = str(e)
   return "RESOURCE_EXHAUSTED" in s or "out of memory" in s.lower() or "OOM" in s
@@ -229,9 +237,7 @@ def section_lm_bench(args, results) -> dict:
         out[key] = train_step(config, ["lm.dtype=bfloat16", f"lm.attention_impl={impl}"], b,
                               3 if args.quick else 5, peak)
       except Exception as e:  # noqa: BLE001
-        traceback.print_exc()
-        out[key] = {"error": f"{type(e).__name__}: {e}"[:2000]}
-        free_memory()
+        out[key] = failure(e)
       CHECKPOINT[0]()
   return out
 
@@ -365,8 +371,7 @@ def section_decode(args, results) -> dict:
             f"-> {r[where]['in_loop_over_floor'] or float('nan'):.1f}x the floor")
       out[key] = r
     except Exception as e:  # noqa: BLE001
-      traceback.print_exc()
-      out[key] = {"error": f"{type(e).__name__}: {e}"[:2000]}
+      out[key] = failure(e)
     CHECKPOINT[0]()
   del model, state, params
   free_memory()
@@ -447,9 +452,7 @@ def section_vidtok(args, results) -> dict:
             f"of the {peak_key.split('_flops')[0]} peak)")
         out[key] = r
       except Exception as e:  # noqa: BLE001
-        traceback.print_exc()
-        out[key] = {"error": f"{type(e).__name__}: {e}"[:2000]}
-        free_memory()
+        out[key] = failure(e)
       CHECKPOINT[0]()
   return out
 
@@ -497,9 +500,7 @@ def main(argv=None):
       try:
         results[name] = sections[name]()
       except Exception as e:  # noqa: BLE001
-        traceback.print_exc()
-        results[name] = {"error": f"{type(e).__name__}: {e}"[:2000]}
-        free_memory()
+        results[name] = failure(e)
       write()
   write()
   print(json.dumps(results, sort_keys=True, default=str))
