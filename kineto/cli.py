@@ -96,7 +96,7 @@ def _eval_tokenizer(args) -> int:
   from kineto.eval.tokenizer import evaluate_tokenizer
   codec_names = tuple(c for c in args.codecs.split(",") if c)
   result = evaluate_tokenizer(args.workdir, args.data, split=args.split, clips=args.clips, out=args.out,
-                              codec_names=codec_names, ema=not args.no_ema)
+                              codec_names=codec_names, ema=not args.no_ema, fvd_size=args.i3d_size)
   print(json.dumps({k: result[k] for k in ("tokenizer", "codecs_at_tokenizer_bits", "files")}, indent=1,
                    default=lambda v: None))
   return 0
@@ -106,7 +106,7 @@ def _eval_generate(args) -> int:
   from kineto.eval.generate import evaluate_generation
   tasks = tuple(t for t in args.tasks.split(",") if t)
   result = evaluate_generation(args.lm, tasks=tasks, samples=args.samples, out=args.out, seed=args.seed,
-                               split=args.split)
+                               split=args.split, fvd_size=args.i3d_size)
   print(json.dumps({k: result[k] for k in ("tasks", "files")}, indent=1))
   return 0
 
@@ -260,8 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
   ev_tok.add_argument("--codecs", default="h264,h265,av1", help="comma-separated: h264, h265, av1")
   ev_tok.add_argument("--out", help="eval.json and pictures go here (default WORKDIR/eval)")
   ev_tok.add_argument("--no-ema", action="store_true", help="use the raw weights, not their EMA")
-  ev_tok.set_defaults(run=_eval_tokenizer)
   ev_gen = ev.add_parser("generate", help="FVD and recognition of generated clips, per task")
+  for p in (ev_tok, ev_gen):
+    p.add_argument("--i3d_size", type=int, default=224, help="I3D input side: 224 is the standard FVD "
+                   "protocol; smaller is cheaper and comparable only with itself (written in eval.json)")
+  ev_tok.set_defaults(run=_eval_tokenizer)
   ev_gen.add_argument("--lm", required=True, help="an LM training workdir (trained on token shards)")
   ev_gen.add_argument("--tasks", default="t2v,i2v", help="comma-separated tasks (default t2v,i2v)")
   ev_gen.add_argument("--samples", type=int, help="held-out conditions per task (default: the whole split)")

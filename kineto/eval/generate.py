@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from kineto.eval import features, fvd, provenance
-from kineto.eval.tokenizer import EvalError
+from kineto.eval.tokenizer import EvalError, check_i3d_size
 from train.files import write_bytes, write_json
 
 TASKS = ("unconditional", "t2v", "i2v", "continuation", "inpaint", "outpaint")
@@ -78,6 +78,7 @@ def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None,
     raise EvalError(f"--tasks {','.join(tasks)}: choose from {','.join(TASKS)}.")
   if samples is not None and samples < 1:
     raise EvalError(f"--samples {samples}: must be >= 1.")
+  check_i3d_size(fvd_size)
   manifest, data = _lm_dataset(lm)
   split_examples = len(open_split(data, split))
   n = split_examples if samples is None else min(samples, split_examples)

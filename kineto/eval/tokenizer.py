@@ -48,7 +48,13 @@ def _lpips_u8(a_nthwc: np.ndarray, b_nthwc: np.ndarray) -> np.ndarray:
   return np.asarray(_lpips_fn()(jnp.asarray(a_nthwc), jnp.asarray(b_nthwc), metrics.lpips_params()))
 
 
-def check_inputs(workdir, data, split: str, clips: int | None, codec_names, min_clips: int) -> tuple:
+def check_i3d_size(size: int) -> None:
+  if size < 32:
+    raise EvalError(f"--i3d_size {size}: I3D downsamples frames 32x; use >= 32 (224 is the standard protocol).")
+
+
+def check_inputs(workdir, data, split: str, clips: int | None, codec_names, min_clips: int,
+                 fvd_size: int = fvd.SIZE) -> tuple:
   """(config, dataset dir, number of clips), or an EvalError before anything heavy loads."""
   import configs
   from configs.schema import TokenizerConfig
@@ -70,6 +76,7 @@ def check_inputs(workdir, data, split: str, clips: int | None, codec_names, min_
     raise EvalError(f"--split {split}: {data} has no such split ({e}).") from e
   if clips is not None and clips < 1:
     raise EvalError(f"--clips {clips}: must be >= 1.")
+  check_i3d_size(fvd_size)
   n = len(source) if clips is None else min(clips, len(source))
   try:
     fvd.check_clip_count(n, f"{data} {split} ({len(source)} clips, --clips {clips})", min_clips)
@@ -86,7 +93,7 @@ def evaluate_tokenizer(workdir, data=None, *, split: str = "validation", clips: 
   from train.data.shards import tokenizer_fingerprint
   from train.tokenizer_trainer import evaluate, held_out_clips, load_tokenizer
   started = time.perf_counter()
-  cfg, data, n, split_examples = check_inputs(workdir, data, split, clips, codec_names, min_clips)
+  cfg, data, n, split_examples = check_inputs(workdir, data, split, clips, codec_names, min_clips, fvd_size)
   out = pathlib.Path(out or pathlib.Path(workdir) / "eval")
   out.mkdir(parents=True, exist_ok=True)
 
@@ -184,6 +191,7 @@ def plot_rate_distortion(result: dict, path: pathlib.Path) -> pathlib.Path:
   """PSNR and LPIPS against bits per pixel: each codec's curves, its point at the tokenizer's
   bits, and the tokenizer's point."""
   import matplotlib
+  import matplotlib.ticker
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -201,6 +209,7 @@ def plot_rate_distortion(result: dict, path: pathlib.Path) -> pathlib.Path:
     ax.plot(tok["bits_per_pixel"], tok[metric], marker="*", color="red", markersize=14, linestyle="none",
             label="tokenizer")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labelled minor ticks overlap
     ax.set_xlabel("bits per pixel")
     ax.set_ylabel({"psnr": "PSNR (dB, higher is better)", "lpips": "LPIPS (lower is better)"}[metric])
     ax.grid(alpha=0.3)
@@ -217,6 +226,6 @@ def side_by_side(videos, recons, strips: dict, path: pathlib.Path) -> pathlib.Pa
   """A PNG: per clip, original | tokenizer | each codec at the tokenizer's bits."""
   from kineto.demo.report import contact_sheet
   names = " | ".join(["original", "tokenizer", *strips])
-  rows = [(f"clip {i}\n{names}", [videos[i], recons[i], *(s[i] for s in strips.values())])
+  rows = [(f"clip {i}\n{names}\n(black: no coding fits)", [videos[i], recons[i], *(s[i] for s in strips.values())])
           for i in range(min(STRIP_CLIPS, len(videos)))]
   return contact_sheet(rows, path, frames=3)

