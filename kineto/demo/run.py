@@ -433,7 +433,7 @@ def _evaluation_lines(e: dict | None) -> list[str]:
   lines = ["## Against real codecs, and FVD (`kineto eval`)", "",
            f"On {e['clips']} held-out clips the tokenizer spends {e['bits_per_clip']} bits per clip "
            f"({e['bits_per_pixel']:.4f} bits per pixel): PSNR {_fmt(e['psnr'])} dB, LPIPS {_fmt(e['lpips'])}, "
-           f"rFVD **{_fmt(e['rfvd'], 4)}** (I3D on 16 frames, {e['i3d_resize'].split(',')[0]}: FVDs are "
+           f"rFVD **{e['rfvd']:.0f}** (I3D on 16 frames, {e['i3d_resize'].split(',')[0]}: FVDs are "
            "comparable only at the same I3D input size). The codecs at the same bits "
            "(the best CRF and coded size that fit, per clip):", "",
            "| codec | clips that fit | PSNR (dB) | the tokenizer's PSNR on those clips | LPIPS |",
@@ -443,7 +443,7 @@ def _evaluation_lines(e: dict | None) -> list[str]:
            "", "![rate-distortion](eval/tokenizer/rate_distortion.png)", ""]
   if e["generate"]:
     lines += ["| generation task | samples | FVD vs held-out clips | recognized as its caption |", "|---|---|---|---|",
-              *[f"| {t} | {g['samples']} | {_fmt(g['fvd'], 4)} | {_pct(g['recognition_rate'])} |"
+              *[f"| {t} | {g['samples']} | {g['fvd']:.0f} | {_pct(g['recognition_rate'])} |"
                 for t, g in e["generate"].items()],
               "", f"(The classifier reads {_pct(e['recognition_ceiling'])} of real held-out clips.)", ""]
   return lines
