@@ -8,6 +8,7 @@ import json
 import numpy as np
 
 from kineto import cli
+from kineto.demo import run
 from kineto.eval.generate import evaluate_generation
 from kineto.eval.tokenizer import evaluate_tokenizer
 
@@ -21,9 +22,10 @@ def test_too_few_clips_is_a_clear_error(random_tokenizer, atari32, capsys, tmp_p
 
 
 def test_tokenizer_eval_json_holds_figures_and_protocol(random_tokenizer, atari32, tmp_path):
-  result = evaluate_tokenizer(random_tokenizer(0), atari32, out=tmp_path, codec_names=("h264",),
+  out = tmp_path / "eval" / "tokenizer"  # where the demo's eval stage writes it
+  result = evaluate_tokenizer(random_tokenizer(0), atari32, out=out, codec_names=("h264",),
                               min_clips=4, fvd_size=32)
-  saved = json.loads((tmp_path / "eval.json").read_text())
+  saved = json.loads((out / "eval.json").read_text())
   tok = saved["tokenizer"]
   assert tok["clips"] == 4 and tok["rfvd"] > 0
   assert tok["bits_per_clip"] == np.prod(tok["latents"]) * tok["bits_per_code"]
@@ -41,8 +43,13 @@ def test_tokenizer_eval_json_holds_figures_and_protocol(random_tokenizer, atari3
   assert len(prov["tokenizer"]["fingerprint"]) == 16 and prov["dataset"]["split"] == "validation"
   assert len(prov["dataset"]["fingerprint"]) == 64 and len(prov["code"]["git_commit"] or "x" * 40) == 40
   assert set(saved["rate_distortion"]) == {"h264@1", "h264@0.5"}
-  assert (tmp_path / "rate_distortion.png").stat().st_size > 10_000
-  assert (tmp_path / "side_by_side.png").is_file() and result["files"]["json"] == str(tmp_path / "eval.json")
+  assert (out / "rate_distortion.png").stat().st_size > 10_000
+  assert (out / "side_by_side.png").is_file() and result["files"]["json"] == str(out / "eval.json")
+  # the demo report's section reads it back
+  summary = run.evaluation_summary({"eval": tmp_path / "eval"})
+  assert summary["rfvd"] == tok["rfvd"] and summary["i3d_resize"].startswith("32x32") and not summary["generate"]
+  text = "\n".join(run._evaluation_lines(summary))
+  assert f"rFVD **{tok['rfvd']:.0f}**" in text and "| h264 | " in text and "rate_distortion.png" in text
 
 
 def test_generate_eval_json_per_task(tiny_lm_run, tmp_path):
