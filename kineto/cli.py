@@ -3,6 +3,9 @@
   kineto lm train --config configs/lm_tiny.py --workdir DIR [--set key.path=value ...]
   kineto tokenizer train --config configs/vidtok_demo.py --workdir DIR [--set ...]
   kineto tokenizer eval --workdir DIR [--data DIR --split validation --clips 16]
+  kineto eval tokenizer --workdir W [--data D --split validation --clips N --out DIR]
+                                       rFVD, PSNR/SSIM/LPIPS, rate; H.264/H.265/AV1 at equal bits
+  kineto eval generate --lm W [--tasks t2v,i2v --samples N --out DIR]   FVD + recognition per task
   kineto audio train --config configs/audio_demo.py --workdir DIR [--set ...]   the audio codec
   kineto text train --corpus F --vocab N --out PREFIX   a SentencePiece model
   kineto data build --src DIR --out DIR [--frames 17 --fps 8 --size 64 ...]   clips -> dataset
@@ -86,6 +89,25 @@ def _tokenizer_eval(args) -> int:
   out = pathlib.Path(args.workdir) / f"eval_{args.split}.gif"
   save_side_by_side(out, videos[:4], report.pop("reconstructions")[:4])
   print(json.dumps(report | {"gif": str(out)}, indent=1))
+  return 0
+
+
+def _eval_tokenizer(args) -> int:
+  from kineto.eval.tokenizer import evaluate_tokenizer
+  codec_names = tuple(c for c in args.codecs.split(",") if c)
+  result = evaluate_tokenizer(args.workdir, args.data, split=args.split, clips=args.clips, out=args.out,
+                              codec_names=codec_names, ema=not args.no_ema, fvd_size=args.i3d_size)
+  print(json.dumps({k: result[k] for k in ("tokenizer", "codecs_at_tokenizer_bits", "files")}, indent=1,
+                   default=lambda v: None))
+  return 0
+
+
+def _eval_generate(args) -> int:
+  from kineto.eval.generate import evaluate_generation
+  tasks = tuple(t for t in args.tasks.split(",") if t)
+  result = evaluate_generation(args.lm, tasks=tasks, samples=args.samples, out=args.out, seed=args.seed,
+                               split=args.split, fvd_size=args.i3d_size)
+  print(json.dumps({k: result[k] for k in ("tasks", "files")}, indent=1))
   return 0
 
 
@@ -228,6 +250,29 @@ def build_parser() -> argparse.ArgumentParser:
   tok_eval.add_argument("--no-ema", action="store_true", help="use the raw weights, not their EMA")
   tok_eval.set_defaults(run=_tokenizer_eval)
 
+  ev = sub.add_parser("eval", help="reproducible evaluations (eval.json with the protocol)").add_subparsers(
+      dest="eval_command", required=True)
+  ev_tok = ev.add_parser("tokenizer", help="rFVD, PSNR/SSIM/LPIPS, rate; real codecs at equal bits")
+  ev_tok.add_argument("--workdir", required=True, help="a tokenizer training workdir")
+  ev_tok.add_argument("--data", help="dataset dir (default: the one it was trained on)")
+  ev_tok.add_argument("--split", default="validation")
+  ev_tok.add_argument("--clips", type=int, help="evaluate the first N clips (default: the whole split)")
+  ev_tok.add_argument("--codecs", default="h264,h265,av1", help="comma-separated: h264, h265, av1")
+  ev_tok.add_argument("--out", help="eval.json and pictures go here (default WORKDIR/eval)")
+  ev_tok.add_argument("--no-ema", action="store_true", help="use the raw weights, not their EMA")
+  ev_gen = ev.add_parser("generate", help="FVD and recognition of generated clips, per task")
+  for p in (ev_tok, ev_gen):
+    p.add_argument("--i3d_size", type=int, default=224, help="I3D input side: 224 is the standard FVD "
+                   "protocol; smaller is cheaper and comparable only with itself (written in eval.json)")
+  ev_tok.set_defaults(run=_eval_tokenizer)
+  ev_gen.add_argument("--lm", required=True, help="an LM training workdir (trained on token shards)")
+  ev_gen.add_argument("--tasks", default="t2v,i2v", help="comma-separated tasks (default t2v,i2v)")
+  ev_gen.add_argument("--samples", type=int, help="held-out conditions per task (default: the whole split)")
+  ev_gen.add_argument("--split", default="validation", help="the held-out split of the LM's dataset")
+  ev_gen.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
+  ev_gen.add_argument("--out", help="eval.json and the contact sheet go here (default LM/eval)")
+  ev_gen.set_defaults(run=_eval_generate)
+
   aud = sub.add_parser("audio", help="the audio codec").add_subparsers(dest="audio_command", required=True)
   aud_train = aud.add_parser("train", help="train the audio codec on the audio of a clip dataset")
   _add_run_flags(aud_train, "configs/audio_demo.py")
@@ -366,6 +411,10 @@ def _is_user_error(e: Exception, command: str) -> bool:
   from kineto.demo.run import DemoError
   from sharding import MeshError
   errors = (ConfigError, MeshError, DemoError)
+  for module, name in (("kineto.eval.tokenizer", "EvalError"), ("kineto.eval.fvd", "FVDError"),
+                       ("kineto.eval.i3d", "I3DError"), ("kineto.eval.codecs", "CodecError")):
+    if module in sys.modules:
+      errors += (getattr(sys.modules[module], name),)
   # DataError (and TokenShardError) can only be raised once its module is loaded; checking
   # sys.modules keeps TFDS out of commands that never touched data.
   build = sys.modules.get("train.data.build")

@@ -18,3 +18,12 @@ def write_json(path: str | os.PathLike, data) -> pathlib.Path:
   tmp.write_text(json.dumps(data, indent=1) + "\n")
   os.replace(tmp, path)
   return path
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> pathlib.Path:
+  """Writes `data` to `path` atomically, as `write_json` does; returns the path."""
+  path = pathlib.Path(path)
+  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+  tmp.write_bytes(data)
+  os.replace(tmp, path)
+  return path

@@ -14,6 +14,8 @@ continues where it stopped:
   lm        the multi-task LM on the task mixture (configs/lm_demo.py)              lm/
   samples   text-to-video per game, image-to-video, continuation, inpainting and
             video-to-audio from held-out clips, as MP4 (+ GIF)                     samples/
+  eval      `kineto eval tokenizer` (rFVD, H.264/H.265/AV1 at the tokenizer's bits)
+            and `kineto eval generate` (FVD, recognition) on the held-out clips     eval/
 
 and then, always, the report: a game classifier trained on real frames judges the
 text-to-video samples; contact_sheet.png, loss_curves.png, report.md and report.json.
@@ -52,7 +54,7 @@ from train.tokenizer_trainer import evaluate, load_tokenizer, train_tokenizer
 from vidtok.audio.losses import spectral_distance_db
 
 FPS = 8.0  # the demo clips' frame rate
-STAGES = ("data", "vidtok", "audio", "text", "tokens", "lm", "samples")
+STAGES = ("data", "vidtok", "audio", "text", "tokens", "lm", "samples", "eval")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +76,10 @@ class DemoPlan:
   samples_per_game: int = 4              # text-to-video samples per game name
   cfg_scale: float = 3.0                 # classifier-free guidance on the caption
   seed: int = 0
+  eval_tasks: tuple[str, ...] = ("t2v",)  # `kineto eval generate` tasks; () skips both evaluations
+  #   (FVD needs >= 32 held-out clips: the quick plan has 6)
+  eval_i3d_size: int = 112               # I3D input side for the demo's FVDs: 224 (the standard) costs
+  #   4x more, ~1.8 s a clip on 2 cores, over the demo's 3-minute evaluation budget
 
 
 # 9-frame clips (not VideoPoet's 17) halve every stage's cost; the tokenizer trains on the
@@ -83,7 +89,7 @@ FULL = DemoPlan(name="full", vidtok=("train.steps=400", "train.gan_weight=0", "t
                 lm=("lm.max_len=512", "train.seq_len=512"))
 QUICK = DemoPlan(
     name="quick", size=32, frames=9, games=("Pong", "Freeway", "Breakout"), train_episodes=1,
-    train_clips=8, val_clips=2, videos=False, samples_per_game=2,
+    train_clips=8, val_clips=2, videos=False, samples_per_game=2, eval_tasks=(),
     vidtok=("train.steps=30", "train.warmup_steps=5", "train.checkpoint_every=5",
             "train.image_every=1000", "train.perceptual_weight=0", "train.gan_weight=0",
             "train.batch_size=2"),
@@ -198,6 +204,7 @@ def run_demo(out: str | pathlib.Path = "outputs/demo", *, quick: bool = False) -
   stages.run("tokens", tokens)
   stages.run("lm", lm)
   stages.run("samples", lambda: make_samples(paths, plan))
+  stages.run("eval", lambda: evaluate_models(paths, plan))
   print("kineto demo: report ...", flush=True)  # always rewritten: it is cheap, and reads every stage
   report = write_report(out, paths, plan, stages.seconds, time.perf_counter() - started)
   print(f"kineto demo: done; see {out / 'report.md'} and {out / 'contact_sheet.png'}.")
@@ -270,6 +277,42 @@ def make_samples(paths: dict, plan: DemoPlan) -> None:
                                      "calls": len(speeds)})
 
 
+# --- evaluations ----------------------------------------------------------------------------
+
+def evaluate_models(paths: dict, plan: DemoPlan) -> None:
+  """`kineto eval tokenizer` and `kineto eval generate` on the held-out split, sharing the real
+  clips' I3D features; eval/tokenizer/ and eval/generate/ hold their eval.json and pictures."""
+  if not plan.eval_tasks:
+    return
+  from kineto.eval.generate import evaluate_generation
+  from kineto.eval.tokenizer import evaluate_tokenizer
+  features = paths["eval"] / "features"
+  evaluate_tokenizer(paths["vidtok"], paths["data"], out=paths["eval"] / "tokenizer", features_dir=features,
+                     fvd_size=plan.eval_i3d_size)
+  evaluate_generation(paths["lm"], tasks=plan.eval_tasks, out=paths["eval"] / "generate", seed=plan.seed,
+                      features_dir=features, fvd_size=plan.eval_i3d_size)
+
+
+def evaluation_summary(paths: dict) -> dict | None:
+  """The figures of eval/*/eval.json the report shows (None when the plan skipped them)."""
+  tok, gen = _json(paths["eval"] / "tokenizer" / "eval.json"), _json(paths["eval"] / "generate" / "eval.json")
+  if not tok:
+    return None
+  t = tok["tokenizer"]
+  return {"clips": tok["protocol"]["clips"], "rfvd": t["rfvd"], "psnr": t["psnr"], "lpips": t["lpips"],
+          "bits_per_clip": t["bits_per_clip"], "bits_per_pixel": t["bits_per_pixel"],
+          "codecs": {name: {k: row.get(k) for k in ("psnr", "lpips", "bits_per_clip", "clips_that_fit",
+                                                     "tokenizer_psnr_same_clips")}
+                     for name, row in tok["codecs_at_tokenizer_bits"].items()},
+          "generate": {task: {"fvd": row["fvd"], "samples": row["samples"],
+                              "recognition_rate": (row.get("recognition") or {}).get("rate")}
+                       for task, row in (gen.get("tasks") or {}).items()},
+          "recognition_ceiling": (gen.get("recognition") or {}).get("held_out_real_accuracy"),
+          "rate_distortion_png": "eval/tokenizer/rate_distortion.png",
+          "i3d_resize": tok["protocol"]["fvd"]["resize"],
+          "i3d_weights_sha256": tok["protocol"]["fvd"]["weights_sha256"]}
+
+
 # --- report -------------------------------------------------------------------------------
 
 def _json(path: pathlib.Path) -> dict:
@@ -338,6 +381,7 @@ def write_report(out: pathlib.Path, paths: dict, plan: DemoPlan, seconds: dict, 
              "held_out_loss_per_task": lm.get("eval_loss_per_set"), "params": lm.get("params")},
       "recognition": rec,
       "video_to_audio": sound_matching(paths),
+      "evaluation": evaluation_summary(paths),
       "sampling_tokens_per_second": samples.get("tokens_per_second"),
       "sampling_calls": samples.get("calls"),
       "stage_seconds": seconds, "stages_total_seconds": round(sum(seconds.values()), 1),
@@ -379,6 +423,32 @@ def _sound_lines(v2a: dict | None) -> list[str]:
           f"sound is the nearest for {v2a['matched_rate']:.0%} of them (chance {v2a['chance']:.0%}).", ""]
 
 
+def _pct(value) -> str:
+  return "-" if value is None else f"{value:.1%}"
+
+
+def _evaluation_lines(e: dict | None) -> list[str]:
+  if not e:
+    return []
+  lines = ["## Against real codecs, and FVD (`kineto eval`)", "",
+           f"On {e['clips']} held-out clips the tokenizer spends {e['bits_per_clip']} bits per clip "
+           f"({e['bits_per_pixel']:.4f} bits per pixel): PSNR {_fmt(e['psnr'])} dB, LPIPS {_fmt(e['lpips'])}, "
+           f"rFVD **{e['rfvd']:.0f}** (I3D on 16 frames, {e['i3d_resize'].split(',')[0]}: FVDs are "
+           "comparable only at the same I3D input size). The codecs at the same bits "
+           "(the best CRF and coded size that fit, per clip):", "",
+           "| codec | clips that fit | PSNR (dB) | the tokenizer's PSNR on those clips | LPIPS |",
+           "|---|---|---|---|---|",
+           *[f"| {name} | {c['clips_that_fit']} of {e['clips']} | {_fmt(c['psnr'])} | "
+             f"{_fmt(c['tokenizer_psnr_same_clips'])} | {_fmt(c['lpips'])} |" for name, c in e["codecs"].items()],
+           "", "![rate-distortion](eval/tokenizer/rate_distortion.png)", ""]
+  if e["generate"]:
+    lines += ["| generation task | samples | FVD vs held-out clips | recognized as its caption |", "|---|---|---|---|",
+              *[f"| {t} | {g['samples']} | {g['fvd']:.0f} | {_pct(g['recognition_rate'])} |"
+                for t, g in e["generate"].items()],
+              "", f"(The classifier reads {_pct(e['recognition_ceiling'])} of real held-out clips.)", ""]
+  return lines
+
+
 def render_markdown(r: dict) -> str:
   rec, tok, aud, lm = r["recognition"], r["tokenizer"], r["audio_codec"], r["lm"]
   lines = [
@@ -408,6 +478,7 @@ def render_markdown(r: dict) -> str:
       "| prompt | classifier's reading of each sample |", "|---|---|",
       *[f"| {g} | {', '.join(p)} |" for g, p in rec["t2v_predictions"].items()], "",
       *_sound_lines(r["video_to_audio"]),
+      *_evaluation_lines(r.get("evaluation")),
       "## Speed", "",
       f"Sampling: {_fmt(r['sampling_tokens_per_second'])} tokens/s (KV-cached, median over calls).", "",
       "| stage | seconds |", "|---|---|",

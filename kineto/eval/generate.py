@@ -1,0 +1,178 @@
+"""`kineto eval generate`: per-task scores of an LM's generations from held-out conditions.
+
+  result = evaluate_generation("runs/lm", tasks=("t2v", "i2v"), samples=38, out="runs/lm/eval")
+
+For each task, one sample per held-out clip of the LM's dataset (the conditions: its
+caption for t2v, its first frame for i2v, its head for continuation, its masked frames for
+inpaint/outpaint), sample i with seed + i. Scores: FVD of the generated clips against the
+real held-out clips (I3D, kineto/eval/fvd.py) and, when the data is captioned, a recognition
+rate (kineto/eval/recognition.py: is the clip read as the condition clip's caption?) beside
+the classifier's accuracy on real held-out clips. Writes `out/eval.json` (per-task results,
+protocol, provenance) and `out/contact_sheet.png` (condition | generated). Generated clips
+are saved per task (`out/generated_TASK.npz`), so a rerun continues after the last finished
+task.
+"""
+from __future__ import annotations
+
+import io
+import pathlib
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from kineto.eval import features, fvd, provenance
+from kineto.eval.tokenizer import EvalError, check_i3d_size
+from train.files import write_bytes, write_json
+
+TASKS = ("unconditional", "t2v", "i2v", "continuation", "inpaint", "outpaint")
+SHEET_SAMPLES = 3
+
+
+def _conditions(task: str, clip, caption: str, size: tuple[int, int]) -> dict:
+  h, w = size
+  prompt = caption or None
+  return {"unconditional": {"task": "unconditional"},
+          "t2v": {"prompt": prompt},
+          "i2v": {"image": clip[0], "prompt": prompt},
+          "continuation": {"video": clip, "prompt": prompt},
+          "inpaint": {"video": clip, "mask": f"box:{h // 4},{3 * h // 4},{w // 4},{3 * w // 4}"},
+          "outpaint": {"video": clip, "mask": f"border:{min(h, w) // 8}"}}[task]
+
+
+def _lm_dataset(lm) -> tuple[dict, pathlib.Path]:
+  import configs
+  from configs.schema import Config
+  from train.checkpoint import Checkpointer
+  from train.data.shards import read_manifest
+  ckpt_dir = pathlib.Path(lm) / "checkpoints"
+  if not ckpt_dir.is_dir():
+    raise EvalError(f"--lm {lm}: no checkpoints/ in it; pass a `kineto lm train` workdir.")
+  cfg = configs.from_dict(Config, Checkpointer.read_config(ckpt_dir))
+  if cfg.data.source != "tokens":
+    raise EvalError(f"--lm {lm}: trained on data.source={cfg.data.source!r}, not token shards; it cannot "
+                    "generate video.")
+  manifest = read_manifest(cfg.data.tokens_dir)
+  return manifest, pathlib.Path(manifest["dataset"]["path"])
+
+
+def _records(data: pathlib.Path, split: str, count: int | None = None) -> tuple[np.ndarray, list[str]]:
+  from train.data.pipeline import open_split
+  source = open_split(data, split)
+  n = len(source) if count is None else min(count, len(source))
+  records = [source[i] for i in range(n)]
+  return np.stack([r["video"] for r in records]), [r.get("caption", b"").decode() for r in records]
+
+
+def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None, out=None, seed: int = 0,
+                        split: str = "validation", min_clips: int = fvd.MIN_CLIPS, fvd_size: int = fvd.SIZE,
+                        cfg_scale: float | None = None, features_dir=None) -> dict:
+  """Generates and scores every task (module docstring); returns eval.json's contents.
+  `features_dir` (default out/features) caches I3D features; evaluations of one split can share it."""
+  from kineto.eval.recognition import RecognitionEvaluator
+  from kineto.generate import Generator
+  from train.data.pipeline import open_split
+  started = time.perf_counter()
+  unknown = [t for t in tasks if t not in TASKS]
+  if unknown or not tasks:
+    raise EvalError(f"--tasks {','.join(tasks)}: choose from {','.join(TASKS)}.")
+  if samples is not None and samples < 1:
+    raise EvalError(f"--samples {samples}: must be >= 1.")
+  check_i3d_size(fvd_size)
+  manifest, data = _lm_dataset(lm)
+  split_examples = len(open_split(data, split))
+  n = split_examples if samples is None else min(samples, split_examples)
+  try:
+    fvd.check_clip_count(n, f"{data} {split} ({split_examples} held-out clips, --samples {samples})", min_clips)
+  except fvd.FVDError as e:
+    raise EvalError(str(e)) from e
+  real, captions = _records(data, split, n)
+  if "t2v" in tasks and sum(map(bool, captions)) < min_clips:
+    raise EvalError(f"--tasks t2v: only {sum(map(bool, captions))} of {n} held-out clips have captions, "
+                    f"fewer than {min_clips}; drop t2v or evaluate a captioned dataset.")
+  out = pathlib.Path(out or pathlib.Path(lm) / "eval")
+  out.mkdir(parents=True, exist_ok=True)
+
+  gen = Generator.load(lm, progress=False)
+  s = gen.spec
+  real = real[:, :s.frames]
+  if real.shape[1:4] != (s.frames, s.height, s.width):
+    raise EvalError(f"{data} {split} clips are {real.shape[1:4]}; the LM makes {s.frames}x{s.height}x{s.width}.")
+
+  # --- generation, one task at a time (saved: a rerun continues) -------------------------------
+  generated, speeds = {}, {}
+  for task in tasks:
+    path = out / f"generated_{task}.npz"
+    conds = [i for i in range(n) if task != "t2v" or captions[i]]
+    if path.is_file():
+      with np.load(path) as saved:
+        if int(saved["seed"]) == seed and list(saved["conditions"]) == conds:
+          generated[task], speeds[task] = saved["video"], float(saved["tokens_per_second"])
+          continue
+    clips, rates = [], []
+    for i in tqdm(conds, desc=f"generating {task}", unit="clip"):
+      result = gen.generate(**_conditions(task, real[i], captions[i], (s.height, s.width)), seed=seed + i,
+                            cfg_scale=cfg_scale)
+      clips.append(result["video"][0])
+      rates.append(result["tokens_per_second"])
+    generated[task], speeds[task] = np.stack(clips), float(np.median(rates))
+    buf = io.BytesIO()
+    np.savez(buf, video=generated[task], seed=seed, conditions=np.asarray(conds),
+             tokens_per_second=speeds[task])
+    write_bytes(path, buf.getvalue())
+
+  # --- scores -------------------------------------------------------------------------------
+  cache = pathlib.Path(features_dir or out / "features")
+  real_feats = features.cached_features(real, cache, f"real_{split}", size=fvd_size)
+  evaluator = None
+  if len({c for c in captions if c}) >= 2:
+    train_clips, train_captions = _records(data, "train")
+    keep = [i for i, c in enumerate(train_captions) if c]
+    captioned = [i for i, c in enumerate(captions) if c]
+    evaluator = RecognitionEvaluator.fit(train_clips[keep][:, :s.frames], [train_captions[i] for i in keep],
+                                         real[captioned], [captions[i] for i in captioned])
+  per_task = {}
+  for task, clips in generated.items():
+    conds = [i for i in range(n) if task != "t2v" or captions[i]]
+    feats = features.cached_features(clips, cache, f"generated_{task}", size=fvd_size)
+    row = {"samples": len(clips), "fvd": fvd.frechet_distance(real_feats, feats, min_clips=min_clips),
+           "tokens_per_second": speeds[task]}
+    if evaluator is not None:
+      row["recognition"] = evaluator.rate(clips, [captions[i] for i in conds])
+    per_task[task] = row
+
+  result = {
+      "kind": "generate", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "tasks": per_task,
+      "recognition": evaluator.summary() if evaluator else None,
+      "protocol": {
+          "conditions": f"the first {n} clips of the {split} split, one sample each (t2v: the captioned ones)",
+          "task_inputs": {t: {k: (v if isinstance(v, str) or v is None else f"<array {np.shape(v)}>")
+                              for k, v in _conditions(t, real[0], "CAPTION", (s.height, s.width)).items()}
+                          for t in tasks},
+          "seeds": f"sample i: seed {seed} + i", "cfg_scale": cfg_scale,
+          "cfg_scale_default": "3.0 with a prompt, else 1.0 (kineto/generate.py)",
+          "sampling": "autoregressive, temperature 1, no top-k/top-p",
+          "fvd": fvd.protocol(fvd_size, min_clips=min_clips), "fvd_reference": f"the {n} real {split} clips",
+      },
+      "provenance": {"lm": {"workdir": str(pathlib.Path(lm).absolute()), "step": gen.checkpoints["lm_step"],
+                            "ema": gen.checkpoints["lm_ema"], **provenance.model_fingerprint(gen.cfg.lm, gen.model)},
+                     "tokenizer": {k: manifest["tokenizer"][k] for k in ("workdir", "fingerprint")},
+                     "audio_codec": (manifest.get("audio_codec") or {}).get("fingerprint"),
+                     "tokens_dir": str(gen.checkpoints["tokens_dir"]),
+                     "dataset": provenance.dataset_identity(data, split, split_examples),
+                     "code": provenance.code_version()},
+  }
+  result["seconds"] = round(time.perf_counter() - started, 1)
+  result["files"] = {"json": str(out / "eval.json"),
+                     "contact_sheet": str(_sheet(real, captions, generated, out / "contact_sheet.png"))}
+  write_json(out / "eval.json", result)
+  return result
+
+
+def _sheet(real, captions, generated: dict, path: pathlib.Path) -> pathlib.Path:
+  from kineto.demo.report import contact_sheet
+  rows = []
+  for task, clips in generated.items():
+    conds = [i for i in range(len(real)) if task != "t2v" or captions[i]][:SHEET_SAMPLES]
+    rows.append((f"{task}\n(held-out | generated)", [v for k, i in enumerate(conds) for v in (real[i], clips[k])]))
+  return contact_sheet(rows, path, frames=3)

@@ -1,0 +1,66 @@
+"""`kineto eval tokenizer|generate`: a clear error with too few clips, and eval.json holding the
+figures with their protocol and provenance (tiny: the random vidtok_tiny and the tiny LM on
+atari32's 4 held-out clips, I3D at 32x32, min_clips lowered to 4)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from kineto import cli
+from kineto.demo import run
+from kineto.eval.generate import evaluate_generation
+from kineto.eval.tokenizer import evaluate_tokenizer
+
+
+def test_too_few_clips_is_a_clear_error(random_tokenizer, atari32, capsys, tmp_path):
+  rc = cli.main(["eval", "tokenizer", "--workdir", str(random_tokenizer(0)), "--data", str(atari32),
+                 "--out", str(tmp_path / "e")])
+  err = capsys.readouterr().err.strip()
+  assert rc == 2 and "4 clips, fewer than the 32" in err and "--clips" in err and len(err.splitlines()) == 1
+  assert not (tmp_path / "e").exists()  # refused before any work
+
+
+def test_tokenizer_eval_json_holds_figures_and_protocol(random_tokenizer, atari32, tmp_path):
+  out = tmp_path / "eval" / "tokenizer"  # where the demo's eval stage writes it
+  result = evaluate_tokenizer(random_tokenizer(0), atari32, out=out, codec_names=("h264",),
+                              min_clips=4, fvd_size=32)
+  saved = json.loads((out / "eval.json").read_text())
+  tok = saved["tokenizer"]
+  assert tok["clips"] == 4 and tok["rfvd"] > 0
+  assert tok["bits_per_clip"] == np.prod(tok["latents"]) * tok["bits_per_code"]
+  assert tok["bits_per_pixel"] == tok["bits_per_clip"] / (17 * 32 * 32)
+  h264 = saved["codecs_at_tokenizer_bits"]["h264"]
+  assert h264["budget_bits"] == tok["bits_per_clip"] and h264["clips"] == 4
+  # 640 bits for 17 frames is below what x264 can reach on these clips: then none fits, and says so
+  assert h264["clips_that_fit"] == 0 or h264["max_bits"] <= tok["bits_per_clip"]
+  fvd = saved["protocol"]["fvd"]
+  for key in ("frames", "frame_map", "resize", "weights_sha256", "min_clips"):
+    assert key in fvd
+  assert fvd["weights_sha256"] == "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"
+  assert saved["protocol"]["clips"] == 4 and "selection" in saved["protocol"]
+  prov = saved["provenance"]
+  assert len(prov["tokenizer"]["fingerprint"]) == 16 and prov["dataset"]["split"] == "validation"
+  assert len(prov["dataset"]["fingerprint"]) == 64 and len(prov["code"]["git_commit"] or "x" * 40) == 40
+  assert set(saved["rate_distortion"]) == {"h264@1", "h264@0.5"}
+  assert (out / "rate_distortion.png").stat().st_size > 10_000
+  assert (out / "side_by_side.png").is_file() and result["files"]["json"] == str(out / "eval.json")
+  # the demo report's section reads it back
+  summary = run.evaluation_summary({"eval": tmp_path / "eval"})
+  assert summary["rfvd"] == tok["rfvd"] and summary["i3d_resize"].startswith("32x32") and not summary["generate"]
+  text = "\n".join(run._evaluation_lines(summary))
+  assert f"rFVD **{tok['rfvd']:.0f}**" in text and "| h264 | " in text and "rate_distortion.png" in text
+
+
+def test_generate_eval_json_per_task(tiny_lm_run, tmp_path):
+  result = evaluate_generation(tiny_lm_run["lm"], tasks=("t2v", "i2v"), out=tmp_path, min_clips=4, fvd_size=32)
+  saved = json.loads((tmp_path / "eval.json").read_text())
+  assert saved == json.loads(json.dumps(result))
+  for task in ("t2v", "i2v"):
+    row = saved["tasks"][task]
+    assert row["samples"] == 4 and row["fvd"] > 0 and 0 <= row["recognition"]["rate"] <= 1
+  rec = saved["recognition"]
+  assert rec["chance"] == 0.5 and 0 <= rec["held_out_real_accuracy"] <= 1
+  assert saved["provenance"]["lm"]["fingerprint"] and saved["provenance"]["tokenizer"]["fingerprint"]
+  assert "seed" in saved["protocol"]["seeds"] and saved["protocol"]["fvd"]["frames"] == 16
+  assert (tmp_path / "contact_sheet.png").is_file()
