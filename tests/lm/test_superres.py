@@ -91,3 +91,21 @@ def test_train_step_on_one_device_equals_eight():
     np.testing.assert_allclose(one[0][key], eight[0][key], rtol=1e-5)
   assert bool(one[0]["finite"]) and float(one[0]["loss"]) > 0
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5), one[1], eight[1])
+
+
+def test_maskgit_upscale_keeps_known_tokens_and_fills_the_scheduled_count_per_step():
+  from lm.sampling import MaskGit, maskgit_schedule
+  from lm.superres import SuperResolution
+  from lm.superres_sampling import upscale
+  model = SuperResolution(CFG.sr, CFG.lm, rngs=nnx.Rngs(0))
+  batch, config = _batch(2), MaskGit(steps=5)
+  known = ~batch["masked"][:3]
+  known[0] = False  # one row from nothing, the others around given tokens
+  for guidance in (0.0, 2.0):
+    codes, masked = upscale(model, batch["low"][:3], batch["text"][:3], batch["text_valid"][:3], rng=1,
+                            config=config, guidance=guidance, canvas_bn=batch["high"][:3], known_bn=known)
+    np.testing.assert_array_equal(codes[known], batch["high"][:3][known])
+    assert codes.min() >= 0 and codes.max() < CFG.sr.codes
+    for row in range(3):
+      np.testing.assert_array_equal(masked[row], maskgit_schedule(int((~known[row]).sum()), config.steps))
+    assert masked[:, -1].sum() == 0 and len(set(np.diff(np.r_[80, masked[0]]))) > 1  # cosine, not linear
