@@ -151,7 +151,8 @@ def _generate(args) -> int:
   kwargs = dict(prompt=args.prompt, image=args.image, video=args.video, mask=args.mask,
                 audio=args.audio, seconds=args.seconds, cfg_scale=args.cfg, seed=args.seed,
                 num_samples=args.samples, temperature=args.temperature, top_k=args.top_k,
-                top_p=args.top_p, method=args.method, task=args.task)
+                top_p=args.top_p, method=args.method, task=args.task, upscale=args.upscale,
+                upscale_guidance=args.upscale_cfg)
   summary = run(args.lm, args.out, gif=args.gif, **kwargs)
   print(json.dumps(summary, indent=1))
   return 0
@@ -344,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
   gen.add_argument("--top_k", type=int, default=0)
   gen.add_argument("--top_p", type=float, default=1.0)
   gen.add_argument("--method", default="autoregressive", choices=["autoregressive", "maskgit"])
+  gen.add_argument("--upscale", metavar="SR_WORKDIR",
+                   help="an SR stage (`kineto sr train`): base LM -> SR (MaskGIT) -> decode at its resolution")
+  gen.add_argument("--upscale_cfg", type=float, default=1.0, help="guidance scale of the SR stage (default 1)")
   gen.add_argument("--gif", action="store_true", help="also write OUT.gif")
   gen.set_defaults(run=_generate)
 
