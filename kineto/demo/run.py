@@ -100,7 +100,8 @@ QUICK = DemoPlan(
     lm=("train.steps=30", "train.warmup_steps=5", "train.checkpoint_every=0", "lm.max_len=320",
         "train.seq_len=320", "lm.attention_block=64", "lm.loss_chunk=64", "lm.embed=64",
         "lm.mlp=176", "lm.layers=2"),
-    sr=("train.steps=30", "train.warmup_steps=5", "train.checkpoint_every=0", "lm.embed=32", "lm.mlp=96"))
+    sr=("train.steps=10", "train.warmup_steps=2", "train.checkpoint_every=0", "lm.embed=32", "lm.mlp=96"),
+    sr_steps=4)
 
 
 # --- stage bookkeeping --------------------------------------------------------------------

@@ -60,7 +60,7 @@ def train(paths: dict, plan) -> dict:
   return train_sr(cfg, paths["sr"])
 
 
-def evaluate(paths: dict, plan, clips: int = 16, batch: int = 4) -> dict:
+def evaluate(paths: dict, plan, clips: int = 16, batch: int = 8) -> dict:
   """SR vs bicubic on held-out clips (module docstring) -> sr/eval.json and sr/eval.npz."""
   cfg, model = load_sr(paths["sr"])
   _, tokenizer = load_tokenizer(paths["vidtok"])
