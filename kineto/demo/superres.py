@@ -1,6 +1,7 @@
 """The demo's super-resolution stages (kineto/demo/run.py) and their figure: SR against bicubic.
 
-  sr_data    the same games' clips at 2x the demo size (128x128), same episodes and splits   sr_data/
+  sr_data    the same games' clips at 2x the demo size (128x128), same episodes and held-out
+             split (fewer training clips: `DemoPlan.sr_train_clips`)                         sr_data/
   sr_tokens  each clip -> codes at 128x128 and of its 2x-downsampled copy (the demo size),
              by the demo tokenizer (fully convolutional): `tokenize_dataset(..., lowres=2)`   sr_tokens/
   sr         the SR stage (configs/sr_demo.py) on those pairs, masked objective              sr/
@@ -42,7 +43,7 @@ def build_data(paths: dict, plan, fps: float) -> None:
   if (paths["sr_data"] / "dataset_info.json").is_file():
     return
   build_demo(paths["sr_data"], size=plan.size * plan.sr_scale, frames=plan.frames, fps=fps, games=plan.games,
-             train_episodes=plan.train_episodes, train_clips=plan.train_clips, val_clips=plan.val_clips,
+             train_episodes=plan.train_episodes, train_clips=plan.sr_train_clips, val_clips=plan.val_clips,
              videos=plan.videos)
 
 
