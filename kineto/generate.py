@@ -29,6 +29,12 @@ Mask SPEC (CLI `--mask`, or a string for `mask=`), True = to generate:
   border:N          an N-pixel border on every side (outpaint)
 An array mask is bool [frames, H, W] in pixels or [t, h, w] in latent tokens. A mask whose
 kept region is one rectangle (everything around it generated) is outpainting.
+
+`method="maskgit"` on the LM is refused: the LM is trained with the next-token objective only,
+so its logits at masked positions were never trained. MaskGIT runs where a model was trained
+for it: the super-resolution stage (`--upscale SR_WORKDIR`, `Upscaler`), which takes the LM's
+one-clip video codes (and the caption) to the SR stage's grid and the tokenizer decodes them
+at the higher resolution (the tokenizer is fully convolutional).
 """
 from __future__ import annotations
 
@@ -49,7 +55,7 @@ from tqdm import tqdm
 import configs
 from configs.schema import ClipSpec, Config, ConfigError
 from kineto import media
-from lm import sampling, tasks
+from lm import sampling, superres_sampling, tasks
 from lm.text import TextTokenizer
 from lm.vocab import Vocabulary
 from train import lm_data
@@ -58,6 +64,7 @@ from train.checkpoint import Checkpointer
 from train.data.shards import read_manifest, tokenizer_fingerprint
 from train.files import write_json
 from train.lm_trainer import load_lm
+from train.sr_trainer import load_sr
 from train.tokenizer_trainer import load_tokenizer
 from vidtok.model import decode_chunks
 from vidtok.pixels import to_float, to_uint8
@@ -350,6 +357,7 @@ class Generator:
     """
     say = print if progress else (lambda *a, **k: None)
     t0 = time.perf_counter()
+    check_maskgit(method, self.cfg, self.checkpoints.get("lm"))
     if num_samples < 1:
       raise GenerateError(f"num_samples={num_samples} must be >= 1.")
     if seconds is not None and not seconds > 0:
@@ -436,16 +444,89 @@ class Generator:
             "seconds_taken": time.perf_counter() - t0, "tokens_per_second": tokens / max(t_sample, 1e-9)}
 
 
+def check_maskgit(method: str, cfg, where) -> None:
+  """Refuses MaskGIT on a model not trained with the masked objective (every LM: see the module
+  docstring)."""
+  masked = ("sr" in cfg) if isinstance(cfg, dict) else hasattr(cfg, "sr")  # a saved config dict, or a config
+  if method == "maskgit" and not masked:
+    raise GenerateError(f"--method maskgit: the LM in {where} was trained with the next-token objective only, "
+                        "so its logits at masked positions mean nothing; use --method autoregressive, and "
+                        "for MaskGIT a model trained with the masked objective: --upscale SR_WORKDIR "
+                        "(`kineto sr train`).")
+
+
+@dataclasses.dataclass
+class Upscaler:
+  """A loaded SR stage (`kineto sr train`) that fits a Generator's LM and tokenizer."""
+  cfg: Any
+  model: Any
+  workdir: str
+
+  @classmethod
+  def load(cls, sr_workdir: str | os.PathLike, gen: Generator) -> Upscaler:
+    cfg, model = load_sr(sr_workdir)
+    s, bits = gen.spec, gen.manifest["tokenizer"]["bits"]
+    low = (s.video_shape[0], s.height // s.compression[1], s.width // s.compression[2])
+    if tuple(cfg.sr.low_thw) != low or cfg.sr.video_bits != bits:
+      raise GenerateError(f"--upscale {sr_workdir}: the SR stage reads {cfg.sr.video_bits}-bit "
+                          f"{'x'.join(map(str, cfg.sr.low_thw))} codes, the LM makes {bits}-bit "
+                          f"{'x'.join(map(str, low))} ones; train the SR stage on pairs of this LM's tokenizer.")
+    pairs = pathlib.Path(cfg.data.tokens_dir) / "manifest.json"
+    if pairs.is_file():  # codes mean what the tokenizer that wrote them says
+      found = json.loads(pairs.read_text())["tokenizer"]["fingerprint"]
+      if found != gen.manifest["tokenizer"]["fingerprint"]:
+        raise GenerateError(f"--upscale {sr_workdir}: its pairs were written by tokenizer {found}, the LM's "
+                            f"codes by {gen.manifest['tokenizer']['fingerprint']}; train the SR stage on "
+                            "pairs of the LM's tokenizer.")
+    return cls(cfg, model, str(sr_workdir))
+
+  def __call__(self, gen: Generator, codes_bthw: np.ndarray, prompt: str | None, *, seed: int,
+               guidance: float, steps: int = 12) -> np.ndarray:
+    """High-res codes [B, T, H, W] of the LM's low-res codes (one clip each)."""
+    sr = self.cfg.sr
+    if tuple(codes_bthw.shape[1:]) != tuple(sr.low_thw):
+      raise GenerateError(f"--upscale takes one clip of {'x'.join(map(str, sr.low_thw))} codes; the LM made "
+                          f"{'x'.join(map(str, codes_bthw.shape[1:]))} (leave out --seconds and t2i).")
+    b = codes_bthw.shape[0]
+    pieces = (gen._pieces(prompt) or [])[:sr.text_budget] if prompt is not None else []
+    text = np.zeros((b, max(len(pieces), 1)), np.int32)
+    text[:, :len(pieces)] = pieces
+    valid = np.zeros(text.shape, bool)
+    valid[:, :len(pieces)] = True
+    high, _ = superres_sampling.upscale(self.model, codes_bthw.reshape(b, -1), text, valid, rng=seed,
+                      config=sampling.MaskGit(steps=steps), guidance=guidance)
+    return high.reshape(b, *sr.high_thw)
+
+
 # --- the CLI's logic ------------------------------------------------------------------------
 
-def run(lm: str, out: str, *, gif: bool = False, progress: bool = True, **kwargs) -> dict:
-  """`kineto generate`: loads, generates, writes OUT.mp4 (+ .gif) and OUT.json; returns the JSON."""
+def run(lm: str, out: str, *, gif: bool = False, progress: bool = True, upscale: str | None = None,
+        upscale_guidance: float = 1.0, **kwargs) -> dict:
+  """`kineto generate`: loads, generates, writes OUT.mp4 (+ .gif) and OUT.json; returns the JSON.
+
+  upscale: an SR work directory: the LM's codes go through its MaskGIT sampler and the
+  tokenizer decodes the high-res codes (OUT.mp4; the base video is OUT-base.mp4)."""
   out = pathlib.Path(out)
   if out.suffix.lower() != ".mp4":
     raise GenerateError(f"--out {out}: expected a .mp4 path (the .gif and .json go next to it).")
+  if upscale is not None and kwargs.get("seconds") is not None:
+    raise GenerateError("--upscale works on one clip; leave out --seconds.")
+  # Before anything loads: the saved configs say whether the models fit these flags.
+  check_maskgit(kwargs.get("method", "autoregressive"), Checkpointer.read_config(pathlib.Path(lm) / "checkpoints"), lm)
+  if upscale is not None and "sr" not in Checkpointer.read_config(pathlib.Path(upscale) / "checkpoints"):
+    load_sr(upscale)  # raises its error naming what the directory holds
   gen = Generator.load(lm, progress=progress)
+  upscaler = Upscaler.load(upscale, gen) if upscale is not None else None
   result = gen.generate(progress=progress, **kwargs)
   videos = result["video"]
+  if upscaler is not None:
+    high = upscaler(gen, np.asarray(result["codes"]["video"]), kwargs.get("prompt"), seed=kwargs.get("seed", 0),
+                    guidance=upscale_guidance)
+    for b, frames in enumerate(videos if jax.process_index() == 0 else ()):
+      stem = out.with_name(f"{out.stem}-base" + (f"-{b}" if len(videos) > 1 else "") + out.suffix)
+      media.write_video(stem, frames, result["fps"])
+    videos = to_uint8(decode_chunks(gen.tokenizer, high, gen.spec.video_shape[0]))[:, :videos.shape[1]]
+    result["audio"] = None
   paths = {}
   # Every process loads its own single-device copy and samples the same seed; one writes.
   chief = jax.process_index() == 0
@@ -463,7 +544,9 @@ def run(lm: str, out: str, *, gif: bool = False, progress: bool = True, **kwargs
              "audio_samples": None if result["audio"] is None else int(result["audio"].shape[-1]),
              "fps": result["fps"], "segments": result["segments"],
              "seconds_taken": round(result["seconds_taken"], 3),
-             "tokens_per_second": round(result["tokens_per_second"], 2)}
+             "tokens_per_second": round(result["tokens_per_second"], 2),
+             **({"upscaled": {"sr": upscaler.workdir, "from": list(result["video"].shape[2:4]),
+                              "guidance": upscale_guidance}} if upscaler is not None else {})}
   json_path = out.with_suffix(".json")
   if not chief:
     return summary

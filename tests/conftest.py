@@ -8,7 +8,8 @@
   the device assignment, and the devices, so a 1-device program never answers an 8-device one.
 - The shared chain, built once per test session and only when a test asks for it:
   `atari32` (demo clips) -> `caption_model` (SentencePiece) -> `random_tokenizer(seed)` ->
-  `atari32_tokens` (token shards) -> `tiny_lm_run` (LM checkpoint).
+  `atari32_tokens` (token shards) -> `tiny_lm_run` (LM checkpoint); `atari32_sr_tokens` (the
+  same clips with low-res pairs, for the SR stage).
 """
 from __future__ import annotations
 
@@ -137,6 +138,17 @@ def atari32_tokens(atari32, caption_model, random_tokenizer):
   summary = tokenize_dataset(random_tokenizer(0), atari32, out, batch=8, shard_size=TOKEN_SHARD,
                              text_model=caption_model, progress=False)
   return out, summary
+
+
+@pytest.fixture(scope="session")
+def atari32_sr_tokens(atari32, caption_model, random_tokenizer) -> pathlib.Path:
+  """`tokenize_dataset(..., lowres=2)` of atari32: 5x4x4 codes and their 5x2x2 low-res pairs
+  (the clips downsampled to 16x16), for the SR stage (configs/sr_tiny.py)."""
+  from train.data.tokenize import tokenize_dataset
+  out = atari32.parent / "sr_tokens"
+  tokenize_dataset(random_tokenizer(0), atari32, out, batch=8, shard_size=8, text_model=caption_model,
+                   lowres=2, progress=False)
+  return out
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ from lm.vocab import Vocabulary
 
 policies = ocp.checkpoint_managers
 # Config sections that fix the meaning of a checkpoint's arrays (the rest may change on resume).
-_MODEL_SECTIONS = ("lm", "vocab", "vidtok", "codec")
+_MODEL_SECTIONS = ("lm", "vocab", "vidtok", "codec", "sr")
 
 
 @functools.cache  # asked once per process, not at every save

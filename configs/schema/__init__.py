@@ -11,6 +11,7 @@ anything compiles.
   lm.py         LmConfig, VocabConfig, LmDataConfig and Config, one LM run
   tokenizer.py  VidtokConfig, VidtokTrainConfig and TokenizerConfig, one tokenizer run
   audio.py      AudioCodecConfig, AudioTrainConfig and AudioConfig, one audio codec run
+  superres.py   SrModelConfig, SrDataConfig and SrConfig, one super-resolution run
   clip.py       ClipSpec: the clip shape the dataset builder and the LM's task layouts share
 """
 from configs.schema.audio import (
@@ -37,6 +38,7 @@ from configs.schema.lm import (
                                   VocabConfig,
 )
 from configs.schema.mesh import DEFAULT_RULES, MESH_AXES, MeshConfig
+from configs.schema.superres import SrConfig, SrDataConfig, SrModelConfig
 from configs.schema.tokenizer import RECON_LOSSES, TokenizerConfig, VidtokConfig, VidtokTrainConfig
 from configs.schema.train import TrainConfig
 
@@ -45,6 +47,7 @@ __all__ = [
     "DATA_SOURCES", "DEFAULT_RULES", "DTYPES", "EXTRA_AUDIO", "MESH_AXES", "RECON_LOSSES",
     "REMAT_POLICIES", "SCHEDULES", "AudioCodecConfig", "AudioConfig", "AudioTrainConfig", "ClipSpec", "Config",
     "ConfigError",
-    "LmConfig", "LmDataConfig", "MeshConfig", "TokenizerConfig", "TrainConfig", "VidtokConfig",
+    "LmConfig", "LmDataConfig", "MeshConfig", "SrConfig", "SrDataConfig", "SrModelConfig", "TokenizerConfig",
+    "TrainConfig", "VidtokConfig",
     "VidtokTrainConfig", "VocabConfig",
 ]

@@ -16,6 +16,9 @@ continues where it stopped:
             video-to-audio from held-out clips, as MP4 (+ GIF)                     samples/
   eval      `kineto eval tokenizer` (rFVD, H.264/H.265/AV1 at the tokenizer's bits)
             and `kineto eval generate` (FVD, recognition) on the held-out clips     eval/
+  sr_data, sr_tokens, sr, sr_eval
+            the token-space super-resolution stage on 2x-size clips and its held-out
+            figure against bicubic upscaling (kineto/demo/superres.py)             sr_data/ sr_tokens/ sr/
 
 and then, always, the report: a game classifier trained on real frames judges the
 text-to-video samples; contact_sheet.png, loss_curves.png, report.md and report.json.
@@ -39,6 +42,7 @@ from tqdm import tqdm
 import configs
 import kineto.demo.report as pictures
 from configs.schema import VocabConfig
+from kineto.demo import superres
 from kineto.demo.recognize import GameClassifier
 from kineto.generate import Generator
 from kineto.media import write_gif, write_video
@@ -54,7 +58,7 @@ from train.tokenizer_trainer import evaluate, load_tokenizer, train_tokenizer
 from vidtok.audio.losses import spectral_distance_db
 
 FPS = 8.0  # the demo clips' frame rate
-STAGES = ("data", "vidtok", "audio", "text", "tokens", "lm", "samples", "eval")
+STAGES = ("data", "vidtok", "audio", "text", "tokens", "lm", "samples", "eval", *superres.SR_STAGES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +79,13 @@ class DemoPlan:
   text_pieces: int = 48                  # SentencePiece model size for the captions
   samples_per_game: int = 4              # text-to-video samples per game name
   cfg_scale: float = 3.0                 # classifier-free guidance on the caption
+  sr_scale: int = 2                      # the SR stage's clips are this many times the size
+  sr_train_clips: int = 10               # per training episode, for the SR stage's data (encoding them at
+                                         # 2x the size costs ~4x the LM's; 20 took 3.6 min on 2 loaded cores)
+  sr: tuple[str, ...] = ()               # overrides of configs/sr_demo.py
+  sr_steps: int = 12                     # MaskGIT steps of the SR figure
+  sr_temperature: float = 0.0            # its sampling temperature (0: the most likely code)
+  sr_guidance: float = 0.0               # its guidance scale
   seed: int = 0
   eval_tasks: tuple[str, ...] = ("t2v",)  # `kineto eval generate` tasks; () skips both evaluations
   #   (FVD needs >= 32 held-out clips: the quick plan has 6)
@@ -96,7 +107,9 @@ QUICK = DemoPlan(
     audio=("train.steps=20",),
     lm=("train.steps=30", "train.warmup_steps=5", "train.checkpoint_every=0", "lm.max_len=320",
         "train.seq_len=320", "lm.attention_block=64", "lm.loss_chunk=64", "lm.embed=64",
-        "lm.mlp=176", "lm.layers=2"))
+        "lm.mlp=176", "lm.layers=2"),
+    sr=("train.steps=10", "train.warmup_steps=2", "train.checkpoint_every=0", "lm.embed=32", "lm.mlp=96"),
+    sr_train_clips=8, sr_steps=4)
 
 
 # --- stage bookkeeping --------------------------------------------------------------------
@@ -205,6 +218,10 @@ def run_demo(out: str | pathlib.Path = "outputs/demo", *, quick: bool = False) -
   stages.run("lm", lm)
   stages.run("samples", lambda: make_samples(paths, plan))
   stages.run("eval", lambda: evaluate_models(paths, plan))
+  stages.run("sr_data", lambda: superres.build_data(paths, plan, FPS))
+  stages.run("sr_tokens", lambda: superres.tokenize(paths, plan))
+  stages.run("sr", lambda: superres.train(paths, plan))
+  stages.run("sr_eval", lambda: superres.evaluate(paths, plan))
   print("kineto demo: report ...", flush=True)  # always rewritten: it is cheap, and reads every stage
   report = write_report(out, paths, plan, stages.seconds, time.perf_counter() - started)
   print(f"kineto demo: done; see {out / 'report.md'} and {out / 'contact_sheet.png'}.")
@@ -384,6 +401,7 @@ def write_report(out: pathlib.Path, paths: dict, plan: DemoPlan, seconds: dict, 
       "evaluation": evaluation_summary(paths),
       "sampling_tokens_per_second": samples.get("tokens_per_second"),
       "sampling_calls": samples.get("calls"),
+      "superres": superres.load_eval(paths),
       "stage_seconds": seconds, "stages_total_seconds": round(sum(seconds.values()), 1),
       "invocation_seconds": round(total, 1),
   }
@@ -399,12 +417,17 @@ def write_report(out: pathlib.Path, paths: dict, plan: DemoPlan, seconds: dict, 
     rows.append((f"{task}\n(held-out | generated)",
                  [v for g in games[:2] for v in (arrays[f"held_out/{g}"], arrays[f"{task}/{g}"])]))
   pictures.contact_sheet(rows, out / "contact_sheet.png")
-  runs = {name: pictures.read_scalars(paths[name] / "tb") for name in ("vidtok", "audio", "lm")
+  sr_rows = superres.report_rows(paths)
+  if sr_rows:  # its clips are twice the size: a sheet of their own
+    pictures.contact_sheet(sr_rows, out / "superres.png", scale=1)
+  runs = {name: pictures.read_scalars(paths[name] / "tb") for name in ("vidtok", "audio", "lm", "sr")
           if (paths[name] / "tb").is_dir()}
   pictures.plot_curves(runs, [("video tokenizer", "vidtok", ["train/recon", "train/loss"]),
                               ("video tokenizer PSNR", "vidtok", ["train/psnr"]),
                               ("audio codec", "audio", ["train/loss"]),
-                              ("LM", "lm", ["train/loss", "eval/loss"])], out / "loss_curves.png")
+                              ("LM", "lm", ["train/loss", "eval/loss"]),
+                              ("SR stage (masked loss)", "sr", ["train/loss", "eval/loss"])],
+                       out / "loss_curves.png")
   (out / "report.md").write_text(render_markdown(report))
   return report
 
@@ -479,6 +502,8 @@ def render_markdown(r: dict) -> str:
       *[f"| {g} | {', '.join(p)} |" for g, p in rec["t2v_predictions"].items()], "",
       *_sound_lines(r["video_to_audio"]),
       *_evaluation_lines(r.get("evaluation")),
+      *superres.markdown(r.get("superres")),
+      *(["![SR against bicubic](superres.png)", ""] if r.get("superres") else []),
       "## Speed", "",
       f"Sampling: {_fmt(r['sampling_tokens_per_second'])} tokens/s (KV-cached, median over calls).", "",
       "| stage | seconds |", "|---|---|",

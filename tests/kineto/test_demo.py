@@ -171,10 +171,17 @@ def test_quick_demo_resumes_and_writes_every_output(quick_demo):
   assert v2a["matched_rate"] * 3 == pytest.approx(round(v2a["matched_rate"] * 3))  # k of 3 clips
   for game in ("pong", "freeway", "breakout"):
     assert (out / "samples" / f"v2a_{game}.mp4").stat().st_size > 0
-  assert set(r["stage_seconds"]) == {"data", "vidtok", "audio", "text", "tokens", "lm", "samples"}
+  assert set(r["stage_seconds"]) == {"data", "vidtok", "audio", "text", "tokens", "lm", "samples",
+                                     "sr_data", "sr_tokens", "sr", "sr_eval"}
+  sr = r["superres"]  # SR vs bicubic on the held-out clips at 2x the size, measured in the run
+  assert sr["clips"] == 6 and sr["size"] == [64, 64] and sr["train"]["objective"] == "masked"
+  assert all(np.isfinite(sr[k][m]) for k in ("sr", "bicubic", "ceiling") for m in ("psnr", "lpips"))
+  assert sr["sr_beats_bicubic"]["psnr"] == (sr["sr"]["psnr"] > sr["bicubic"]["psnr"])
+  assert (out / "superres.png").is_file() and list((out / "sr" / "tb").glob("events.*"))
   assert r["sampling_calls"] == 3 * (1 + 3 + 1)  # per game: t2v, i2v, continuation, inpaint, v2a
   md = (out / "report.md").read_text()
   assert f"{rec['t2v_recognition_rate']:.1%}" in md and f"{r['tokenizer']['psnr']:.3g}" in md
+  assert f"| SR | {sr['sr']['psnr']:.3g} | {sr['sr']['lpips']:.3g} |" in md
 
 
 def test_zero_shot_notebook_runs_on_the_quick_demo(quick_demo):

@@ -243,11 +243,11 @@ def test_cli_reads_image_and_video_files(run, tmp_path):
   assert main(["generate", "--lm", lm, "--image", str(tmp_path / "still.png"), "--out", str(tmp_path / "i.mp4")]) == 0
   assert json.loads((tmp_path / "i.json").read_text())["task"] == "i2v"
   assert main(["generate", "--lm", lm, "--video", str(tmp_path / "in.mp4"), "--mask", "box:8,24,8,24",
-               "--samples", "2", "--method", "maskgit", "--out", str(tmp_path / "p.mp4")]) == 0
+               "--samples", "2", "--out", str(tmp_path / "p.mp4")]) == 0
   summary = json.loads((tmp_path / "p.json").read_text())
   assert summary["task"] == "inpaint" and summary["video_shape"] == [2, 17, 32, 32, 3]
   assert summary["outputs"]["mp4"] == [str(tmp_path / "p-0.mp4"), str(tmp_path / "p-1.mp4")]
-  assert summary["settings"]["mask"] == "box:8,24,8,24" and summary["settings"]["method"] == "maskgit"
+  assert summary["settings"]["mask"] == "box:8,24,8,24" and summary["settings"]["method"] == "autoregressive"
   assert main(["generate", "--lm", lm, "--video", str(tmp_path / "in.mp4"), "--seconds", "3",
                "--out", str(tmp_path / "c.mp4")]) == 0
   with av.open(str(tmp_path / "c.mp4")) as c:
@@ -278,3 +278,38 @@ def test_cli_sampling_flags_reach_the_sampler(run, tmp_path):
   a, _ = generate("t1_seed1", "--temperature", "1", "--seed", "1")
   b, _ = generate("t1_seed2", "--temperature", "1", "--seed", "2")
   assert not np.array_equal(a, b)  # at temperature 1 the seed matters
+
+
+def _sr_checkpoint(workdir, tokens_dir):
+  """An SR stage whose low-res grid is the tiny LM's 5x4x4 (-> 5x8x8), as its trainer saves it,
+  from seeded initial weights (its trainer has its own tests: tests/train/test_sr_train.py)."""
+  import jax
+
+  import configs
+  import sharding
+  from train import sr_step
+  from train.checkpoint import Checkpointer
+  cfg = configs.load("sr_tiny", ["sr.height=8", "sr.width=8", "sr.window=4", f"data.tokens_dir={tokens_dir}"])
+  ts = sr_step.init_state(cfg, sharding.make_mesh((1, 1, 1), jax.devices()[:1]), seed=0)
+  ckpt = Checkpointer(workdir / "checkpoints", cfg)
+  ckpt.save(1, ts.state, force=True)
+  ckpt.wait()
+  ckpt.close()
+  return workdir
+
+
+def test_maskgit_on_the_lm_is_refused_and_upscale_runs_base_sr_decode(run, tmp_path, capsys, atari32_sr_tokens):
+  lm = str(run["lm"])
+  assert main(["generate", "--lm", lm, "--prompt", "Pong", "--method", "maskgit",
+               "--out", str(tmp_path / "m.mp4")]) == 2
+  err = capsys.readouterr().err
+  assert "next-token objective" in err and "--upscale SR_WORKDIR" in err and err.count("\n") == 1
+  assert main(["generate", "--lm", lm, "--prompt", "Pong", "--upscale", lm, "--out", str(tmp_path / "x.mp4")]) == 2
+  assert "not an SR stage work directory" in capsys.readouterr().err
+  sr = _sr_checkpoint(tmp_path / "sr", atari32_sr_tokens)
+  assert main(["generate", "--lm", lm, "--prompt", "Pong", "--upscale", str(sr), "--upscale_cfg", "2",
+               "--out", str(tmp_path / "u.mp4")]) == 0
+  summary = json.loads((tmp_path / "u.json").read_text())
+  assert summary["video_shape"] == [1, 17, 64, 64, 3] and summary["upscaled"]["from"] == [32, 32]
+  with av.open(str(tmp_path / "u.mp4")) as c, av.open(str(tmp_path / "u-base.mp4")) as base:
+    assert (c.streams.video[0].height, base.streams.video[0].height) == (64, 32)

@@ -2,6 +2,7 @@
 
   kineto tokenize --tokenizer WORKDIR --data DIR --out DIR [--split train,validation]
                   [--batch N] [--shard_size N] [--text_model SPM.model] [--audio_codec WORKDIR]
+                  [--lowres S]
 
 Data comes from a dataset built by `kineto data build` / `kineto data demo` and a video
 tokenizer work directory (`kineto tokenizer train`; its latest checkpoint, EMA weights). It
@@ -16,6 +17,11 @@ do not depend on the batch); the codec's frames per clip must equal the LM's
 2.125 s -> 106 frames at 50 Hz), or the run stops before encoding anything. The manifest
 records the codec (`audio_codec`: workdir, fingerprint, levels, codebook, rates) and the
 vocabulary's `audio_levels` / `audio_codebook` follow it.
+
+With --lowres S each clip is also encoded downsampled S times in height and width (the mean
+of each S x S pixel block), by the same tokenizer (it is fully convolutional), into
+`video_lowres`: the (low-res, high-res) code pairs the super-resolution stage trains on
+(`kineto sr train`). The manifest records the factor and the low-res latent grid.
 
 Sharded over whatever runs: chunk c of a split belongs to process c % process_count, and
 each process encodes its clips in batches split over its local devices' batch axis with
@@ -156,13 +162,15 @@ class _Chunk:
 def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, *,
                      splits: Sequence[str] | None = None, batch: int = 16, shard_size: int = 1024,
                      text_model: str | os.PathLike | None = None,
-                     audio_codec: str | os.PathLike | None = None, progress: bool = True) -> dict:
+                     audio_codec: str | os.PathLike | None = None, lowres: int = 0,
+                     progress: bool = True) -> dict:
   """Encodes `splits` (default: all) of dataset `data` with the tokenizer in workdir
   `tokenizer` into token shards in `out`; returns the summary (also out/summary.json).
 
   batch: clips per encode call in each process, rounded up to a multiple of its devices.
   shard_size: clips per shard file. text_model: a SentencePiece model for the captions.
   audio_codec: an audio codec work directory; clips with sound also get RVQ codes.
+  lowres: also encode each clip downsampled by this factor (`video_lowres`, for SR pairs).
   """
   # --- arguments and inputs, checked before any compile ------------------------------------
   started = time.perf_counter()
@@ -171,6 +179,8 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
     raise DataError(f"--batch {batch!r} must be a positive integer.")
   if not isinstance(shard_size, int) or shard_size < 1:
     raise DataError(f"--shard_size {shard_size!r} must be a positive integer.")
+  if not isinstance(lowres, int) or lowres < 0 or lowres == 1:
+    raise DataError(f"--lowres {lowres!r} must be an integer >= 2 (a downsampling factor), or 0 for none.")
   if out.exists() and not out.is_dir():
     raise TokenShardError(f"--out {out} exists and is not a directory; choose another --out.")
   if splits is not None and not splits:
@@ -195,6 +205,15 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
   except ValueError as e:
     raise TokenShardError(f"{data} holds clips this tokenizer cannot encode: {e}") from e
   latent_thw = vidtok_cfg.latent_shape(frames, height, width)
+  low_hw = (height // lowres, width // lowres) if lowres else None
+  if lowres:
+    try:
+      if height % lowres or width % lowres:
+        raise ValueError(f"{height}x{width} is not divisible by {lowres}")
+      check_video(np.zeros((1, frames, *low_hw, 3), np.float32), vidtok_cfg)
+    except ValueError as e:
+      raise TokenShardError(f"--lowres {lowres}: the downsampled clips cannot be encoded ({e}); pick a "
+                            "factor that divides the clip size and leaves a size the tokenizer takes.") from e
 
   dataset_summary = data / "summary.json"  # the builder's clip spec (fps, audio rate), when there
   dataset_spec = json.loads(dataset_summary.read_text()).get("spec") if dataset_summary.is_file() else None
@@ -217,6 +236,9 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
       "clip": {"frames": int(frames), "height": int(height), "width": int(width),
                "latents": list(latent_thw)},
   }
+  if lowres:  # only when asked, so manifests written without it still resume
+    header["lowres"] = {"factor": lowres, "height": low_hw[0], "width": low_hw[1],
+                        "latents": list(vidtok_cfg.latent_shape(frames, *low_hw))}
 
   # --- the output directory: fresh, or the same run to continue -----------------------------
   p, n_proc, is_chief = jax.process_index(), jax.process_count(), jax.process_index() == 0
@@ -266,8 +288,11 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
           f"{'x'.join(map(str, latent_thw))} codes of {vidtok_cfg.bits} bits) into {out}: shards of "
           f"{shard_size}, {n_proc} process(es) x {n_dev} device(s), batch {batch} per process; "
           f"{stats['shards_resumed']} shards already done.")
-  encoder = (_Encoder(model, mesh, (batch, frames, height, width, 3))
-             if any(todo.values()) else None)
+  encoder = None
+  if any(todo.values()):
+    encoder = _Encoder(model, mesh, (batch, frames, height, width, 3))
+    if lowres:
+      encoder = _PairEncoder(encoder, _Encoder(model, mesh, (batch, frames, *low_hw, 3)), lowres)
   audio_enc = _AudioEncoder(codec, audio_header, dataset_spec["audio_rate"]) if codec else None
 
   # --- encode and write ----------------------------------------------------------------------
@@ -415,6 +440,23 @@ class _Encoder:
     return self.compiled(self.state, jax.device_put(video_u8, self.video_sharding))
 
 
+def downsample(video_u8: np.ndarray, factor: int) -> np.ndarray:
+  """uint8 [..., H, W, C] -> [..., H / factor, W / factor, C]: the mean of each pixel block."""
+  *lead, h, w, c = video_u8.shape
+  blocks = video_u8.reshape(*lead, h // factor, factor, w // factor, factor, c).astype(np.float32)
+  return np.round(blocks.mean(axis=(-4, -2))).astype(np.uint8)
+
+
+class _PairEncoder:
+  """Encodes a batch at full size and downsampled: (codes, low-res codes)."""
+
+  def __init__(self, full: _Encoder, low: _Encoder, factor: int):
+    self.full, self.low, self.factor, self.shape = full, low, factor, full.shape
+
+  def __call__(self, video_u8: np.ndarray):
+    return self.full(video_u8), self.low(downsample(video_u8, self.factor))
+
+
 def _read(source, index: int, clip_shape: tuple[int, ...]) -> tuple[dict | None, str]:
   try:
     record = source[index]
@@ -425,7 +467,8 @@ def _read(source, index: int, clip_shape: tuple[int, ...]) -> tuple[dict | None,
   return record, ""
 
 
-def _token_record(index: int, record: dict, codes_thw: np.ndarray, text, audio_enc=None) -> dict:
+def _token_record(index: int, record: dict, codes_thw: np.ndarray, text, audio_enc=None,
+                  low_thw: np.ndarray | None = None) -> dict:
   caption = record["caption"].decode() if isinstance(record["caption"], bytes) else str(record["caption"])
   source = record["source"].decode() if isinstance(record["source"], bytes) else str(record["source"])
   has_audio = bool(record["has_audio"])
@@ -435,6 +478,8 @@ def _token_record(index: int, record: dict, codes_thw: np.ndarray, text, audio_e
          "source": source, "start": float(record["start"])}
   if text is not None:
     out["text"] = np.asarray(text.encode(caption), np.int32)
+  if low_thw is not None:
+    out["video_lowres"] = np.asarray(low_thw, np.int32)
   if audio_enc is not None and has_audio:
     out["audio_codes"] = audio_enc(out["audio"])
   return out
@@ -470,9 +515,11 @@ def _encoded_chunks(todo: list[_Chunk], source, encoder: _Encoder, text, stats: 
 
 
 def _finish(group, good, codes, text, stats: dict, bar, audio_enc=None) -> Iterator[_Chunk]:
+  codes, low = codes if isinstance(codes, tuple) else (codes, None)
   codes_bthw = np.asarray(codes)[:len(good)] if good else []
-  for (chunk, i, record), codes_thw in zip(good, codes_bthw):
-    token_record = _token_record(i, record, codes_thw, text, audio_enc)
+  low_bthw = np.asarray(low)[:len(good)] if good and low is not None else [None] * len(good)
+  for (chunk, i, record), codes_thw, low_thw in zip(good, codes_bthw, low_bthw):
+    token_record = _token_record(i, record, codes_thw, text, audio_enc, low_thw)
     stats["text_pieces"] += len(token_record.get("text", ()))
     stats["audio_clips"] += "audio_codes" in token_record
     chunk.records.append(encode_record(token_record))
