@@ -27,7 +27,7 @@ from lm import Transformer, next_token_loss
 from lm.vocab import Vocabulary
 from train import lm_data
 from train.checkpoint import Checkpointer
-from train.files import write_json
+from train.files import write_json, write_text
 from train.flops import measure_matmul_flops_per_second, train_step_flops
 from train.lm_data import BATCH_KEYS
 from train.loop import global_batch, open_writer, process_rows, run_loop
@@ -184,8 +184,8 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
                                   allowed=(vocab.text_offset, vocab.video_offset))
     if is_chief:
       text = lambda ids: _bytes_text(ids, vocab)
-      (workdir / "sample.txt").write_text(f"PROMPT (held-out):\n{text(prompt)}\n\n"
-                                          f"GREEDY CONTINUATION (KV cache):\n{text(sample)}\n")
+      write_text(workdir / "sample.txt", f"PROMPT (held-out):\n{text(prompt)}\n\n"
+                                         f"GREEDY CONTINUATION (KV cache):\n{text(sample)}\n")
   return summary
 
 

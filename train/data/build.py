@@ -69,6 +69,7 @@ import tqdm
 
 from configs.schema import ClipSpec
 from train.data.decode import EPS, Resizer, at_fps, crop_clip, decode_audio, decode_video
+from train.files import write_json
 
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .ts .flv .wmv .3gp .ogv .gif".split())
@@ -598,7 +599,7 @@ def write_dataset(sources: list[Source], spec: ClipSpec, out: str | os.PathLike,
         "seconds": round(time.perf_counter() - t_start, 2),
         "path": str(out),
     }
-    (built / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_json(built / "summary.json", summary)
     _move_into_place(built, out)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
