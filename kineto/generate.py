@@ -52,7 +52,7 @@ from kineto import media
 from lm import sampling, tasks
 from lm.text import TextTokenizer
 from lm.vocab import Vocabulary
-from train import lm_data
+from train import lm_data, workdir
 from train.audio_trainer import load_audio_codec
 from train.checkpoint import Checkpointer
 from train.data.shards import read_manifest, tokenizer_fingerprint
@@ -443,6 +443,12 @@ def run(lm: str, out: str, *, gif: bool = False, progress: bool = True, **kwargs
   out = pathlib.Path(out)
   if out.suffix.lower() != ".mp4":
     raise GenerateError(f"--out {out}: expected a .mp4 path (the .gif and .json go next to it).")
+  if kwargs.get("prompt") is not None and not kwargs["prompt"].strip():
+    raise GenerateError("--prompt is empty; give a caption, or leave --prompt out for an unconditional "
+                        "sample.")
+  if jax.process_index() == 0:  # a read-only or full --out folder fails now, not after sampling
+    out.parent.mkdir(parents=True, exist_ok=True)
+    workdir.probe(out.parent)
   gen = Generator.load(lm, progress=progress)
   result = gen.generate(progress=progress, **kwargs)
   videos = result["video"]
