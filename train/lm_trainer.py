@@ -66,11 +66,11 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
 
   # --- mesh, model and optimizer; resume from the last checkpoint ----------------------
   mesh = sharding.make_mesh(cfg.mesh.shape)
-  ckpt = Checkpointer(workdir / "checkpoints", cfg)
+  ckpt = Checkpointer(workdir / "checkpoints", cfg, data_fingerprint=data.fingerprint)
   start_step = ckpt.latest_step() or 0
   if start_step:  # restore onto this run's mesh (any shape) from abstract targets
     check_fits_mesh(cfg, mesh)
-    _, ts = restore(ckpt, abstract_state(cfg, mesh, seed=tc.seed), start_step)
+    start_step, ts = restore(ckpt, abstract_state(cfg, mesh, seed=tc.seed), start_step)  # or an earlier good one
   else:
     ts = init_state(cfg, mesh, seed=tc.seed)
   step_fn = make_train_step(cfg, mesh, ts)

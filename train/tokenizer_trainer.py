@@ -55,7 +55,7 @@ def train_tokenizer(cfg: TokenizerConfig, workdir: str | pathlib.Path, *, progre
   start_step = ckpt.latest_step() or 0
   if start_step:
     tokenizer_step.check_fits_mesh(cfg, mesh)
-    _, ts = restore(ckpt, tokenizer_step.abstract_state(cfg, mesh), start_step)
+    start_step, ts = restore(ckpt, tokenizer_step.abstract_state(cfg, mesh), start_step)  # or an earlier good one
   else:
     ts = tokenizer_step.init_state(cfg, mesh)
     if tc.init_from:

@@ -502,6 +502,24 @@ def _check_out(out: pathlib.Path, overwrite: bool) -> None:
                       "it, or choose another --out.")
 
 
+def _remove_leftovers(out: pathlib.Path) -> None:
+  """Removes the half-built (`.NAME.building-PID`) and replaced (`.NAME.old-PID`) folders that
+  killed builds of `out` left behind: those whose process is gone."""
+  for leftover in out.parent.glob(f".{out.name}.*-*"):
+    kind, _, pid = leftover.name.rpartition("-")
+    if not (kind.endswith((".building", ".old")) and pid.isdigit()):
+      continue
+    try:
+      os.kill(int(pid), 0)
+      continue  # that build is still running
+    except ProcessLookupError:
+      pass
+    except PermissionError:
+      continue  # alive, another user's
+    print(f"kineto data: removing {leftover.name}, left by a build that was killed", file=sys.stderr)
+    shutil.rmtree(leftover, ignore_errors=True)
+
+
 def _move_into_place(built: pathlib.Path, out: pathlib.Path) -> None:
   """Renames the finished dataset to `out` (replacing an empty dir or, if allowed, an old one)."""
   old = None
@@ -543,6 +561,7 @@ def write_dataset(sources: list[Source], spec: ClipSpec, out: str | os.PathLike,
                     f"{sorted({n for n in names if names.count(n) > 1})}.")
   tfds.disable_progress_bar()  # ours counts sources; TFDS's would print one per split and shard
   out.parent.mkdir(parents=True, exist_ok=True)
+  _remove_leftovers(out)
   tmp = out.parent / f".{out.name}.building-{os.getpid()}"
   shutil.rmtree(tmp, ignore_errors=True)
   t_start = time.perf_counter()
