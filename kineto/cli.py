@@ -52,27 +52,27 @@ def _claim(path: str, command: str):
 
 
 def _lm_train(args) -> int:
-  from train.lm_trainer import train_lm
   cfg = _load_config(args, "Config", "configs/lm_tiny.py")
   with _claim(args.workdir, "lm train"):
+    from train.lm_trainer import train_lm  # JAX loads after the claim: a busy or read-only workdir fails at once
     summary = train_lm(cfg, args.workdir, stop_after=args.stop_after)
   print(json.dumps(summary, indent=1))
   return 0
 
 
 def _tokenizer_train(args) -> int:
-  from train.tokenizer_trainer import train_tokenizer
   cfg = _load_config(args, "TokenizerConfig", "configs/vidtok_tiny.py")
   with _claim(args.workdir, "tokenizer train"):
+    from train.tokenizer_trainer import train_tokenizer
     summary = train_tokenizer(cfg, args.workdir, stop_after=args.stop_after)
   print(json.dumps(summary, indent=1))
   return 0
 
 
 def _audio_train(args) -> int:
-  from train.audio_trainer import train_audio
   cfg = _load_config(args, "AudioConfig", "configs/audio_demo.py")
   with _claim(args.workdir, "audio train"):
+    from train.audio_trainer import train_audio
     summary = train_audio(cfg, args.workdir, stop_after=args.stop_after)
   print(json.dumps(summary, indent=1))
   return 0
@@ -403,6 +403,8 @@ def main(argv=None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
   _init_distributed(args, parser)
+  from train.workdir import quiet_io_tracebacks
+  quiet_io_tracebacks()  # orbax logs a full disk from its threads: the one line below says it
   try:
     return args.run(args)
   except Exception as e:

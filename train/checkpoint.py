@@ -225,7 +225,7 @@ class Checkpointer:
     try:
       meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     except Exception as e:  # a torn or foreign metadata file
-      return "unreadable", f"has unreadable metadata ({type(e).__name__})"
+      return "unreadable", f"cannot be read (its metadata: {type(e).__name__})"
     # The model's shape and the meaning of its ids must match; training settings may change.
     diffs = []
     for section in _MODEL_SECTIONS:
@@ -249,7 +249,7 @@ class Checkpointer:
       state = self.manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state)))["state"]
     except Exception as e:  # a truncated or missing array file
-      return "unreadable", f"fails to restore ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
+      return "unreadable", f"cannot be read ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
     if not all_finite(state):
       return "nonfinite", "holds non-finite values"
     return None, (state, meta)

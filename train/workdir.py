@@ -22,8 +22,10 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import pathlib
+import re
 import socket
 import sys
 import time
@@ -166,6 +168,21 @@ def io_problem(e: BaseException) -> str | None:
     for needle, code in _TEXTS:
       if needle in text:
         fake = OSError(code, os.strerror(code))
-        return f"{type(e).__name__} while writing: {_reason(fake)}; {_fix(fake)}"
+        path = re.search(r'"(/[^"]+)"', str(e))  # orbax and tensorstore quote the file they wrote
+        return f"{path.group(1) if path else 'writing'}: {_reason(fake)}; {_fix(fake)}"
     e = e.__cause__ or e.__context__
   return None
+
+
+class _DropIOTracebacks(logging.Filter):
+  """Drops log records whose exception is an I/O failure (the CLI reports it in one line)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.exc_info and record.exc_info[1] is not None and io_problem(record.exc_info[1]))
+
+
+def quiet_io_tracebacks() -> None:
+  """Keeps orbax's background threads from logging a full disk's traceback (absl's logger)."""
+  logger = logging.getLogger("absl")
+  if not any(isinstance(f, _DropIOTracebacks) for f in logger.filters):
+    logger.addFilter(_DropIOTracebacks())
