@@ -243,8 +243,8 @@ def _number(kind: type, low: float | None = None, high: float | None = None, *, 
     if bad:
       lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
       hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
-      raise argparse.ArgumentTypeError(f"{raw} must be a finite number {' and '.join(x for x in (lo, hi) if x)}"
-                                       .rstrip())
+      what = "an integer" if kind is int else "a finite number"
+      raise argparse.ArgumentTypeError(f"{raw} must be {what} {' and '.join(x for x in (lo, hi) if x)}".rstrip())
     return value
   parse.__name__ = kind.__name__  # argparse names the type in some messages
   return parse
@@ -401,7 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
   parser = build_parser()
-  args = parser.parse_args(argv)
+  try:
+    args = parser.parse_args(argv)
+  except SystemExit as e:  # a bad flag (one line, code 2) or --help (code 0): returned, as every error is
+    return e.code
+
   _init_distributed(args, parser)
   from train.workdir import quiet_io_tracebacks
   quiet_io_tracebacks()  # orbax logs a full disk from its threads: the one line below says it
