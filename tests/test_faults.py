@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -33,6 +34,7 @@ from train.state import abstract_state
 LM = ["lm", "train", "--config", "lm_tiny", "--set", "train.steps=4", "--set", "train.seq_len=64",
       "--set", "train.checkpoint_every=2"]
 LM_OVERRIDES = ["train.steps=4", "train.seq_len=64", "train.checkpoint_every=2"]
+PROGRESS = re.compile(r"\d+%\||\d+it \[")  # a tqdm bar (on stderr by design)
 SEED = 15  # the seed of every "random moment" below: a failure replays
 
 
@@ -48,13 +50,16 @@ def kineto(args, **kw) -> subprocess.Popen:
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
-def one_line_error(code: int, err: str) -> str:
-  """Asserts the CLI's failure shape; returns the line."""
-  lines = [ln for ln in err.splitlines() if ln.strip()]
+def one_line_error(code: int, err: str, before_work: bool = True) -> str:
+  """Asserts the CLI's failure shape: exit 2, no traceback, one error line, the last; returns
+  it. A fault during work (`before_work=False`) may follow its progress bar and log lines."""
+  lines = [ln for ln in re.split(r"[\r\n]", err) if ln.strip() and not PROGRESS.search(ln)]
   assert code == 2, err[-3000:]
-  assert "Traceback" not in err, err[-3000:]
-  assert len(lines) == 1 and lines[0].startswith("kineto: error: "), err[-3000:]
-  return lines[0]
+  assert "Traceback" not in err and "ERROR" not in err, err[-3000:]
+  errors = [ln for ln in lines if "error" in ln.lower()]
+  assert errors == lines[-1:] and lines[-1].startswith("kineto: error: "), err[-3000:]
+  assert len(lines) == 1 or not before_work, err[-3000:]
+  return lines[-1]
 
 
 def leaves(workdir, step=None):
@@ -240,7 +245,7 @@ def test_lm_resume_on_shards_of_another_tokenizer_is_refused(atari32_tokens, tmp
   ckpt.wait()
   ckpt.close()
   code = main(["lm", "train", "--config", "lm_tiny", "--workdir", str(tmp_path / "lm")]
-              + [a for o in overrides[1:] + [f"data.tokens_dir={other}"] for a in ("--set", o)])
+              + [a for o in overrides + [f"data.tokens_dir={other}"] for a in ("--set", o)])  # the last wins
   line = one_line_error(code, capsys.readouterr().err)
   assert "tokenizer: checkpoint" in line and "vs now 0123456789abcdef" in line
   assert not (tmp_path / "lm" / "summary.json").exists()
@@ -360,7 +365,7 @@ def test_read_only_and_full_disk_are_one_line_for_every_command(tmp_path, random
   assert done.returncode == 0, done.stderr[-3000:]
   for name in commands:
     code = int((tmp_path / f"{name}.rc").read_text())
-    line = one_line_error(code, (tmp_path / f"{name}.err").read_text())
+    line = one_line_error(code, (tmp_path / f"{name}.err").read_text(), before_work=not name.startswith("full"))
     want = "the disk is full" if name.startswith("full") else "read-only"
     assert want in line, (name, line)
   files = (tmp_path / "full.files").read_text().split()
@@ -406,9 +411,13 @@ def test_killed_tokenize_resumes_to_the_uninterrupted_bytes(atari32_tokens, atar
   args = ["tokenize", "--tokenizer", random_tokenizer(0), "--data", atari32, "--out", out, "--batch", "8",
           "--shard_size", TOKEN_SHARD, "--text_model", caption_model]
   run = kineto(args)
-  time.sleep(random.Random(SEED + 1).uniform(1.0, 10.0))
+  while not (tmp_path / ".tokens.lock").exists():  # the moment is counted from the claim
+    assert run.poll() is None, run.communicate()[1][-3000:]
+    time.sleep(0.01)
+  time.sleep(random.Random(SEED + 1).uniform(3.0, 9.0))
   run.send_signal(signal.SIGKILL)
   run.communicate()
+  assert run.returncode == -signal.SIGKILL, "the run ended before the kill: move the moment earlier"
   rerun = kineto(args)
   _, err = rerun.communicate(timeout=600)
   assert rerun.returncode == 0, err[-3000:]

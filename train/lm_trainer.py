@@ -26,7 +26,7 @@ from configs.schema import Config, ConfigError
 from lm import Transformer, next_token_loss
 from lm.vocab import Vocabulary
 from train import lm_data
-from train.checkpoint import Checkpointer
+from train.checkpoint import Checkpointer, checksum_mismatch
 from train.files import write_json, write_text
 from train.flops import measure_matmul_flops_per_second, train_step_flops
 from train.lm_data import BATCH_KEYS
@@ -208,6 +208,10 @@ def load_lm(workdir: str | pathlib.Path, mesh=None, *, ema: bool = True):
   if step is None:
     raise ConfigError(f"no checkpoint found in {ckpt_dir}.")
   ckpt.close()
+  mismatch = checksum_mismatch(ckpt_dir / str(step))
+  if mismatch:  # read-only use: say so rather than sample from damaged weights
+    raise ConfigError(f"checkpoint {ckpt_dir.absolute()}/{step} fails its checksum ({mismatch}); run "
+                      "`kineto lm train` on that workdir once to set it aside and fall back, or restore it.")
   check_fits_mesh(cfg, mesh, batch_size=mesh.size)
   model_abstract = abstract_of(lambda: Transformer(cfg.lm, rngs=nnx.Rngs(0)), mesh, cfg.mesh.rules)
   weights = nnx.to_pure_dict(model_abstract.state)
