@@ -45,10 +45,17 @@ def _load_config(args, kind: str, example: str):
   return cfg
 
 
+_MULTI_HOST = False  # set by _init_distributed: then process 0 holds the lock for every process
+
+
 def _claim(path: str, command: str):
   """The one lock + write probe on a directory a command writes (train/workdir.py)."""
   from train.workdir import claim
-  return claim(path, command)
+  chief = True
+  if _MULTI_HOST:
+    import jax
+    chief = jax.process_index() == 0
+  return claim(path, command, lock=chief)
 
 
 def _lm_train(args) -> int:
@@ -200,6 +207,8 @@ def _init_distributed(args, parser) -> None:
     parser.error("--coordinator_address, --num_processes and --process_id go together.")
   if not (args.distributed or args.coordinator_address):
     return
+  global _MULTI_HOST
+  _MULTI_HOST = True
   import jax
   # CPU processes exchange collectives over gloo; GPU and TPU backends ignore this setting.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -46,8 +46,9 @@ def lock_path(path: pathlib.Path) -> pathlib.Path:
 
 
 @contextlib.contextmanager
-def claim(path: str | os.PathLike, command: str):
-  """Holds `path`'s lock and checks it can be written; yields the absolute path."""
+def claim(path: str | os.PathLike, command: str, *, lock: bool = True):
+  """Holds `path`'s lock and checks it can be written; yields the absolute path. The other
+  processes of a multi-host run (`lock=False`) only probe: process 0 holds the lock for all."""
   path = pathlib.Path(path).absolute()
   if path.exists() and not path.is_dir():
     raise NotWritable(f"{path} exists and is a file, not a directory; choose another path.")
@@ -55,17 +56,18 @@ def claim(path: str | os.PathLike, command: str):
     path.parent.mkdir(parents=True, exist_ok=True)
   except OSError as e:
     raise NotWritable(f"cannot create {path.parent}: {_reason(e)}; choose another path.") from None
-  fd = _lock(path, command)
+  fd = _lock(path, command) if lock else None
   try:
     probe(path if path.is_dir() else path.parent)
     yield path
   finally:
-    _unlock(path, fd)
+    if fd is not None:
+      _unlock(path, fd)
 
 
 def probe(directory: pathlib.Path) -> None:
   """Creates, fsyncs and removes a small file in `directory`: raises NotWritable if it cannot."""
-  test = directory / f".kineto-write-probe-{os.getpid()}"
+  test = directory / f".kineto-write-probe-{socket.gethostname()}-{os.getpid()}"
   try:
     with open(test, "wb") as f:
       f.write(b"\0" * 4096)  # a full disk refuses a block; an empty file might still fit
