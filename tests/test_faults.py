@@ -251,6 +251,23 @@ def test_lm_resume_on_shards_of_another_tokenizer_is_refused(atari32_tokens, tmp
   assert not (tmp_path / "lm" / "summary.json").exists()
 
 
+def test_lm_on_shards_of_clips_too_short_is_one_line_and_leaves_no_workdir(atari32_tokens, tmp_path, capsys):
+  """Finding 6: token shards of 5-frame clips (2 latent frames: no room for continuation). The
+  manifest of a copy of the session's shards says so, as `tokenize` of 5-frame clips writes it."""
+  tokens, _ = atari32_tokens
+  short = tmp_path / "short_tokens"
+  shutil.copytree(tokens, short)
+  manifest = json.loads((short / "manifest.json").read_text())
+  manifest["clip"]["frames"], manifest["clip"]["latents"][0] = 5, 2
+  (short / "manifest.json").write_text(json.dumps(manifest))
+  code = main(["lm", "train", "--config", "lm_tiny", "--workdir", str(tmp_path / "lm")]
+              + [a for o in ["data.source=tokens", f"data.tokens_dir={short}", "lm.vocab=704", "lm.max_len=256",
+                             "lm.attention_block=64", "vocab.video_bits=8"] for a in ("--set", o)])
+  line = one_line_error(code, capsys.readouterr().err)
+  assert "clips of 5 frames" in line and "--frames 9" in line
+  assert not (tmp_path / "lm").exists() and not (tmp_path / ".lm.lock").exists()
+
+
 # --- 4 and 6. bad input: one line, exit 2, no traceback, nothing written ---------------------
 
 BAD = [

@@ -148,8 +148,14 @@ def make(cfg: Config, vocab: Vocabulary):
   try:
     spec = clip_spec(shards["train"].manifest, cfg.data.audio_order, cfg.data.text_budget)
     data = MixtureData(cfg, vocab, examples["train"], examples["validation"], spec)
-  except ConfigError:
-    raise
+  except ConfigError as e:
+    if "continuation_frames" not in str(e):
+      raise
+    clip = shards["train"].manifest["clip"]
+    raise ConfigError(f"the token shards in {cfg.data.tokens_dir} hold clips of {clip['frames']} frames "
+                      f"({clip['latents'][0]} latent frames), too short for the continuation tasks of "
+                      f"data.schedule ({e}) Build and tokenize clips of at least 9 frames (kineto data build "
+                      "--frames 9), or leave those tasks out of data.schedule.") from None
   except ValueError as e:  # e.g. clips too short for the tasks' layouts: the shards are at fault
     raise ConfigError(f"the token shards in {cfg.data.tokens_dir} cannot feed the task mixture: {e} "
                       "Tokenize a dataset of longer clips (kineto data build --frames 17).") from None

@@ -56,13 +56,13 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
     raise ConfigError(f"workdir {workdir!r}: remote (URI) work directories are not supported yet; "
                       "use a local or mounted path (e.g. a gcsfuse or NFS mount).")
   workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
   is_chief = jax.process_index() == 0
   tc = cfg.train
 
   # --- data ---------------------------------------------------------------------------
   vocab = Vocabulary(cfg.vocab)
   data = lm_data.make(cfg, vocab)
+  workdir.mkdir(parents=True, exist_ok=True)  # after the data's checks: a refused run leaves no folder
 
   # --- mesh, model and optimizer; resume from the last checkpoint ----------------------
   mesh = sharding.make_mesh(cfg.mesh.shape)
