@@ -16,11 +16,13 @@ import pathlib
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-  """Yields a temporary path next to `path` (same suffix, so writers that pick a format by
-  the name still do); when the block exits cleanly the file is fsynced and renamed onto
-  `path`. On an error the temporary file is removed and `path` is left as it was."""
+  """Yields a temporary path next to `path` (`.NAME.tmp-PID.SUFFIX`: the same suffix, so
+  writers that pick a format by the name still do); when the block exits cleanly the file is
+  fsynced and renamed onto `path`. On an error the temporary file is removed and `path` is
+  left as it was; one a killed writer left is removed by the next write."""
   path = pathlib.Path(path)
-  tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+  _remove_stale_temporaries(path)
+  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
   try:
     yield tmp
     with open(tmp, "rb+") as f:  # a crash after the rename must not leave an empty file
@@ -47,6 +49,20 @@ def write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
 def write_json(path: str | os.PathLike, data) -> pathlib.Path:
   """Writes `data` as indented JSON to `path` atomically; returns the path."""
   return write_text(path, json.dumps(data, indent=1) + "\n")
+
+
+def _remove_stale_temporaries(path: pathlib.Path) -> None:
+  """Removes the temporary files of `path` that a killed writer left (its process is gone)."""
+  for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+    pid = tmp.name[len(f".{path.name}.tmp-"):].split(".")[0]
+    if not pid.isdigit() or int(pid) == os.getpid():
+      continue
+    try:
+      os.kill(int(pid), 0)
+    except ProcessLookupError:
+      tmp.unlink(missing_ok=True)
+    except PermissionError:
+      pass  # alive, another user's
 
 
 def _fsync_dir(directory: pathlib.Path) -> None:
