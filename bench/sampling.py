@@ -10,8 +10,12 @@ Measures in one run on this machine, for text-to-video with 17x128x128 clips (5x
   * uncached: `lm.sampling.reference_sample`, a Python loop of full forward passes over the
     fixed-length sequence. Every position costs the same pass, so by default only the first
     `--uncached-tokens` positions are timed and its rate is tokens / time of those;
-  * per-token latency of one jitted `decode_step` at the start (cache index = prompt) and
-    at the end (index = prompt + 1,200) of the sequence, in the same cache;
+  * per-token latency of one jitted `decode_step` at batch 1 and 8, at the start (cache
+    index = prompt) and the end (index = prompt + 1,200) of the clip, each as a multiple of
+    its memory floor: the bytes the step must read (weights plus the filled cache) divided
+    by the copy bandwidth XLA reaches on this machine in the same run;
+  * with --torch-python: the same steps in bench/torch_decode.py, a PyTorch peer of the same
+    shape with a static KV cache, as `decode_*_vs_torch` (peer ms / kineto ms: > 1 is faster);
   * guidance cost: the cached sampler with one unconditional row group (2B rows) / without;
   * MaskGIT steps per second (bidirectional pass over prefix + canvas, 12 steps).
 The last line is one JSON object of the figures.
@@ -19,7 +23,10 @@ The last line is one JSON object of the figures.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import pathlib
+import subprocess
 import sys
 import time
 
@@ -40,6 +47,62 @@ from lm import Transformer, sampling, tasks  # noqa: E402
 from lm.vocab import Vocabulary  # noqa: E402
 
 SPEC = ClipSpec(frames=17, height=128, width=128, text_budget=16)  # 5x16x16 = 1,280 tokens
+BATCHES = (1, 8)  # decode-step latency is measured at each
+
+
+def latency_points(prompt_len: int, n_video: int) -> dict[str, tuple[int, int]]:
+  """(batch, filled cache slots) of each timed decode step: the start and the end of the clip."""
+  end = prompt_len + n_video - 80
+  return {f"b{b}_{where}": (b, filled) for b in BATCHES for where, filled in (("start", prompt_len), ("end", end))}
+
+
+def decode_latency(model, vocab, plan, n_video, prompt_len, cache_len) -> dict[str, float]:
+  """Median seconds of one jitted `decode_step` at each point of `latency_points`."""
+  graphdef, state = nnx.split(model)
+  step = jax.jit(lambda st, tok, cache: nnx.merge(graphdef, st).decode_step(tok, cache))
+  prefill = jax.jit(lambda st, t, v: nnx.merge(graphdef, st).prefill(t, v, v, cache_len=cache_len)[1])
+  seconds = {}
+  for key, (b, filled) in latency_points(prompt_len, n_video).items():
+    seq = np.full((b, filled), vocab.video_offset, np.int32)
+    cache = prefill(state, seq, np.ones((b, filled), bool))
+    tok = jnp.full((b,), vocab.video_offset, jnp.int32)
+    seconds[key] = common.time_fn(lambda tok=tok, cache=cache: jax.block_until_ready(step(state, tok, cache)[0]),
+                                  warmup=2, repeats=20)
+  return seconds
+
+
+def copy_bandwidth(nbytes: int = 256 << 20) -> float:
+  """The machine's memory bandwidth, bytes per second read + written: the better of numpy's
+  copy (memcpy) and XLA's elementwise pass over a 256 MiB float32 array."""
+  src, dst = np.ones(nbytes // 4, np.float32), np.empty(nbytes // 4, np.float32)
+  numpy_s = common.time_fn(lambda: np.copyto(dst, src), warmup=2, repeats=5)
+  x = jnp.asarray(src)
+  add = jax.jit(lambda a: a + 1.0)
+  xla_s = common.time_fn(lambda: jax.block_until_ready(add(x)), warmup=2, repeats=5)
+  return 2 * nbytes / min(numpy_s, xla_s)
+
+
+def decode_bytes(cfg, batch: int, filled: int) -> int:
+  """Bytes one decode step must read: every weight a token touches (the embedding table only
+  for its one row, unless it is also the output head) plus the filled keys and values."""
+  lm = cfg.lm
+  weights = lm.param_count() - (0 if lm.tie_embeddings else lm.vocab * lm.embed - lm.embed)
+  cache = 2 * lm.layers * batch * lm.kv_heads * filled * lm.head_size
+  return 4 * (weights + cache)  # float32
+
+
+def run_peer(python: str, lm, cache_len: int, prompt_len: int, n_video: int) -> dict:
+  """bench/torch_decode.py under `python`, same shape and cache positions; its JSON figures."""
+  if lm.kv_heads != lm.heads or lm.tie_embeddings or lm.head_dim not in (0, lm.embed // lm.heads):
+    raise SystemExit("the PyTorch decode peer has no grouped-query attention, tied head or custom head_dim: "
+                     "use a config without them (lm_bench) with --torch-python")
+  script = pathlib.Path(__file__).with_name("torch_decode.py")
+  shape = f"{lm.vocab},{lm.embed},{lm.layers},{lm.heads},{lm.mlp}"
+  cmd = [python, str(script), "--shape", shape, "--cache-len", str(cache_len), "--start", str(prompt_len),
+         "--end-offset", str(n_video - 80), "--batches", ",".join(map(str, BATCHES))]
+  out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+  print(out, end="")
+  return json.loads(out.strip().splitlines()[-1])
 
 
 def timed(fn):
@@ -56,6 +119,9 @@ def main(argv=None):
   parser.add_argument("--uncached-tokens", type=int, default=16,
                       help="positions of the uncached baseline to time (its per-token cost is constant)")
   parser.add_argument("--maskgit-steps", type=int, default=12)
+  parser.add_argument("--torch-python", metavar="PYTHON",
+                      help="a Python with torch: also run bench/torch_decode.py (the PyTorch peer with a static KV "
+                           "cache) at the same positions and report decode_*_vs_torch")
   args = parser.parse_args(argv)
   cfg = configs.load(args.config, args.set)
   vocab = Vocabulary(cfg.vocab)
@@ -103,21 +169,17 @@ def main(argv=None):
   print(f"uncached: {uncached_s:.2f} s for the first {k} tokens x {args.batch} = {uncached_tps:.2f} tokens/s "
         f"(same tokens as cached: {same})")
 
-  # --- per-token latency at the start and the end of the cache ------------------------
-  graphdef, state = nnx.split(model)
+  # --- per-token latency at the start and the end of the cache, batch 1 and 8 -----------
   cache_len = length + plan.length - 1
-  step = jax.jit(lambda st, tok, cache: nnx.merge(graphdef, st).decode_step(tok, cache))
-  prefill = jax.jit(lambda st, t, v: nnx.merge(graphdef, st).prefill(t, v, v, cache_len=cache_len)[1])
-  latency = {}
-  for where, extra in (("start", 0), ("end", n_video - 80)):
-    seq = np.concatenate([prompts, np.full((args.batch, extra), vocab.video_offset, np.int32)], axis=1)
-    seq_valid = np.concatenate([valid, np.ones((args.batch, extra), bool)], axis=1)
-    cache = prefill(state, seq, seq_valid)
-    tok = jnp.full((args.batch,), vocab.video_offset, jnp.int32)
-    latency[where] = common.time_fn(lambda tok=tok, cache=cache: jax.block_until_ready(step(state, tok, cache)[0]),
-                                    warmup=2, repeats=20)
-  print(f"decode_step latency: start {latency['start'] * 1e3:.2f} ms, end {latency['end'] * 1e3:.2f} ms "
-        f"(cache of {cache_len})")
+  latency = decode_latency(model, vocab, plan, n_video, length, cache_len)
+  bandwidth = copy_bandwidth()
+  points = latency_points(length, n_video)
+  floor = {key: decode_bytes(cfg, b, filled) / bandwidth for key, (b, filled) in points.items()}
+  print(f"copy bandwidth {bandwidth / 1e9:.1f} GB/s (read + write)")
+  for key in latency:
+    print(f"decode_step {key}: {latency[key] * 1e3:.2f} ms = {latency[key] / floor[key]:.2f}x the memory floor "
+          f"({floor[key] * 1e3:.2f} ms)")
+  peer = run_peer(args.torch_python, cfg.lm, cache_len, length, n_video) if args.torch_python else None
 
   # --- guidance cost ------------------------------------------------------------------
   w = sampling.guidance_weights([3.0])
@@ -146,11 +208,20 @@ def main(argv=None):
       "uncached_compile_seconds": round(ref_compile_s, 2),
       "uncached_tokens_per_second": round(uncached_tps, 3),
       "speedup": round(cached_tps / uncached_tps, 1), "uncached_matches_cached": same,
-      "decode_latency_start_ms": round(latency["start"] * 1e3, 3),
-      "decode_latency_end_ms": round(latency["end"] * 1e3, 3),
+      "decode_latency_start_ms": round(latency["b1_start"] * 1e3, 3),
+      "decode_latency_end_ms": round(latency["b1_end"] * 1e3, 3),
+      "copy_bytes_per_second": round(bandwidth, 1),
       "cfg_cost_ratio": round(cfg_s / cached_s, 3),
       "maskgit_steps": mg.steps, "maskgit_steps_per_second": round(mg.steps / maskgit_s, 3),
   }
+  for key in latency:
+    figures[f"decode_ms_{key}"] = round(latency[key] * 1e3, 3)
+    figures[f"decode_floor_ms_{key}"] = round(floor[key] * 1e3, 3)
+    figures[f"decode_{key}_vs_floor"] = round(latency[key] / floor[key], 3)
+    if peer:
+      figures[f"torch_decode_ms_{key}"] = peer[f"decode_ms_{key}"]
+      # > 1 means kineto's step is faster than the PyTorch peer's.
+      figures[f"decode_{key}_vs_torch"] = round(peer[f"decode_ms_{key}"] / (latency[key] * 1e3), 3)
   common.emit(figures)
 
 

@@ -4,9 +4,11 @@
 
 Run it under a Python that has torch installed, not the project's .venv: torch is not a
 kineto dependency, and this script imports nothing from the project. It is the comparison
-point for bench/lm_step.py: the model a typical user would write in PyTorch instead (d=512,
-8 pre-norm layers, 8 heads, 4x GELU MLP, vocab 8192, untied head, float32, AdamW), timed on
-the same machine with the same FLOP accounting.
+point for bench/lm_step.py: the model a typical user would write in PyTorch instead, with
+the same math as `configs/lm_bench.py` (d=512, 8 pre-norm RMSNorm layers, 8 heads of 64 with
+rotary positions through `scaled_dot_product_attention(is_causal=True)`, SwiGLU 1408, vocab
+8192, untied head, float32, AdamW with `fused=True` where torch offers it), timed on the same
+machine with the same FLOP accounting.
 
 Measures the FLOP/s of a chain of 2048x2048 float32 matmuls in torch (the practical peak),
 then the median wall time of a full training step (forward, backward, AdamW, zero_grad).
@@ -28,11 +30,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-VOCAB, D, LAYERS, HEADS = 8192, 512, 8, 8
+VOCAB, D, LAYERS, HEADS, MLP = 8192, 512, 8, 8, 1408
+HEAD = D // HEADS
+
+
+def rotate(x_bhtk, cos_tk, sin_tk):
+  """Rotary positions: pairs (x[i], x[i + K/2]) rotated by position x theta^(-2i/K)."""
+  half = x_bhtk.shape[-1] // 2
+  return x_bhtk * cos_tk + torch.cat([-x_bhtk[..., half:], x_bhtk[..., :half]], dim=-1) * sin_tk
 
 
 class Block(nn.Module):
-  """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x))."""
+  """Pre-norm block: x + attn(norm(x)), then x + swiglu(norm(x))."""
 
   def __init__(self, d: int, heads: int):
     super().__init__()
@@ -41,17 +50,18 @@ class Block(nn.Module):
     self.qkv = nn.Linear(d, 3 * d, bias=False)  # one fused matmul instead of three
     self.out = nn.Linear(d, d, bias=False)
     self.mlp_norm = nn.RMSNorm(d, eps=1e-6)
-    self.up = nn.Linear(d, 4 * d, bias=False)
-    self.down = nn.Linear(4 * d, d, bias=False)
+    self.gate_up = nn.Linear(d, 2 * MLP, bias=False)  # gate and up in one matmul
+    self.down = nn.Linear(MLP, d, bias=False)
 
-  def forward(self, x):
+  def forward(self, x, cos_tk, sin_tk):
     b, t, d = x.shape
     q, k, v = self.qkv(self.attn_norm(x)).split(d, dim=-1)
     # (b, t, d) -> (b, heads, t, head_dim), the layout scaled_dot_product_attention expects.
     q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
-    a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    a = F.scaled_dot_product_attention(rotate(q, cos_tk, sin_tk), rotate(k, cos_tk, sin_tk), v, is_causal=True)
     x = x + self.out(a.transpose(1, 2).reshape(b, t, d))
-    return x + self.down(F.gelu(self.up(self.mlp_norm(x))))
+    gate, up = self.gate_up(self.mlp_norm(x)).split(MLP, dim=-1)
+    return x + self.down(F.silu(gate) * up)
 
 
 class Decoder(nn.Module):
@@ -64,9 +74,13 @@ class Decoder(nn.Module):
     self.head = nn.Linear(d, vocab, bias=False)  # untied, like lm_bench
 
   def forward(self, tokens):
+    t = tokens.shape[1]
+    inv_freq = 10_000.0 ** (-torch.arange(0, HEAD // 2, dtype=torch.float32) * 2 / HEAD)
+    angle_tk = torch.arange(t, dtype=torch.float32)[:, None] * torch.cat([inv_freq, inv_freq])
+    cos_tk, sin_tk = angle_tk.cos(), angle_tk.sin()
     x = self.embed(tokens)
     for block in self.blocks:
-      x = block(x)
+      x = block(x, cos_tk, sin_tk)
     return self.head(self.norm(x))
 
 
@@ -117,7 +131,10 @@ def main(argv=None):
                      "cpu_count": threads, "torch": torch.__version__, "threads": torch.get_num_threads()})
 
   model = Decoder()
-  optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+  try:  # the fused (single-kernel) AdamW where this torch has it for CPU tensors
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+  except (RuntimeError, TypeError):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
   b, t = args.batch, args.seq
   # t + 1 tokens per row: inputs are the first t, next-token targets the last t.
   tokens = torch.randint(0, VOCAB, (b, t + 1), generator=torch.Generator().manual_seed(0))
@@ -141,7 +158,8 @@ def main(argv=None):
   attention = 12 * HEADS * (D // HEADS) * visible_pairs * LAYERS
   flops = 6.0 * matmul_params * b * t + attention
   figures = {
-      "model": "torch decoder", "batch": b, "seq_len": t, "params": params,
+      "model": "torch decoder (SwiGLU, rotary)", "fused_adamw": bool(optimizer.defaults.get("fused")),
+      "batch": b, "seq_len": t, "params": params,
       "torch": torch.__version__, "threads": torch.get_num_threads(),
       "step_seconds": round(seconds, 4),
       "tokens_per_second": round(b * t / seconds, 1),

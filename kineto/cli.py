@@ -14,7 +14,7 @@
                  [--seconds S] [--cfg 3.0] [--seed N] [--samples N] [--gif] --out F.mp4
                                        sample a video (+ audio) from a trained LM (kineto/generate.py)
   kineto demo [--out outputs/demo] [--quick]   the main job, end to end (rerun to continue)
-  kineto compile --config C --topology v5p-128|v5e-64|cpu:8 [--step train|generate] [--set ...]
+  kineto compile --config C --topology v5p-128|v5e-64|cpu:8 [--step train|generate|tokenizer|audio]
                                        compile the real step for a slice: memory per chip, fits,
                                        FLOPs, collectives (kineto/compile.py; TPU: kineto[tpu])
   kineto configs                       list the shipped configs
@@ -178,7 +178,7 @@ def _compile(args) -> int:
     except RuntimeError:
       pass
   from kineto.compile import run
-  run(args.config, args.topology, args.step, args.set, length=args.length, batch=args.batch)
+  run(args.config, args.topology, args.step, args.set, length=args.length, batch=args.batch, size=args.size)
   return 0
 
 
@@ -392,16 +392,19 @@ def build_parser() -> argparse.ArgumentParser:
                                     "per-device memory, HBM headroom, compile seconds, analytic FLOPs and "
                                     "collective counts; the last line is one JSON object. TPU slices "
                                     "need libtpu: pip install 'kineto[tpu]'.")
-  comp.add_argument("--config", required=True, help="an LM config name or path, e.g. configs/lm_8b.py")
+  comp.add_argument("--config", required=True, help="a config name or path, e.g. configs/lm_8b.py (an LM for "
+                                                     "train/generate, a tokenizer or audio codec for those steps)")
   comp.add_argument("--topology", required=True,
                     help="v4-N / v5p-N (N TensorCores), v5e-N / v6e-N (N chips), or cpu:N fake CPU devices")
-  comp.add_argument("--step", default="train", choices=["train", "generate"],
-                    help="train: the train step at the config's batch; generate: one KV-cached decode step")
+  comp.add_argument("--step", default="train", choices=["train", "generate", "tokenizer", "audio"],
+                    help="train: the LM train step at the config's batch; generate: one KV-cached decode step; "
+                         "tokenizer / audio: the video tokenizer's / audio codec's train step")
   comp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config field, e.g. --set train.batch_size=64 (repeatable)")
   comp.add_argument("--length", type=POSITIVE_INT, help="tokens per row (train: train.seq_len + 1; generate: the "
                                                 "KV cache, default lm.max_len)")
   comp.add_argument("--batch", type=POSITIVE_INT, default=8, help="generate: rows decoded at once (default 8)")
+  comp.add_argument("--size", type=POSITIVE_INT, default=128, help="tokenizer: clip height and width (default 128)")
   comp.set_defaults(run=_compile)
 
   sub.add_parser("configs", help="list the shipped configs").set_defaults(run=_list_configs)

@@ -1,6 +1,8 @@
 """`kineto compile`: a config's real jitted step, compiled ahead of time for a named slice.
 
   kineto compile --config configs/lm_8b.py --topology v5p-128 [--step train|generate] [--set ...]
+  kineto compile --config configs/vidtok_magvit2.py --topology v5p-128 --step tokenizer [--size 128]
+  kineto compile --config configs/audio_soundstream.py --topology v5e-8 --step audio
 
 No array is allocated: the train state is abstract (shapes and shardings, `train/state.py`
 `abstract_state`), the batch a `ShapeDtypeStruct`, and `jit(...).lower(...).compile()` runs
@@ -11,8 +13,9 @@ fake CPU devices. The figures are per chip (per device):
   memory     arguments (params + optimizer state), temporaries, outputs, aliased (donated
              outputs reusing argument buffers), total = arguments + outputs + temp - aliased
   hbm        the chip's HBM (table below), the headroom left and whether it fits
-  flops      analytic model FLOPs per chip per step (train/flops.py, causal rows;
-             `cost_analysis()` counts a scanned layer once, so it is not used)
+  flops      analytic model FLOPs per chip per step for the LM (train/flops.py, causal rows;
+             `cost_analysis()` counts a scanned layer once, so it is not used there); XLA's count
+             for the tokenizer and audio codec steps, which scan nothing
   collectives  how many of each collective op the compiled HLO holds
 
 Slice names follow Cloud TPU: `v4-N` and `v5p-N` count TensorCores (2 per chip, so v5p-128
@@ -41,8 +44,9 @@ GIB = 2 ** 30
 CHIPS = {"v4": (32, "cores"), "v5p": (95, "cores"), "v5e": (16, "chips"), "v6e": (32, "chips")}
 TORUS_3D = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8",
             256: "4x8x8", 512: "8x8x8", 1024: "8x8x16", 2048: "8x16x16", 4096: "16x16x16"}
-TORUS_2D = {1: "1x1", 4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"}
-STEPS = ("train", "generate")
+# No 1x1: libtpu's default host bounds (2x2 chips per host) do not divide it.
+TORUS_2D = {4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"}
+STEPS = ("train", "generate", "tokenizer", "audio")  # train/generate: an LM config
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
 TPU_INSTALL = "pip install 'kineto[tpu]'"
 
@@ -168,26 +172,103 @@ def _lower_generate(cfg, mesh, length: int, batch: int):
       "weights + KV cache"
 
 
+def _lower_tokenizer(cfg, mesh, size: int):
+  """The video tokenizer's train step (tokenizer + discriminator, train/tokenizer_step.py) on
+  clips of train.frames x size x size at the config's batch."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  import sharding
+  from train import tokenizer_step
+  from vidtok import metrics
+  try:
+    tokenizer_step.check_fits_mesh(cfg, mesh)
+  except sharding.MeshError as e:
+    raise ConfigError(str(e)) from None
+  ts = tokenizer_step.abstract_state(cfg, mesh)
+  step = tokenizer_step.make_step(cfg, mesh, ts)
+  tc = cfg.train
+  if size < 1 or size % cfg.vidtok.space_factor:
+    raise ConfigError(f"--size {size}: clip height and width must be a positive multiple of "
+                      f"{cfg.vidtok.space_factor} (the tokenizer's spatial compression).")
+  clip = (tc.batch_size, tc.frames, size, size, 3)
+  video = jax.ShapeDtypeStruct(clip, jnp.uint8, sharding=tokenizer_step.video_sharding(cfg, mesh))
+  lpips_params = metrics.lpips_params() if tc.perceptual_weight else None
+  with jax.set_mesh(mesh), nnx.logical_axis_rules(cfg.mesh.rules):
+    lowered = step.jitted.lower(ts.state, video, jax.ShapeDtypeStruct((), jnp.int32), lpips_params)
+  state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(ts.state))
+  return lowered, None, state_bytes, f"batch {tc.batch_size} clips of {tc.frames}x{size}x{size}", \
+      "tokenizer + discriminator + optimizer states"
+
+
+def _lower_audio(cfg, mesh):
+  """The audio codec's train step (train/audio_step.py) as `kineto audio train` runs it: the
+  state replicated, the batch of crops split over the data-parallel devices."""
+  import jax
+  import jax.numpy as jnp
+
+  import sharding
+  from train.audio_step import init_state, make_train_step
+  from train.audio_trainer import _optimizer_config
+  tc, cc = cfg.train, cfg.codec
+  ways = mesh.shape["data"] * mesh.shape["fsdp"]
+  if tc.batch_size % ways:
+    raise ConfigError(f"train.batch_size={tc.batch_size} is not divisible by the {ways} data-parallel "
+                      f"devices of mesh {dict(mesh.shape)}; change one of them.")
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  optim = _optimizer_config(tc)
+  state = jax.eval_shape(lambda: init_state(cc, optim, tc.seed))
+  state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), state)
+  samples = int(tc.crop_seconds * cc.sample_rate) // cc.hop * cc.hop
+  wave = jax.ShapeDtypeStruct((tc.batch_size, samples), jnp.float32,
+                              sharding=sharding.batch_sharding(mesh, 2, cfg.mesh.rules))
+  with jax.set_mesh(mesh):
+    lowered = make_train_step(cc, optim).lower(state, wave)
+  # Replicated: every device holds the whole state (the report divides by the device count).
+  state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)) * len(mesh.devices.flat)
+  return lowered, None, state_bytes, f"batch {tc.batch_size} crops of {samples} samples", \
+      "codec + discriminator + optimizer states (replicated)"
+
+
+def _check_kind(cfg, step: str) -> None:
+  """The config must be of the kind the step trains: LM, tokenizer or audio codec."""
+  kind = "codec" if step == "audio" else "vidtok" if step == "tokenizer" else "lm"
+  if not hasattr(cfg, kind):
+    want = {"codec": "an audio codec config (configs/audio_*.py)", "vidtok": "a tokenizer config (configs/vidtok_*.py)",
+            "lm": "an LM config (configs/lm_*.py)"}[kind]
+    have = "codec" if hasattr(cfg, "codec") else "vidtok" if hasattr(cfg, "vidtok") else "lm"
+    hint = {"codec": "--step audio", "vidtok": "--step tokenizer", "lm": "--step train or generate"}[have]
+    raise ConfigError(f"--step {step} compiles {want}; {cfg.name} is a {type(cfg).__name__} (use {hint}).")
+
+
 def compile_step(cfg, topo_name: str, step: str = "train", *, length: int | None = None,
-                 batch: int = 8) -> dict:
+                 batch: int = 8, size: int = 128) -> dict:
   """Compiles `step` of `cfg` for `topo_name` and returns the report (see module docstring).
 
   length: tokens per row (train; default train.seq_len + 1, the longest batch) or KV cache
-  slots (generate; default lm.max_len); batch: rows decoded at once (generate)."""
+  slots (generate; default lm.max_len); batch: rows decoded at once (generate); size: the
+  clips' height and width (tokenizer)."""
   if step not in STEPS:
     raise ConfigError(f"--step {step!r}: choose one of {list(STEPS)}.")
-  if not hasattr(cfg, "lm"):
-    raise ConfigError(f"kineto compile takes an LM config (Config); {cfg.name} is a {type(cfg).__name__}.")
+  _check_kind(cfg, step)
   topo = topology(topo_name)
   mesh = _mesh(cfg, topo)
   n = len(topo.devices)
   t0 = time.perf_counter()
   if step == "train":
     lowered, flops, state_bytes, what, args = _lower_train(cfg, mesh, length or cfg.train.seq_len + 1)
-  else:
+  elif step == "generate":
     lowered, flops, state_bytes, what, args = _lower_generate(cfg, mesh, length or cfg.lm.max_len, batch)
+  elif step == "tokenizer":
+    lowered, flops, state_bytes, what, args = _lower_tokenizer(cfg, mesh, size)
+  else:
+    lowered, flops, state_bytes, what, args = _lower_audio(cfg, mesh)
   compiled = lowered.compile()
   seconds = time.perf_counter() - t0
+  flops_source = "analytic"
+  if flops is None:  # no scanned layers, so XLA's count is right; it is per device (partitioned HLO)
+    flops, flops_source = float(_cost(compiled).get("flops", 0.0)) * n, "XLA cost analysis"
   mem = compiled.memory_analysis()
   figures = {k: int(getattr(mem, f"{k}_size_in_bytes")) for k in ("argument", "output", "temp", "alias")}
   total = figures["argument"] + figures["output"] + figures["temp"] - figures["alias"]
@@ -200,10 +281,15 @@ def compile_step(cfg, topo_name: str, step: str = "train", *, length: int | None
       "headroom": None if topo.hbm_bytes is None else 1 - total / topo.hbm_bytes,
       "fits": None if topo.hbm_bytes is None else total <= topo.hbm_bytes,
       "compile_seconds": round(seconds, 2),
-      "flops_per_device": flops / n,
+      "flops_per_device": flops / n, "flops_source": flops_source,
       "collectives": collective_counts(compiled.as_text()),
   }
   return report
+
+
+def _cost(compiled) -> dict:
+  cost = compiled.cost_analysis()
+  return (cost[0] if isinstance(cost, list) else cost) or {}
 
 
 def describe(r: dict) -> str:
@@ -218,7 +304,7 @@ def describe(r: dict) -> str:
   if r["hbm_bytes"]:
     lines.append(f"  HBM {gib(r['hbm_bytes'])} per device: headroom {r['headroom']:.1%}, "
                  f"{'fits' if r['fits'] else 'DOES NOT FIT'}")
-  lines.append(f"  analytic model FLOPs per device per step: {r['flops_per_device']:.3e}")
+  lines.append(f"  model FLOPs per device per step ({r['flops_source']}): {r['flops_per_device']:.3e}")
   lines.append(f"  collectives: {r['collectives'] or 'none'}")
   return "\n".join(lines)
 
