@@ -357,7 +357,7 @@ def test_read_only_and_full_disk_are_one_line_for_every_command(tmp_path, random
   `lm train` leaves no summary and no complete checkpoint (orbax's temporary folder only)."""
   (tmp_path / "src").mkdir()
   src = tiny_videos(tmp_path / "src")
-  ro, rw, full = tmp_path / "ro", tmp_path / "rw", tmp_path / "full"
+  ro, rw, full, small = tmp_path / "ro", tmp_path / "rw", tmp_path / "full", tmp_path / "small"
   k = f"{sys.executable} -m kineto"
   commands = {
       "lm": f"lm train --config lm_tiny --workdir {ro}/lm",
@@ -370,19 +370,20 @@ def test_read_only_and_full_disk_are_one_line_for_every_command(tmp_path, random
       "rw-lm": f"lm train --config lm_tiny --workdir {rw}/lm",
       "rw-build": f"data build --src {src} --out {rw}/data --frames 5 --size 16",
       "full-lm": f"lm train --config lm_tiny --workdir {full}/lm " + " ".join(f"--set {o}" for o in LM_OVERRIDES),
-      "full-build": f"data build --src {src} --out {full}/data --frames 5 --size 16 --val_fraction 0.34",
+      "full-build": f"data build --src {src} --out {small}/data --frames 5 --size 16 --val_fraction 0.34",
   }
   script = textwrap.dedent(f"""\
       set -u
-      mkdir -p {ro} {rw}/lm {rw}/data {full}
+      mkdir -p {ro} {rw}/lm {rw}/data {full} {small}
       mount -t tmpfs -o size=64k tmpfs {ro} && mount -o remount,ro {ro}
       mount --bind {rw}/lm {rw}/lm && mount -o remount,bind,ro {rw}/lm
       mount --bind {rw}/data {rw}/data && mount -o remount,bind,ro {rw}/data
       mount -t tmpfs -o size=1200k tmpfs {full}
+      mount -t tmpfs -o size=12k tmpfs {small}
       """)
   for name, cmd in commands.items():
     script += f"{k} {cmd} >{tmp_path}/{name}.out 2>{tmp_path}/{name}.err; echo $? >{tmp_path}/{name}.rc &\n"
-  script += f"wait\nfind {full} -mindepth 1 > {tmp_path}/full.files\n"
+  script += f"wait\nfind {full} {small} -mindepth 1 > {tmp_path}/full.files\n"
   done = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env(), capture_output=True, text=True,
                         timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
