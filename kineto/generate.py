@@ -58,7 +58,7 @@ from kineto import media
 from lm import sampling, superres_sampling, tasks
 from lm.text import TextTokenizer
 from lm.vocab import Vocabulary
-from train import lm_data
+from train import lm_data, workdir
 from train.audio_trainer import load_audio_codec
 from train.checkpoint import Checkpointer
 from train.data.shards import read_manifest, tokenizer_fingerprint
@@ -515,6 +515,12 @@ def run(lm: str, out: str, *, gif: bool = False, progress: bool = True, upscale:
   check_maskgit(kwargs.get("method", "autoregressive"), Checkpointer.read_config(pathlib.Path(lm) / "checkpoints"), lm)
   if upscale is not None and "sr" not in Checkpointer.read_config(pathlib.Path(upscale) / "checkpoints"):
     load_sr(upscale)  # raises its error naming what the directory holds
+  if kwargs.get("prompt") is not None and not kwargs["prompt"].strip():
+    raise GenerateError("--prompt is empty; give a caption, or leave --prompt out for an unconditional "
+                        "sample.")
+  if jax.process_index() == 0:  # a read-only or full --out folder fails now, not after sampling
+    out.parent.mkdir(parents=True, exist_ok=True)
+    workdir.probe(out.parent)
   gen = Generator.load(lm, progress=progress)
   upscaler = Upscaler.load(upscale, gen) if upscale is not None else None
   result = gen.generate(progress=progress, **kwargs)

@@ -9,7 +9,6 @@ Unreadable files raise `MediaError` naming the file and the problem.
 """
 from __future__ import annotations
 
-import os
 import pathlib
 from fractions import Fraction
 
@@ -17,16 +16,12 @@ import numpy as np
 
 from train.data import decode
 from train.data.audio import load_audio
+from train.files import atomic_path
 from vidtok.pixels import to_float
 
 
 class MediaError(ValueError):
   """A media file that cannot be read or written as asked; the message says which and why."""
-
-
-def _tmp(path: pathlib.Path) -> pathlib.Path:
-  # Keep the suffix: PyAV and PIL choose the container from it.
-  return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
 
 
 def _check_frames(frames_thwc) -> np.ndarray:
@@ -53,8 +48,7 @@ def write_video(path, frames_thwc, fps: float, audio=None, sample_rate: int | No
   if h % 2 or w % 2:
     frames = np.pad(frames, [(0, 0), (0, h % 2), (0, w % 2), (0, 0)], mode="edge")
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = _tmp(path)
-  try:
+  with atomic_path(path) as tmp:
     with av.open(str(tmp), mode="w", format="mp4") as container:
       video = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
       video.width, video.height = frames.shape[2], frames.shape[1]
@@ -79,9 +73,6 @@ def write_video(path, frames_thwc, fps: float, audio=None, sample_rate: int | No
             container.mux(packet)
         for packet in sound.encode():
           container.mux(packet)
-    os.replace(tmp, path)
-  finally:
-    tmp.unlink(missing_ok=True)
   return path
 
 
@@ -91,14 +82,10 @@ def write_gif(path, frames_thwc, fps: float) -> pathlib.Path:
   path = pathlib.Path(path)
   frames = _check_frames(frames_thwc)
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = _tmp(path)
-  try:
-    images = [Image.fromarray(f) for f in frames]
+  images = [Image.fromarray(f) for f in frames]
+  with atomic_path(path) as tmp:
     images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
                    duration=max(1, round(1000 / fps)), loop=0)
-    os.replace(tmp, path)
-  finally:
-    tmp.unlink(missing_ok=True)
   return path
 
 

@@ -191,7 +191,7 @@ def train_audio(cfg: AudioConfig, workdir: str | pathlib.Path, *, progress: bool
   if start_step:
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
                             _saved_tree(state))
-    _, restored, _ = ckpt.restore(abstract, start_step)
+    start_step, restored, _ = ckpt.restore(abstract, start_step)  # or an earlier good one
     state = state.replace(**restored)
   compiled = make_train_step(cc, optim)
   lr = schedule(optim)

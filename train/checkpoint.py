@@ -8,17 +8,28 @@ A checkpoint whose model or vocabulary config differs from the run's is refused,
 the fields.
 
 orbax writes each step into a temporary directory and renames it when complete, so a
-kill during an async save leaves the previous checkpoint intact.
+kill during an async save leaves the previous checkpoint intact. Once a save is complete its
+files get a SHA-256 list (`STEP/kineto_checksum.json`). Restore verifies it, and a checkpoint
+that fails it, fails to restore or holds non-finite values is set aside (renamed
+`STEP.bad-WHY`, never deleted, invisible to orbax) with a warning naming it and the earlier
+checkpoint used instead. A state that is not finite is never saved, so keep-last-N pruning
+can never drop the last good checkpoint in favour of a NaN one. The metadata also carries
+the loop's running figures (`progress`) so a resumed run reports the whole run's.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import pathlib
 import subprocess
+import sys
+import time
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 import configs
@@ -28,6 +39,47 @@ from lm.vocab import Vocabulary
 policies = ocp.checkpoint_managers
 # Config sections that fix the meaning of a checkpoint's arrays (the rest may change on resume).
 _MODEL_SECTIONS = ("lm", "vocab", "vidtok", "codec", "sr")
+CHECKSUM_FILE = "kineto_checksum.json"
+
+
+def checksums(step_dir: pathlib.Path) -> dict[str, str]:
+  """SHA-256 of every file of a finished checkpoint, by path relative to it."""
+  out = {}
+  for path in sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != CHECKSUM_FILE):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        digest.update(block)
+    out[str(path.relative_to(step_dir))] = digest.hexdigest()
+  return out
+
+
+def checksum_mismatch(step_dir: pathlib.Path) -> str | None:
+  """What differs from the checkpoint's recorded checksums (None: it matches, or none were
+  recorded yet: a kill between orbax's rename and ours; the restore and finiteness checks
+  still guard it)."""
+  recorded = step_dir / CHECKSUM_FILE
+  if not recorded.is_file():
+    return None
+  try:
+    want = json.loads(recorded.read_text())
+  except ValueError:
+    return f"its {CHECKSUM_FILE} is unreadable"
+  have = checksums(step_dir)
+  bad = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+  return f"{len(bad)} file(s) differ from their checksum, e.g. {bad[0]}" if bad else None
+
+
+def all_finite(tree) -> bool:
+  """Whether every floating-point array of `tree` is finite. One jitted program for the whole
+  tree: many small eager collectives in flight at once can starve each other on CPU devices."""
+  leaves = [x for x in jax.tree.leaves(tree) if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
+  return bool(_all_finite(leaves)) if leaves else True
+
+
+@jax.jit
+def _all_finite(leaves):
+  return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves]))
 
 
 @functools.cache  # asked once per process, not at every save
@@ -61,9 +113,12 @@ def incompatible_fields(saved: dict, current: dict, prefix: str = "lm") -> list[
 class Checkpointer:
   """Saves and restores the train state under `directory` for one config (LM or tokenizer)."""
 
-  def __init__(self, directory: str | pathlib.Path, cfg: Config):
+  def __init__(self, directory: str | pathlib.Path, cfg: Config, data_fingerprint: dict | None = None):
+    """`data_fingerprint`: what wrote the training data (LM token shards); saved with every
+    checkpoint, and a resume on data with another is refused."""
     tc = cfg.train  # any train config with checkpoint_every, keep_last and keep_every
     self.cfg = cfg
+    self.data_fingerprint = data_fingerprint
     self.directory = pathlib.Path(directory).absolute()
     if self.directory.exists() and not self.directory.is_dir():
       raise ConfigError(f"checkpoint path {self.directory} exists and is not a directory.")
@@ -78,6 +133,7 @@ class Checkpointer:
         save_decision_policy=policies.AnySavePolicy(save),
         preservation_policy=policies.AnyPreservationPolicy(keep))
     self.manager = ocp.CheckpointManager(self.directory, options=options)
+    self.restored_meta: dict = {}  # the metadata of the checkpoint `restore` returned
 
   @staticmethod
   def read_config(directory: str | pathlib.Path) -> dict:
@@ -88,31 +144,88 @@ class Checkpointer:
     if step is None:
       manager.close()
       raise ConfigError(f"no checkpoint found in {directory}; train one first or check the path.")
-    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    manager.close()
-    return meta["config"]
+    try:
+      meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+      return meta["config"]
+    except Exception as e:  # truncated or foreign metadata: say which checkpoint and what to do
+      raise ConfigError(f"checkpoint {directory.absolute()}/{step} has unreadable metadata ({type(e).__name__}: "
+                        f"{' '.join(str(e).split())[:200]}); move that step folder away to use the one before "
+                        "it, or retrain.") from None
+    finally:
+      manager.close()
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, state: Any, *, force: bool = False) -> bool:
-    """Starts an async save of `state` at `step` (if the policy or `force` says so)."""
-    meta = {"config": configs.to_dict(self.cfg), "code_version": code_version(), "data_step": step}
+  def save(self, step: int, state: Any, *, force: bool = False, progress: dict | None = None,
+           extra: dict | None = None) -> bool:
+    """Starts an async save of `state` at `step` (if the policy or `force` says so); a state
+    that is not finite is refused with a warning. `progress` (the loop's running figures)
+    and `extra` (e.g. the data's fingerprint) go into the metadata."""
+    if not (force or self.manager.should_save(step)):
+      return False
+    if not all_finite(state):
+      print(f"kineto: warning: not saving step {step} to {self.directory}: the state holds non-finite "
+            "values; the last good checkpoint stays the newest.", file=sys.stderr)
+      return False
+    self.seal()  # the previous save is complete: record its checksums before the next starts
+    meta = {"config": configs.to_dict(self.cfg), "code_version": code_version(), "data_step": step,
+            "progress": progress, "data_fingerprint": self.data_fingerprint, **(extra or {})}
     if hasattr(self.cfg, "vocab"):
       meta["vocab"] = Vocabulary(self.cfg.vocab).ranges()
     return self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+
+  def seal(self) -> None:
+    """Waits for any async save, then writes the checksums of complete checkpoints lacking them."""
+    from train.files import write_json  # noqa: PLC0415 (train.files is tiny; kept local for clarity)
+    self.manager.wait_until_finished()
+    if jax.process_index() != 0:
+      return
+    for step in self.manager.all_steps():
+      step_dir = self.directory / str(step)
+      if step_dir.is_dir() and not (step_dir / CHECKSUM_FILE).exists():
+        write_json(step_dir / CHECKSUM_FILE, checksums(step_dir))
+
+  def set_aside(self, step: int, why: str) -> pathlib.Path:
+    """Renames a bad checkpoint out of orbax's sight (never deletes it); returns its new path."""
+    bad = self.directory / f"{step}.bad-{why}-{int(time.time())}"
+    if jax.process_index() == 0:
+      (self.directory / str(step)).rename(bad)
+    self.manager.reload()
+    return bad
 
   def restore(self, abstract_state: Any, step: int | None = None) -> tuple[int, Any, dict]:
-    """Restores (step, state sharded like `abstract_state`, metadata); checks the config."""
+    """Restores (step, state sharded like `abstract_state`, metadata) of the newest good
+    checkpoint at or before `step` (default: the latest); checks the config. A checkpoint
+    that fails its checksum, fails to restore or is not finite is set aside with a warning."""
     step = self.latest_step() if step is None else step
     if step is None:
       raise ConfigError(f"no checkpoint found in {self.directory}.")
+    set_aside = []
+    for candidate in sorted((s for s in self.manager.all_steps() if s <= step), reverse=True):
+      why, detail = self._check_and_restore(candidate, abstract_state)
+      if why is None:
+        if set_aside:
+          print(f"kineto: warning: {'; '.join(set_aside)}; resuming from {self.directory}/{candidate} "
+                "instead.", file=sys.stderr)
+        self.seal()  # a checkpoint that passed but had no checksums yet gets them now
+        self.restored_meta = detail[1]
+        return candidate, detail[0], detail[1]
+      bad = self.set_aside(candidate, why)
+      set_aside.append(f"checkpoint {self.directory}/{candidate} {detail}; set aside as {bad.name}")
+    raise ConfigError(f"no good checkpoint left in {self.directory}: {'; '.join(set_aside)}. Use a new "
+                      "--workdir to start fresh.")
+
+  def _check_and_restore(self, step: int, abstract_state: Any):
+    """(None, (state, meta)) for a good checkpoint, else (short reason, what went wrong)."""
+    mismatch = checksum_mismatch(self.directory / str(step))
+    if mismatch:
+      return "checksum", f"fails its checksum ({mismatch})"
     try:
       meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    except Exception as e:  # a corrupt or foreign directory: say where and what
-      raise ConfigError(f"checkpoint {self.directory}/{step} cannot be read ({type(e).__name__}: "
-                        f"{e}); move it away to start fresh.") from e
+    except Exception as e:  # a torn or foreign metadata file
+      return "unreadable", f"cannot be read (its metadata: {type(e).__name__})"
     # The model's shape and the meaning of its ids must match; training settings may change.
     diffs = []
     for section in _MODEL_SECTIONS:
@@ -121,16 +234,28 @@ class Checkpointer:
       # Through JSON, as saved: tuples become lists on both sides.
       current = json.loads(json.dumps(dataclasses.asdict(getattr(self.cfg, section))))
       diffs += incompatible_fields(meta["config"].get(section, {}), current, section)
+    saved_data, data = meta.get("data_fingerprint"), self.data_fingerprint
+    if saved_data and data is not None and saved_data != data:
+      differ = [f"{k}: checkpoint {saved_data.get(k)} vs now {data.get(k)}"
+                for k in sorted(set(saved_data) | set(data)) if saved_data.get(k) != data.get(k)]
+      raise ConfigError(f"checkpoint {self.directory}/{step} was trained on token shards written by "
+                        f"another model ({'; '.join(differ)}); resume on the shards it was trained on, or "
+                        "use a new --workdir.")
     if diffs:
       raise ConfigError(f"checkpoint {self.directory}/{step} was written by a different model "
                         f"config; differing fields: {'; '.join(diffs)}. Use a new --workdir or the "
                         "saved config.")
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state)))
-    return step, restored["state"], meta
+    try:
+      state = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state)))["state"]
+    except Exception as e:  # a truncated or missing array file
+      return "unreadable", f"cannot be read ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
+    if not all_finite(state):
+      return "nonfinite", "holds non-finite values"
+    return None, (state, meta)
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    self.seal()
 
   def close(self) -> None:
     self.manager.close()

@@ -136,12 +136,36 @@ def clip_spec(manifest: dict, audio_order: str = "level",
 def make(cfg: Config, vocab: Vocabulary):
   """The data source the config names."""
   if cfg.data.source == "bytes":
-    return ByteData(cfg, vocab)
+    data = ByteData(cfg, vocab)
+    data.fingerprint = {}  # the corpus ships with the code
+    return data
   from train.data.shards import open_token_shards, to_example  # loads TFDS: only for token data
   shards = {split: open_token_shards(cfg.data.tokens_dir, split=split)
             for split in ("train", "validation")}
   for s in shards.values():
     s.check_vocab(cfg.vocab)
-  spec = clip_spec(shards["train"].manifest, cfg.data.audio_order, cfg.data.text_budget)
   examples = {split: [to_example(s[i]) for i in range(len(s))] for split, s in shards.items()}
-  return MixtureData(cfg, vocab, examples["train"], examples["validation"], spec)
+  try:
+    spec = clip_spec(shards["train"].manifest, cfg.data.audio_order, cfg.data.text_budget)
+    data = MixtureData(cfg, vocab, examples["train"], examples["validation"], spec)
+  except ConfigError as e:
+    if "continuation_frames" not in str(e):
+      raise
+    clip = shards["train"].manifest["clip"]
+    raise ConfigError(f"the token shards in {cfg.data.tokens_dir} hold clips of {clip['frames']} frames "
+                      f"({clip['latents'][0]} latent frames), too short for the continuation tasks of "
+                      f"data.schedule ({e}) Build and tokenize clips of at least 9 frames (kineto data build "
+                      "--frames 9), or leave those tasks out of data.schedule.") from None
+  except ValueError as e:  # e.g. clips too short for the tasks' layouts: the shards are at fault
+    raise ConfigError(f"the token shards in {cfg.data.tokens_dir} cannot feed the task mixture: {e} "
+                      "Tokenize a dataset of longer clips (kineto data build --frames 17).") from None
+  data.fingerprint = data_fingerprint(shards["train"].manifest)
+  return data
+
+
+def data_fingerprint(manifest: dict) -> dict:
+  """What fixes the meaning of a token-shard set's codes: the video tokenizer, the text model
+  and the audio codec that wrote them (a resumed LM must see the same)."""
+  return {"tokenizer": manifest["tokenizer"]["fingerprint"],
+          "text_model": (manifest.get("text_model") or {}).get("sha256"),
+          "audio_codec": (manifest.get("audio_codec") or {}).get("fingerprint")}

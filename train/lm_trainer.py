@@ -26,8 +26,8 @@ from configs.schema import Config, ConfigError
 from lm import Transformer, next_token_loss
 from lm.vocab import Vocabulary
 from train import lm_data
-from train.checkpoint import Checkpointer
-from train.files import write_json
+from train.checkpoint import Checkpointer, checksum_mismatch
+from train.files import write_json, write_text
 from train.flops import measure_matmul_flops_per_second, train_step_flops
 from train.lm_data import BATCH_KEYS
 from train.loop import global_batch, open_writer, process_rows, run_loop
@@ -56,21 +56,21 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
     raise ConfigError(f"workdir {workdir!r}: remote (URI) work directories are not supported yet; "
                       "use a local or mounted path (e.g. a gcsfuse or NFS mount).")
   workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
   is_chief = jax.process_index() == 0
   tc = cfg.train
 
   # --- data ---------------------------------------------------------------------------
   vocab = Vocabulary(cfg.vocab)
   data = lm_data.make(cfg, vocab)
+  workdir.mkdir(parents=True, exist_ok=True)  # after the data's checks: a refused run leaves no folder
 
   # --- mesh, model and optimizer; resume from the last checkpoint ----------------------
   mesh = sharding.make_mesh(cfg.mesh.shape)
-  ckpt = Checkpointer(workdir / "checkpoints", cfg)
+  ckpt = Checkpointer(workdir / "checkpoints", cfg, data_fingerprint=data.fingerprint)
   start_step = ckpt.latest_step() or 0
   if start_step:  # restore onto this run's mesh (any shape) from abstract targets
     check_fits_mesh(cfg, mesh)
-    _, ts = restore(ckpt, abstract_state(cfg, mesh, seed=tc.seed), start_step)
+    start_step, ts = restore(ckpt, abstract_state(cfg, mesh, seed=tc.seed), start_step)  # or an earlier good one
   else:
     ts = init_state(cfg, mesh, seed=tc.seed)
   step_fn = make_train_step(cfg, mesh, ts)
@@ -184,8 +184,8 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
                                   allowed=(vocab.text_offset, vocab.video_offset))
     if is_chief:
       text = lambda ids: _bytes_text(ids, vocab)
-      (workdir / "sample.txt").write_text(f"PROMPT (held-out):\n{text(prompt)}\n\n"
-                                          f"GREEDY CONTINUATION (KV cache):\n{text(sample)}\n")
+      write_text(workdir / "sample.txt", f"PROMPT (held-out):\n{text(prompt)}\n\n"
+                                         f"GREEDY CONTINUATION (KV cache):\n{text(sample)}\n")
   return summary
 
 
@@ -208,6 +208,10 @@ def load_lm(workdir: str | pathlib.Path, mesh=None, *, ema: bool = True):
   if step is None:
     raise ConfigError(f"no checkpoint found in {ckpt_dir}.")
   ckpt.close()
+  mismatch = checksum_mismatch(ckpt_dir / str(step))
+  if mismatch:  # read-only use: say so rather than sample from damaged weights
+    raise ConfigError(f"checkpoint {ckpt_dir.absolute()}/{step} fails its checksum ({mismatch}); run "
+                      "`kineto lm train` on that workdir once to set it aside and fall back, or restore it.")
   check_fits_mesh(cfg, mesh, batch_size=mesh.size)
   model_abstract = abstract_of(lambda: Transformer(cfg.lm, rngs=nnx.Rngs(0)), mesh, cfg.mesh.rules)
   weights = nnx.to_pure_dict(model_abstract.state)

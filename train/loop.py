@@ -116,7 +116,7 @@ def run_loop(state, step_fn: Callable[[Any, int], tuple[Any, dict, dict]], *, na
   every process (e.g. reconstruction images: the weights are sharded across them).
   """
   is_chief = jax.process_index() == 0
-  timing, metrics = Timing(), {}
+  timing, metrics = _resumed_progress(ckpt, start_step)
   preempted = PreemptionFlag()
   bar = tqdm(range(start_step, steps), desc=f"train {name}", initial=start_step, total=steps,
              disable=not (progress and is_chief), dynamic_ncols=True)
@@ -142,7 +142,7 @@ def run_loop(state, step_fn: Callable[[Any, int], tuple[Any, dict, dict]], *, na
       continue
     metrics = out
     stopping = preempted.is_set or (stop_after is not None and step + 1 - start_step >= stop_after)
-    ckpt.save(step + 1, saved(state), force=stopping)
+    ckpt.save(step + 1, saved(state), force=stopping, progress=_progress(timing, metrics))
     if stopping and step + 1 < steps:
       break
     bar.set_postfix(**postfix(metrics, timing))
@@ -150,19 +150,36 @@ def run_loop(state, step_fn: Callable[[Any, int], tuple[Any, dict, dict]], *, na
       log(metrics, step, timing)
     if every_step is not None:
       every_step(state, step)
-  done = _final_checkpoint(ckpt, saved(state), step, start_step, steps, preempted, stop_after)
+  done = _final_checkpoint(ckpt, saved(state), step, start_step, steps, preempted, stop_after,
+                           _progress(timing, metrics))
   return LoopResult(state=state, step=done, metrics=metrics, timing=timing)
 
 
+def _progress(timing: Timing, metrics: dict) -> dict:
+  """The running figures a checkpoint carries, so a resumed run reports the whole run's."""
+  return {"timing": dataclasses.asdict(timing),
+          "metrics": {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}}
+
+
+def _resumed_progress(ckpt, start_step: int) -> tuple[Timing, dict]:
+  """(timing, last metrics) carried by the checkpoint this run resumed from; fresh when none
+  (a new run, or a checkpoint written before they were recorded)."""
+  meta = getattr(ckpt, "restored_meta", None) or {}
+  saved = meta.get("progress") if start_step and meta.get("data_step") == start_step else None
+  if not saved:
+    return Timing(), {}
+  return Timing(**saved["timing"]), {k: np.asarray(v) for k, v in saved["metrics"].items()}
+
+
 def _final_checkpoint(ckpt, saved_state, last_step: int, start_step: int, total_steps: int,
-                      preempted: PreemptionFlag, stop_after: int | None) -> int:
+                      preempted: PreemptionFlag, stop_after: int | None, progress: dict) -> int:
   """Saves the state after the loop (unless that step is already saved), waits for every
   async save and closes the manager; returns the step saved. A run that stopped early
   (SIGTERM or --stop_after) says how to resume."""
   preempted.restore()
   done = last_step + 1 if total_steps > start_step else start_step
   if ckpt.latest_step() != done:
-    ckpt.save(done, saved_state, force=True)
+    ckpt.save(done, saved_state, force=True, progress=progress)
   ckpt.wait()
   ckpt.close()
   if done < total_steps:

@@ -25,7 +25,7 @@ from configs.schema import ConfigError, TokenizerConfig
 from train import tokenizer_step
 from train.checkpoint import Checkpointer
 from train.data import clips
-from train.files import write_json
+from train.files import atomic_path, write_json
 from train.loop import global_batch, open_writer, process_rows, run_loop
 from train.optimizer import schedule
 from train.state import restore, trained_model
@@ -55,7 +55,7 @@ def train_tokenizer(cfg: TokenizerConfig, workdir: str | pathlib.Path, *, progre
   start_step = ckpt.latest_step() or 0
   if start_step:
     tokenizer_step.check_fits_mesh(cfg, mesh)
-    _, ts = restore(ckpt, tokenizer_step.abstract_state(cfg, mesh), start_step)
+    start_step, ts = restore(ckpt, tokenizer_step.abstract_state(cfg, mesh), start_step)  # or an earlier good one
   else:
     ts = tokenizer_step.init_state(cfg, mesh)
     if tc.init_from:
@@ -180,7 +180,8 @@ def save_side_by_side(path: pathlib.Path, originals_u8: np.ndarray, recons_u8: n
   from PIL import Image
   rows = np.concatenate([originals_u8, recons_u8], axis=3)       # [N, T, H, 2W, 3]
   frames = [Image.fromarray(f) for f in np.concatenate(list(rows), axis=1)]  # T x [N*H, 2W, 3]
-  frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
+  with atomic_path(path) as tmp:
+    frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
 
 
 def _log_strip(writer, model, videos_u8: np.ndarray, step: int) -> None:

@@ -1,6 +1,8 @@
 """`ConfigError` and the small validation helpers every config family uses."""
 from __future__ import annotations
 
+import math
+
 
 class ConfigError(ValueError):
   """A config value is invalid; the message names the field, the value and the fix."""
@@ -14,5 +16,5 @@ def _check_choice(field: str, value, choices) -> None:
 def _check_positive(obj, *fields: str) -> None:
   for f in fields:
     v = getattr(obj, f)
-    if not v > 0:  # also catches NaN
-      raise ConfigError(f"{type(obj).__name__}.{f}={v} must be > 0.")
+    if not 0 < v < math.inf:  # also catches NaN
+      raise ConfigError(f"{type(obj).__name__}.{f}={v} must be a finite number > 0.")

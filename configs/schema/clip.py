@@ -14,6 +14,7 @@ summary.json), the layouts the clip and layout fields; neither sets the other's.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from configs.schema.checks import ConfigError
 
@@ -56,8 +57,8 @@ class ClipSpec:
           f"{', '.join(str(1 + i * ct) for i in (0, 1, 2, 3, 5))}, ...")
     for name in ("fps", "height", "width", "audio_rate"):
       value = getattr(self, name)
-      if not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"{name}={value!r} must be a positive number.")
+      if not isinstance(value, (int, float)) or not 0 < value < math.inf:  # inf would loop forever
+        raise ConfigError(f"{name}={value!r} must be a positive finite number.")
     if self.crop not in CROPS:
       raise ConfigError(f"crop={self.crop!r} is not one of {CROPS}.")
     if self.stride is not None and (not isinstance(self.stride, int) or self.stride < 1):
@@ -72,7 +73,7 @@ class ClipSpec:
     # them raises this error (`check_continuation`).
     if self.continuation_frames != ClipSpec.continuation_frames or t > ClipSpec.continuation_frames:
       self.check_continuation(self.continuation_frames)
-    if self.text_budget < 1 or self.audio_hz <= 0:
+    if self.text_budget < 1 or not 0 < self.audio_hz < math.inf:
       raise ConfigError("ClipSpec.text_budget, fps and audio_hz must be > 0.")
     if self.audio_order not in AUDIO_ORDERS:
       raise ConfigError(f"ClipSpec.audio_order={self.audio_order!r}: expected 'level' or 'time'.")

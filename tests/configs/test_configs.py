@@ -49,7 +49,7 @@ def test_overrides_are_typed():
     ("lm=3", "names a section"),
     ("nope.x=1", "valid fields are"),
     ("train.seq_len=4096", "exceeds lm.max_len"),
-    ("train.learning_rate=nan", "must be > 0"),
+    ("train.learning_rate=nan", "expected a finite number"),
     ("lm.head_dim=15", "must be even"),
     ("lm.dtype=float16", "is not one of"),
 ])

@@ -207,7 +207,7 @@ class _NoCheckpoints:
   def __init__(self):
     self.saved = []
 
-  def save(self, step, state, force=False):
+  def save(self, step, state, force=False, progress=None):
     self.saved.append(step)
 
   def wait(self):

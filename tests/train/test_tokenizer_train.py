@@ -153,3 +153,47 @@ def test_missing_dataset_names_the_fix(tmp_path):
   cfg = configs.load("vidtok_tiny", [f"train.data_dir={tmp_path / 'nowhere'}"])
   with pytest.raises(ValueError, match="kineto data demo --out"):
     train_tokenizer(cfg, tmp_path / "work", progress=False)
+
+
+@pytest.mark.slow
+def test_kill_9_at_a_seeded_moment_then_the_same_command_equals_an_uninterrupted_run(learned, tmp_path,
+                                                                                     kineto_cli):
+  """Fault injection (issue 15; the rest is tests/test_faults.py): `kineto tokenizer train` killed
+  with SIGKILL at a seeded random moment after its first checkpoint; the same command takes over
+  the stale lock, resumes and ends with the uninterrupted run's weights and held-out figures."""
+  import os
+  import random
+  import signal
+  import subprocess
+  import sys
+  import time
+  cfg, straight, _, summary = learned
+  work = tmp_path / "killed"
+  args = ["tokenizer", "train", "--config", "vidtok_tiny", "--workdir", work, *overrides(cfg)]
+  from conftest import ROOT, kineto_env
+  proc = subprocess.Popen([sys.executable, "-m", "kineto", *map(str, args)], cwd=ROOT, env=kineto_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 600
+  while not kineto_cli.checkpoints(work):
+    assert proc.poll() is None and time.time() < deadline, "no checkpoint before the run ended"
+    time.sleep(0.01)
+  time.sleep(random.Random(15).uniform(0.0, 3.0))
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  killed_at = kineto_cli.checkpoints(work)[-1]
+  assert killed_at < LEARN_STEPS, "the run ended before the kill"
+  code, log = kineto_cli.run(args)
+  assert code == 0 and "taking over a stale lock" in log, log[-3000:]
+  resumed = json.loads((work / "summary.json").read_text())
+  assert resumed["step"] == LEARN_STEPS and resumed["resumed_from"] >= 2
+  for key in ("psnr", "ssim", "codes_used"):
+    np.testing.assert_allclose(resumed["held_out"][key], summary["held_out"][key], rtol=1e-5)
+  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+  leaves = []
+  for workdir in (work, straight):
+    ckpt = Checkpointer(workdir / "checkpoints", cfg)
+    _, state, _ = ckpt.restore(tokenizer_step.abstract_state(cfg, mesh).state)
+    ckpt.close()
+    leaves.append(jax.tree.leaves(state))
+  for a, b in zip(*leaves):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5)

