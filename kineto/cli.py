@@ -43,7 +43,7 @@ def _load_config(args, kind: str, example: str):
   want = getattr(schema, kind)
   if not isinstance(cfg, want):
     names = {"Config": "an LM config", "TokenizerConfig": "a video tokenizer config",
-             "AudioConfig": "an audio codec config"}
+             "AudioConfig": "an audio codec config", "SrConfig": "a super-resolution config"}
     raise schema.ConfigError(f"--config {args.config} is {names.get(type(cfg).__name__, type(cfg).__name__)} "
                              f"({type(cfg).__name__}), not {names[kind]} ({kind}); use e.g. {example}.")
   return cfg
@@ -72,14 +72,10 @@ def _lm_train(args) -> int:
 
 
 def _sr_train(args) -> int:
-  import configs
-  from configs.schema import ConfigError, SrConfig
-  from train.sr_trainer import train_sr
-  cfg = configs.load(args.config, args.set)
-  if not isinstance(cfg, SrConfig):
-    raise ConfigError(f"--config {args.config} is a {type(cfg).__name__}, not a super-resolution config "
-                      "(SrConfig); use e.g. configs/sr_demo.py.")
-  summary = train_sr(cfg, args.workdir, stop_after=args.stop_after)
+  cfg = _load_config(args, "SrConfig", "configs/sr_demo.py")
+  with _claim(args.workdir, "sr train"):
+    from train.sr_trainer import train_sr
+    summary = train_sr(cfg, args.workdir, stop_after=args.stop_after)
   print(json.dumps(summary, indent=1))
   return 0
 
