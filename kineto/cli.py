@@ -118,7 +118,8 @@ def _tokenize(args) -> int:
   splits = [s for s in args.split.split(",") if s] if args.split else None
   summary = tokenize_dataset(args.tokenizer, args.data, args.out, splits=splits, batch=args.batch,
                              shard_size=args.shard_size, text_model=args.text_model,
-                             audio_codec=args.audio_codec)
+                             audio_codec=args.audio_codec, text_encoder=args.text_encoder,
+                             text_encoder_path=args.text_encoder_path, text_budget=args.text_budget)
   print(json.dumps(summary, indent=1))
   return 0
 
@@ -289,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
   tokenize.add_argument("--audio_codec", metavar="WORKDIR",
                         help="an audio codec workdir (`kineto audio train`): clips with sound also get "
                              "RVQ audio codes")
+  tokenize.add_argument("--text_encoder", choices=("minilm", "t5"),
+                        help="also store each caption's frozen text-encoder embeddings (for text.encoder=...)")
+  tokenize.add_argument("--text_encoder_path", metavar="DIR",
+                        help="--text_encoder t5: a local Hugging Face T5 directory (model.safetensors, tokenizer.json)")
+  tokenize.add_argument("--text_budget", type=int, default=16,
+                        help="encoder tokens per caption; longer ones are truncated and counted (default 16)")
   tokenize.set_defaults(run=_tokenize)
 
   demo_job = sub.add_parser("demo", help="the main job: real clips -> tokenizer, audio codec, LM -> "
@@ -361,8 +368,9 @@ def _is_user_error(e: Exception, command: str) -> bool:
   """Bad configs, meshes, datasets and token shards get one line and exit code 2."""
   from configs.schema import ConfigError
   from kineto.demo.run import DemoError
+  from lm.text_encoder import EncoderError
   from sharding import MeshError
-  errors = (ConfigError, MeshError, DemoError)
+  errors = (ConfigError, MeshError, DemoError, EncoderError)
   # DataError (and TokenShardError) can only be raised once its module is loaded; checking
   # sys.modules keeps TFDS out of commands that never touched data.
   build = sys.modules.get("train.data.build")

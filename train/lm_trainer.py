@@ -29,7 +29,7 @@ from train import lm_data
 from train.checkpoint import Checkpointer
 from train.files import write_json
 from train.flops import measure_matmul_flops_per_second, train_step_flops
-from train.lm_data import BATCH_KEYS
+from train.lm_data import batch_keys
 from train.loop import global_batch, open_writer, process_rows, run_loop
 from train.optimizer import schedule
 from train.state import (
@@ -80,12 +80,15 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
 
   @nnx.jit
   def eval_fn(model, batch):
-    return next_token_loss(model, batch["tokens"], batch["input_mask"], batch["loss_mask"])[1]
+    return next_token_loss(model, batch["tokens"], batch["input_mask"], batch["loss_mask"],
+                           text_emb_bse=batch.get("text_emb"))[1]
 
   # --- speed and memory accounting, logged before the first step -----------------------
   def abstract_batch(length):
-    return {key: jax.ShapeDtypeStruct((tc.batch_size, length), np.int32 if key == "tokens" else bool,
-                                      sharding=shardings[key]) for key in shardings}
+    shapes = {key: ((tc.batch_size, length), np.int32 if key == "tokens" else bool) for key in shardings}
+    if "text_emb" in shardings:  # the captions' encoder embeddings, [b, text_budget, E]
+      shapes["text_emb"] = ((tc.batch_size, cfg.data.text_budget, cfg.lm.text_dim), np.float32)
+    return {key: jax.ShapeDtypeStruct(shape, dtype, sharding=shardings[key]) for key, (shape, dtype) in shapes.items()}
 
   with jax.set_mesh(mesh), nnx.logical_axis_rules(cfg.mesh.rules):
     # Compiled once per sequence length, ahead of time: these executables run the loop below.
@@ -109,7 +112,7 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
 
   def step_fn(state, step):
     host = data.batch(step, rows)
-    batch = global_batch({k: host[k] for k in BATCH_KEYS}, shardings, tc.batch_size)
+    batch = global_batch({k: host[k] for k in batch_keys(cfg)}, shardings, tc.batch_size)
     state, metrics = compiled[host["tokens"].shape[1]](state, batch)
     return state, metrics, {"tokens": tc.batch_size * (host["tokens"].shape[1] - 1),
                             "flops": _step_flops(cfg, host)}
@@ -145,7 +148,7 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
     """Mean held-out loss of each eval set (one per task for the mixture)."""
     with jax.set_mesh(mesh), nnx.logical_axis_rules(cfg.mesh.rules):
       return {name: float(np.mean([float(eval_fn(model, global_batch(
-                  {k: b[k] for k in BATCH_KEYS}, shardings, tc.batch_size))["loss"]) for b in batches]))
+                  {k: b[k] for k in batch_keys(cfg)}, shardings, tc.batch_size))["loss"]) for b in batches]))
               for name, batches in eval_sets.items()}
 
   ts = dataclasses.replace(ts, state=state)

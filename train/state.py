@@ -17,7 +17,7 @@ from flax import nnx
 import sharding
 from configs.schema import Config
 from lm import Transformer, next_token_loss
-from train.lm_data import BATCH_KEYS
+from train.lm_data import batch_keys
 from train.optimizer import find_ema, make_optimizer
 
 
@@ -90,7 +90,7 @@ def trained_model(ts: TrainState, *, ema: bool = True):
 
 
 def batch_shardings(cfg: Config, mesh: jax.sharding.Mesh) -> dict:
-  return {k: sharding.batch_sharding(mesh, 2, cfg.mesh.rules) for k in BATCH_KEYS}
+  return {k: sharding.batch_sharding(mesh, 3 if k == "text_emb" else 2, cfg.mesh.rules) for k in batch_keys(cfg)}
 
 
 def _loss_and_grads(model_def, params, rest, batch):
@@ -98,7 +98,7 @@ def _loss_and_grads(model_def, params, rest, batch):
   def loss_fn(params):
     model = nnx.merge(model_def, params, rest)
     objective, metrics = next_token_loss(model, batch["tokens"], batch["input_mask"],
-                                         batch["loss_mask"])
+                                         batch["loss_mask"], text_emb_bse=batch.get("text_emb"))
     # Weighted by the token count, so micro-batches add up to the whole batch exactly.
     return objective * metrics["tokens"], (metrics["loss"] * metrics["tokens"], metrics["tokens"])
 
