@@ -105,8 +105,9 @@ class TextEncoder:
       raise ValueError("encode() got no texts; give at least one caption.")
     rows = [truncate(ids, max_len) if max_len else ids[:self.max_positions] for ids in self.token_ids(texts)]
     s = max_len or min(self.max_positions, -(-max(len(r) for r in rows) // 8) * 8)
-    # Batches padded to a multiple of the device count, so the batch splits over any mesh.
-    b = -(-len(rows) // jax.device_count()) * jax.device_count()
+    # On a mesh (`place`), the batch is padded to a multiple of its devices so it splits evenly.
+    n_dev = 1 if self._mesh is None else self._mesh.devices.size
+    b = -(-len(rows) // n_dev) * n_dev
     ids_bs = np.full((b, s), self.pad_id, np.int32)
     mask_bs = np.zeros((b, s), bool)
     for i, r in enumerate(rows):
