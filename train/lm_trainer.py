@@ -33,6 +33,7 @@ from train.lm_data import batch_keys
 from train.loop import global_batch, open_writer, process_rows, run_loop
 from train.optimizer import schedule
 from train.state import (
+  abstract_batch,
   abstract_state,
   batch_shardings,
   check_fits_mesh,
@@ -84,15 +85,10 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
                            text_emb_bse=batch.get("text_emb"))[1]
 
   # --- speed and memory accounting, logged before the first step -----------------------
-  def abstract_batch(length):
-    shapes = {key: ((tc.batch_size, length), np.int32 if key == "tokens" else bool) for key in shardings}
-    if "text_emb" in shardings:  # the captions' encoder embeddings, [b, text_budget, E]
-      shapes["text_emb"] = ((tc.batch_size, cfg.data.text_budget, cfg.lm.text_dim), np.float32)
-    return {key: jax.ShapeDtypeStruct(shape, dtype, sharding=shardings[key]) for key, (shape, dtype) in shapes.items()}
 
   with jax.set_mesh(mesh), nnx.logical_axis_rules(cfg.mesh.rules):
     # Compiled once per sequence length, ahead of time: these executables run the loop below.
-    compiled = {length: step_fn.jitted.lower(ts.state, abstract_batch(length)).compile()
+    compiled = {length: step_fn.jitted.lower(ts.state, abstract_batch(cfg, shardings, length)).compile()
                 for length in data.lengths}
   flops_per_step = _step_flops(cfg, data.batch(start_step, rows))  # of the first batch, for the log
   memory = compiled[max(data.lengths)].memory_analysis()

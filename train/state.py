@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 import sharding
@@ -91,6 +92,16 @@ def trained_model(ts: TrainState, *, ema: bool = True):
 
 def batch_shardings(cfg: Config, mesh: jax.sharding.Mesh) -> dict:
   return {k: sharding.batch_sharding(mesh, 3 if k == "text_emb" else 2, cfg.mesh.rules) for k in batch_keys(cfg)}
+
+
+def abstract_batch(cfg: Config, shardings: dict, length: int) -> dict:
+  """The shapes of one global batch of `length` tokens (for ahead-of-time compiles): tokens and
+  masks [b, length], and with caption embeddings `text_emb` [b, data.text_budget, lm.text_dim]."""
+  b = cfg.train.batch_size
+  shapes = {key: ((b, length), np.int32 if key == "tokens" else bool) for key in shardings}
+  if "text_emb" in shardings:
+    shapes["text_emb"] = ((b, cfg.data.text_budget, cfg.lm.text_dim), np.float32)
+  return {key: jax.ShapeDtypeStruct(shape, dtype, sharding=shardings[key]) for key, (shape, dtype) in shapes.items()}
 
 
 def _loss_and_grads(model_def, params, rest, batch):
