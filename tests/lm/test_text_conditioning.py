@@ -88,5 +88,9 @@ def test_guidance_scale_0_with_null_embedding_is_unconditional(model):
   uncond = sampling.sample(model, VOCAB, p, v, plan, rng=3, sampling=Sampling(1.0, 40),
                            text_emb_xse=np.zeros((2, SPEC.text_budget, E), np.float32))
   np.testing.assert_array_equal(guided, np.asarray(uncond))
-  cond = sampling.generate(model, VOCAB, "t2v", examples, SPEC, cfg_scale=1.0, **kw)["tokens"]
-  assert (cond != guided).any()  # the caption's embeddings change the samples
+  # ... and it is not the conditional sampler: the same rows with the captions' embeddings differ.
+  rows = [tasks.prompt("t2v", ex, VOCAB, spec=SPEC) for ex in examples]
+  p, v = sampling.pad_prompts(rows, VOCAB.special("pad"), sampling.prompt_length("t2v", VOCAB, SPEC))
+  cond = sampling.sample(model, VOCAB, p, v, plan, rng=3, sampling=Sampling(1.0, 40),
+                         text_emb_xse=sampling.caption_embeddings(rows, examples, VOCAB, SPEC.text_budget))
+  assert (np.asarray(cond) != guided).any()
