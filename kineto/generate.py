@@ -56,6 +56,7 @@ import configs
 from configs.schema import ClipSpec, Config, ConfigError
 from kineto import media
 from lm import sampling, superres_sampling, tasks
+from lm.load_encoder import load_text_encoder
 from lm.text import TextTokenizer
 from lm.vocab import Vocabulary
 from train import lm_data, workdir
@@ -170,6 +171,8 @@ class Generator:
   audio_codec: Any
   manifest: dict
   checkpoints: dict
+  text_encoder: Any = None  # the frozen encoder of text.encoder=minilm|t5 (prompts -> embeddings)
+  truncate: bool = False  # a prompt over the budget of pieces keeps its first pieces (else an error)
 
   # --- loading ------------------------------------------------------------------------
 
@@ -221,6 +224,18 @@ class Generator:
                             f"{found}) is not the one that wrote the LM's token shards "
                             f"({manifest['audio_codec']['fingerprint']}); re-tokenize, or restore it.")
 
+    text_encoder = None
+    if cfg.text.encoder != "pieces":
+      header = manifest.get("text_encoder") or {}
+      if header.get("name") != cfg.text.encoder:
+        raise GenerateError(f"the LM conditions on text.encoder={cfg.text.encoder!r} but its token shards "
+                            f"({cfg.data.tokens_dir}) hold {header.get('name') or 'no'} caption embeddings.")
+      say(f"kineto: loading text encoder {cfg.text.encoder}")
+      text_encoder = load_text_encoder(cfg.text.encoder, header.get("path") or cfg.text.path)
+      if text_encoder.fingerprint != header["fingerprint"]:
+        raise GenerateError(f"the text encoder {cfg.text.encoder} here (fingerprint {text_encoder.fingerprint}) "
+                            f"is not the one that wrote the LM's token shards ({header['fingerprint']}); "
+                            "install or point text.path to that encoder.")
     say(f"kineto: loading LM {ckpt_dir}")
     _, model, step, used_ema = load_lm(workdir)
     checkpoints = {"lm": str(ckpt_dir.absolute()), "lm_step": step, "lm_ema": used_ema,
@@ -229,7 +244,7 @@ class Generator:
                    "audio_codec": (manifest.get("audio_codec") or {}).get("workdir")}
     # the layout the LM was trained on
     spec = lm_data.clip_spec(manifest, cfg.data.audio_order, cfg.data.text_budget)
-    return cls(cfg, model, vocab, spec, tokenizer, text, codec, manifest, checkpoints)
+    return cls(cfg, model, vocab, spec, tokenizer, text, codec, manifest, checkpoints, text_encoder)
 
   # --- inputs -------------------------------------------------------------------------
 
@@ -269,13 +284,24 @@ class Generator:
       self._encode_fn = nnx.jit(lambda m, v: m.encode(v))
     return np.asarray(self._encode_fn(self.tokenizer, jnp.asarray(pixels_thwc[None])))[0]
 
-  def _pieces(self, prompt: str | None) -> list[int] | None:
+  def _pieces(self, prompt: str | None) -> list[int] | np.ndarray | None:
+    """The prompt as the LM's caption: pieces, or the frozen encoder's embeddings [n, E]."""
     if prompt is None:
       return None
+    if self.text_encoder is not None:
+      # The caption-budget rule of the token shards: the first budget - 1 tokens and the end token.
+      n = len(self.text_encoder.token_ids([prompt])[0])
+      if n > self.spec.text_budget:
+        print(f"kineto: the prompt is {n} encoder tokens; truncated to the text budget of {self.spec.text_budget}.")
+      emb_bse, mask_bs = self.text_encoder.encode([prompt], max_len=self.spec.text_budget)
+      return emb_bse[0, :mask_bs[0].sum()]
     if self.text is None:
       raise GenerateError("this LM's token shards have no text model (tokenized without --text_model): "
                           "it was not trained on captions; generate without a prompt.")
     pieces = self.text.encode(prompt)
+    if len(pieces) > self.spec.text_budget and self.truncate:
+      print(f"kineto: the prompt is {len(pieces)} pieces; truncated to the text budget of {self.spec.text_budget}.")
+      return pieces[:self.spec.text_budget]
     if len(pieces) > self.spec.text_budget:
       raise GenerateError(f"the prompt is {len(pieces)} text pieces, over the text budget of "
                           f"{self.spec.text_budget}; shorten it.")

@@ -90,7 +90,7 @@ def _bwd(chunk, z_loss, residuals, cotangents):
 fused_cross_entropy.defvjp(_fwd, _bwd)
 
 
-def next_token_loss(model, tokens_bt, input_mask_bt, loss_mask_bt, segment_ids_bt=None):
+def next_token_loss(model, tokens_bt, input_mask_bt, loss_mask_bt, segment_ids_bt=None, text_emb_bse=None):
   """Mean cross-entropy of predicting tokens[t+1] from tokens[:t+1] where loss_mask[t+1].
 
   Returns (objective incl. z-loss, metrics dict with `loss` (CE only) and `tokens`).
@@ -104,7 +104,7 @@ def next_token_loss(model, tokens_bt, input_mask_bt, loss_mask_bt, segment_ids_b
   if segment_ids_bt is not None:  # never predict padding or across a packed-sequence boundary
     weights = weights * ((segment_ids_bt[:, 1:] == segment_ids_bt[:, :-1]) & (segment_ids_bt[:, 1:] != 0))
   count = jnp.maximum(jnp.sum(weights), 1.0)
-  x_btd = model.hidden(inputs, input_mask_bt[:, :-1], segs)
+  x_btd = model.hidden(inputs, input_mask_bt[:, :-1], segs, text_emb_bse=text_emb_bse)
   objective, loss_bt = fused_cross_entropy(x_btd, model.head_dv(), targets, weights / count,
                                            cfg.loss_chunk, cfg.z_loss)
   ce = jnp.sum(jax.lax.stop_gradient(loss_bt) * weights) / count

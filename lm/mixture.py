@@ -92,7 +92,7 @@ def parse_schedule(spec: str) -> Schedule:
 
 def over_budget(example: Mapping, budget: int) -> bool:
   """True when the example's caption is longer than `budget` pieces."""
-  return tasks.has_modality(example, "text") and np.asarray(example["text"]).size > budget
+  return tasks.has_modality(example, "text") and tasks.caption_length(example["text"]) > budget
 
 
 def default_buckets(lengths: Iterable[int], max_buckets: int = 4, multiple: int = 8) -> tuple[int, ...]:
@@ -111,11 +111,19 @@ def default_buckets(lengths: Iterable[int], max_buckets: int = 4, multiple: int 
   return tuple(buckets)
 
 
-def pad_batch(seqs: Sequence[Mapping[str, np.ndarray]], length: int, pad_id: int) -> dict[str, np.ndarray]:
-  """Stacks `tasks.build` outputs into [B, length] arrays, padding on the right."""
+def pad_batch(seqs: Sequence[Mapping[str, np.ndarray]], length: int, pad_id: int,
+              text_shape: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+  """Stacks `tasks.build` outputs into [B, length] arrays, padding on the right; with
+  `text_shape` = (budget, E) also the captions' embedding rows, `text_emb` [B, budget, E]
+  (zeros past each caption, and for rows without one)."""
   b = len(seqs)
   out = {"tokens": np.full((b, length), pad_id, np.int32), "input_mask": np.zeros((b, length), bool),
          "loss_mask": np.zeros((b, length), bool), "segment_ids": np.zeros((b, length), np.int32)}
+  if text_shape is not None:
+    out["text_emb"] = np.zeros((b, *text_shape), np.float32)
+    for i, s in enumerate(seqs):
+      emb = s.get("text_emb", np.zeros((0, text_shape[1]), np.float32))
+      out["text_emb"][i, :len(emb)] = emb
   for i, s in enumerate(seqs):
     n = len(s["tokens"])
     if n > length:
@@ -143,7 +151,9 @@ class Mixture:
   def __init__(self, examples: Sequence[Mapping], vocab: Vocabulary, schedule: Schedule, *,
                total_steps: int, batch_size: int, spec: ClipSpec = ClipSpec(),
                buckets: Sequence[int] | None = None, max_buckets: int = 4, seed: int = 0,
-               cond_dropout: float = 0.1):
+               cond_dropout: float = 0.1, text_dim: int | None = None):
+    """text_dim: the caption embeddings' width E when captions are encoder embeddings (batches then
+    carry `text_emb` [B, budget, E]); default: read from the examples."""
     if total_steps < 1 or batch_size < 1:
       raise ValueError(f"total_steps={total_steps} and batch_size={batch_size} must be >= 1.")
     self.examples, self.vocab, self.schedule, self.spec = list(examples), vocab, schedule, spec
@@ -157,6 +167,14 @@ class Mixture:
     for i in long:
       self.examples[i] = {k: v for k, v in self.examples[i].items() if k != "text"}
     self.skipped_captions = len(long)
+    # Encoder captions (float [n, E]): every batch carries text_emb [B, budget, E], one shape.
+    dims = {np.shape(ex["text"])[1] for ex in self.examples if tasks.is_embedding(ex.get("text"))}
+    if text_dim:
+      dims.add(text_dim)
+    if len(dims) > 1:
+      raise ValueError(f"caption embeddings of widths {sorted(dims)}; the LM takes lm.text_dim={text_dim}: "
+                       "tokenize with the text encoder the config names.")
+    self.text_shape = (spec.text_budget, dims.pop()) if dims else None
     # Examples that carry every modality a task needs (audio for v2a, a caption for t2v, ...).
     self.eligible = {}
     for name in schedule.tasks():
@@ -196,7 +214,7 @@ class Mixture:
       seqs.append(tasks.build(names[row], example, self.vocab, rng, spec=self.spec,
                               cond_dropout=self.cond_dropout))
       task_ids.append(self.vocab.task(names[row]))
-    out = pad_batch(seqs, bucket, self.vocab.special("pad"))
+    out = pad_batch(seqs, bucket, self.vocab.special("pad"), self.text_shape)
     out["task"] = np.array(task_ids, np.int32)
     return out
 

@@ -7,7 +7,12 @@ names; compute runs in `cfg.dtype`. Decoding uses a KV cache: `prefill` then
 `decode_step`, which equal one full forward pass.
 
 Shape letters: B batch, T length, S cache length, D embed, N heads, G kv heads, K head
-dim, F MLP width, V vocab, L layers.
+dim, F MLP width, V vocab, L layers, E text-encoder width.
+
+With `cfg.text_dim = E > 0` the caption is a frozen encoder's embedding sequence `text_emb_bse`
+(lm/text_encoder.py): the tokens between <bot_i> and <eot_i> are placeholders whose input
+vectors are the projected embeddings (E -> D, learned), in order. They sit in the prefix, so they
+are attended bidirectionally and carry no loss; the null caption (guidance) is `<bot_i> <eot_i>`.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from flax import nnx, struct
 from configs.schema import LmConfig
 from lm.attention import prefix_lm_attention
 from lm.layers import RMSNorm, rope, swiglu
+from lm.vocab import SPECIAL_TOKENS
 from sharding import param, shard
 
 ACT_BTD = ("act_batch", "act_length", "act_embed")
@@ -172,6 +178,8 @@ class Transformer(nnx.Module):
     self.final_norm = RMSNorm(cfg.embed, eps=cfg.norm_eps)
     if not cfg.tie_embeddings:
       self.head = _param(rngs, (cfg.embed, cfg.vocab), cfg.embed, ("embed", "vocab"))
+    if cfg.text_dim:
+      self.text_proj = _param(rngs, (cfg.text_dim, cfg.embed), cfg.text_dim, (None, "embed"))
 
   @property
   def dtype(self):
@@ -185,17 +193,30 @@ class Transformer(nnx.Module):
       return self.embedding[...].T * (1.0 / self.cfg.embed ** 0.5)
     return self.head[...]
 
-  def embed(self, tokens_bt):
+  def embed(self, tokens_bt, text_emb_bse=None):
+    """Token embeddings [B, T, D]; with `text_emb_bse` the caption slot's placeholders take the
+    projected text embeddings, the i-th position inside <bot_i> ... <eot_i> reading row i."""
     x = jnp.take(self.embedding[...], tokens_bt, axis=0).astype(self.dtype)
+    if text_emb_bse is not None:
+      if not self.cfg.text_dim:
+        raise ValueError("text embeddings given to a model without lm.text_dim (a pieces model).")
+      bot, eot = SPECIAL_TOKENS.index("bot_i"), SPECIAL_TOKENS.index("eot_i")
+      opened = jnp.cumsum(tokens_bt == bot, axis=1) - jnp.cumsum(tokens_bt == eot, axis=1)
+      in_text_bt = (opened == 1) & (tokens_bt != bot)
+      index_bt = jnp.clip(jnp.cumsum(in_text_bt, axis=1) - 1, 0, text_emb_bse.shape[1] - 1)
+      emb_btd = jnp.take_along_axis(text_emb_bse.astype(self.dtype), index_bt[..., None], axis=1) \
+          @ self.text_proj[...].astype(self.dtype)
+      x = jnp.where(in_text_bt[..., None], emb_btd, x)
     return shard(x, *ACT_BTD)
 
   def hidden(self, tokens_bt, input_mask_bt=None, segment_ids_bt=None, positions_bt=None,
-             *, return_kv: bool = False):
+             *, return_kv: bool = False, text_emb_bse=None):
     """Final-normed hidden states [B, T, D] (and per-layer keys/values if `return_kv`).
 
     input_mask_bt: 1 on the bidirectional prefix (default: none, a plain causal LM).
     segment_ids_bt: packed-sequence ids, 0 on padding (default: one segment, no padding).
     positions_bt: rotary positions (default: counted from 0 at the start of each segment).
+    text_emb_bse: the captions' encoder embeddings (models with lm.text_dim; see `embed`).
     """
     b, t = tokens_bt.shape
     if input_mask_bt is None:
@@ -204,7 +225,7 @@ class Transformer(nnx.Module):
       segment_ids_bt = jnp.ones((b, t), jnp.int32)
     if positions_bt is None:
       positions_bt = segment_positions(segment_ids_bt)
-    x = self.embed(tokens_bt)
+    x = self.embed(tokens_bt, text_emb_bse)
 
     def layer(x, block):
       x, kv = block(x, segment_ids_bt, input_mask_bt, positions_bt)
@@ -224,12 +245,13 @@ class Transformer(nnx.Module):
                         preferred_element_type=jnp.float32)
     return logits
 
-  def __call__(self, tokens_bt, input_mask_bt=None, segment_ids_bt=None, positions_bt=None):
-    return self.logits(self.hidden(tokens_bt, input_mask_bt, segment_ids_bt, positions_bt))
+  def __call__(self, tokens_bt, input_mask_bt=None, segment_ids_bt=None, positions_bt=None, text_emb_bse=None):
+    return self.logits(self.hidden(tokens_bt, input_mask_bt, segment_ids_bt, positions_bt,
+                                   text_emb_bse=text_emb_bse))
 
   # --- decoding ---------------------------------------------------------------------
 
-  def prefill(self, tokens_bt, input_mask_bt=None, valid_bt=None, *, cache_len: int):
+  def prefill(self, tokens_bt, input_mask_bt=None, valid_bt=None, *, cache_len: int, text_emb_bse=None):
     """Runs the prompt and returns (logits [B, V] of each row's last valid token, cache).
 
     valid_bt marks real prompt tokens (False on right padding); decoding continues every
@@ -243,7 +265,7 @@ class Transformer(nnx.Module):
     valid_bt = valid_bt.astype(bool)
     positions_bt = jnp.maximum(jnp.cumsum(valid_bt, axis=1) - 1, 0)
     x, (k, v) = self.hidden(tokens_bt, input_mask_bt, valid_bt.astype(jnp.int32), positions_bt,
-                            return_kv=True)
+                            return_kv=True, text_emb_bse=text_emb_bse)
     pad = [(0, 0), (0, 0), (0, 0), (0, cache_len - t), (0, 0)]
     head_major = lambda x_lbtgk: shard(jnp.pad(x_lbtgk.transpose(0, 1, 3, 2, 4), pad), *CACHE_BGSK)
     cache = KVCache(

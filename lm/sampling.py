@@ -27,6 +27,11 @@ from its RVQ level's codes). Three samplers fill a plan:
     position give that position's distribution), N steps, cosine schedule, confidence =
     log-probability of the sampled token + annealed Gumbel noise; known tokens never change.
 
+Captions that are a frozen encoder's embeddings (`lm.text_encoder`, a model with lm.text_dim)
+travel beside the prompts as `text_emb_xse` [X, budget, E] (zeros past each caption and on the
+unconditional rows, whose caption slot is the empty null one); the model projects them into
+the caption slot (lm/model.py `embed`).
+
 `generate(model, vocab, task, example, spec, ...)` wires prompts, guidance, infilling masks
 and decoding back to codes ({"video": [B, t, h, w], "audio": [B, levels, frames]}) for a
 notebook. It pads prompts to the task's longest (`prompt_length`), so a task compiles once
@@ -241,14 +246,15 @@ def _static(model, vocab: Vocabulary, sampling: Sampling) -> tuple[_Static, Any]
 
 
 @functools.partial(jax.jit, static_argnames=("static",))
-def _autoregressive(state, prompt_xp, valid_xp, forced_bn, lo_n, hi_n, weights_r, rng, static: _Static):
+def _autoregressive(state, prompt_xp, valid_xp, forced_bn, lo_n, hi_n, weights_r, rng, static: _Static,
+                    text_emb_xse=None):
   TRACES["autoregressive"] += 1
   model = nnx.merge(static.graphdef, state)
   r, (b, n), p = weights_r.shape[0], forced_bn.shape, prompt_xp.shape[1]
   prompt_xp = shard(prompt_xp, "act_batch", "act_length")
   valid_xp = shard(valid_xp, "act_batch", "act_length")
   # The last output token is never fed back, so the cache needs P + N - 1 slots.
-  logits_xv, cache = model.prefill(prompt_xp, valid_xp, valid_xp, cache_len=p + n - 1)
+  logits_xv, cache = model.prefill(prompt_xp, valid_xp, valid_xp, cache_len=p + n - 1, text_emb_bse=text_emb_xse)
   pick = functools.partial(choose, rng=rng, forced_bn=forced_bn, lo_n=lo_n, hi_n=hi_n,
                            weights_r=weights_r, sampling=static.sampling)
   first_b = pick(logits_xv, 0)
@@ -297,6 +303,32 @@ def _check_batch(model, vocab: Vocabulary, prompts_xp, valid_xp, plan: Plan, for
   return prompts_xp, valid_xp, forced, weights
 
 
+def _text_emb(text_emb_xse, prompts_xp):
+  """The captions' embeddings as float32 [X, S, E], checked against the prompt rows (or None)."""
+  if text_emb_xse is None:
+    return None
+  text_emb_xse = np.asarray(text_emb_xse, np.float32)
+  if text_emb_xse.ndim != 3 or text_emb_xse.shape[0] != prompts_xp.shape[0]:
+    raise ValueError(f"text embeddings of shape {text_emb_xse.shape}, expected [{prompts_xp.shape[0]} prompt "
+                     "rows, budget, E].")
+  return text_emb_xse
+
+
+def caption_embeddings(prompts: Sequence[np.ndarray], examples: Sequence[Mapping], vocab: Vocabulary,
+                       budget: int) -> np.ndarray | None:
+  """text_emb [X, budget, E] of prompt rows built from `examples` (one per row): each row's
+  caption slot's embedding rows (none for a null caption), zeros after; None for pieces."""
+  embedded = [ex for ex in examples if tasks.is_embedding(ex.get("text"))]
+  if not embedded:
+    return None
+  out = np.zeros((len(prompts), budget, np.shape(embedded[0]["text"])[1]), np.float32)
+  for i, (p, ex) in enumerate(zip(prompts, examples)):
+    if tasks.is_embedding(ex.get("text")):
+      emb = tasks.text_embedding(p, ex, vocab)
+      out[i, :len(emb)] = emb
+  return out
+
+
 def _key(rng) -> jax.Array:
   if isinstance(rng, (int, np.integer)):
     return jax.random.key(int(rng))
@@ -304,22 +336,23 @@ def _key(rng) -> jax.Array:
 
 
 def sample(model, vocab: Vocabulary, prompts_xp, valid_xp, plan: Plan, *, rng,
-           sampling: Sampling = Sampling(), forced_bn=None, weights=None) -> jax.Array:
+           sampling: Sampling = Sampling(), forced_bn=None, weights=None, text_emb_xse=None) -> jax.Array:
   """Autoregressive KV-cached sampling in one compiled loop: int32 [B, N] output tokens.
 
   prompts_xp/valid_xp: R groups of B right-padded prompts (`pad_prompts`), R = len(weights)
   (default 1: no guidance); forced_bn: int32 [B, N] ids to force per row (-1: free), on
-  top of the plan's markers; rng: a key or an int seed.
+  top of the plan's markers; rng: a key or an int seed; text_emb_xse: the captions' encoder
+  embeddings [X, budget, E] for a model with lm.text_dim (see the module docstring).
   """
   prompts_xp, valid_xp, forced, weights = _check_batch(model, vocab, prompts_xp, valid_xp, plan,
                                                        forced_bn, weights)
   static, state = _static(model, vocab, sampling)
   return _autoregressive(state, prompts_xp, valid_xp, forced, plan.lo_n, plan.hi_n, weights,
-                         _key(rng), static=static)
+                         _key(rng), static=static, text_emb_xse=_text_emb(text_emb_xse, prompts_xp))
 
 
 @functools.partial(jax.jit, static_argnames=("static",))
-def _uncached_logits(state, seq_xt, valid_xp, i, static: _Static):
+def _uncached_logits(state, seq_xt, valid_xp, i, static: _Static, text_emb_xse=None):
   """Logits [X, V] predicting output i, from one full forward pass over the sequence."""
   x, p = valid_xp.shape
   # Prompt padding sits between the prompt and the outputs: segment id 0 hides it and the
@@ -327,7 +360,7 @@ def _uncached_logits(state, seq_xt, valid_xp, i, static: _Static):
   segment_xt = jnp.concatenate([valid_xp, jnp.ones((x, seq_xt.shape[1] - p), bool)], 1).astype(jnp.int32)
   positions_xt = jnp.cumsum(segment_xt, axis=1) - 1
   input_mask_xt = jnp.pad(valid_xp, [(0, 0), (0, seq_xt.shape[1] - p)])
-  logits_xtv = nnx.merge(static.graphdef, state)(seq_xt, input_mask_xt, segment_xt, positions_xt)
+  logits_xtv = nnx.merge(static.graphdef, state)(seq_xt, input_mask_xt, segment_xt, positions_xt, text_emb_xse)
   at_x = jnp.where(i == 0, jnp.sum(valid_xp, axis=1) - 1, p + i - 1)
   return jnp.take_along_axis(logits_xtv, at_x[:, None, None], axis=1)[:, 0]
 
@@ -337,7 +370,7 @@ _choose_jit = jax.jit(choose, static_argnames="sampling")
 
 def reference_sample(model, vocab: Vocabulary, prompts_xp, valid_xp, plan: Plan, *, rng,
                      sampling: Sampling = Sampling(), forced_bn=None, weights=None,
-                     max_positions: int | None = None) -> np.ndarray:
+                     max_positions: int | None = None, text_emb_xse=None) -> np.ndarray:
   """`sample` without a cache, for tests and benchmarks: a Python loop running one full
   forward pass over the whole (fixed-length, so compiled once) sequence per token.
 
@@ -353,7 +386,8 @@ def reference_sample(model, vocab: Vocabulary, prompts_xp, valid_xp, plan: Plan,
   key = _key(rng)
   forward = dataclasses.replace(static, sampling=Sampling())  # the forward pass ignores it
   for i in range(n if max_positions is None else min(n, max_positions)):
-    logits_xv = _uncached_logits(state, seq, valid_xp, i, static=forward)
+    logits_xv = _uncached_logits(state, seq, valid_xp, i, static=forward,
+                                 text_emb_xse=_text_emb(text_emb_xse, prompts_xp))
     token = np.asarray(_choose_jit(logits_xv, i, key, forced, plan.lo_n, plan.hi_n, weights,
                                    sampling=sampling))
     token = np.where(done, static.pad, token)
@@ -402,7 +436,7 @@ def _schedule_table(n: int, steps: int) -> np.ndarray:
 
 @functools.partial(jax.jit, static_argnames=("static", "config"))
 def _maskgit(state, prompt_xp, valid_xp, canvas_bn, known_bn, suffix, lo_n, hi_n, weights_r, rng,
-             mask_id, schedule_us, static: _Static, config: MaskGit):
+             mask_id, schedule_us, static: _Static, config: MaskGit, text_emb_xse=None):
   TRACES["maskgit"] += 1
   r, (b, n), p = weights_r.shape[0], canvas_bn.shape, prompt_xp.shape[1]
   x = r * b
@@ -416,7 +450,7 @@ def _maskgit(state, prompt_xp, valid_xp, canvas_bn, known_bn, suffix, lo_n, hi_n
     seq_xt = jnp.concatenate([prompt_xp, jnp.tile(jnp.where(unknown_bn, mask_id, canvas_bn), (r, 1)),
                               jnp.broadcast_to(suffix, (x, suffix.shape[0]))], axis=1)
     logits_xnv = model(shard(seq_xt, "act_batch", "act_length"), segment_xt > 0, segment_xt,
-                       positions_xt)[:, p:p + n]
+                       positions_xt, text_emb_xse)[:, p:p + n]
     logits_bnv = _combine(logits_xnv.reshape(x, -1), weights_r).reshape(b, n, -1)
     logits_bnv = constrain(logits_bnv, lo_n[None, :], hi_n[None, :])
     key_sample, key_choice = jax.random.split(jax.random.fold_in(rng, s))
@@ -444,7 +478,7 @@ def _maskgit(state, prompt_xp, valid_xp, canvas_bn, known_bn, suffix, lo_n, hi_n
 
 def maskgit(model, vocab: Vocabulary, prompts_xp, valid_xp, canvas_bn, known_bn, *, rng,
             suffix: Sequence[int] = (), config: MaskGit = MaskGit(), weights=None,
-            modality: str = "video") -> tuple[jax.Array, jax.Array]:
+            modality: str = "video", text_emb_xse=None) -> tuple[jax.Array, jax.Array]:
   """MaskGIT decoding of a canvas after the prompts: (ids int32 [B, N], masked [B, S]).
 
   canvas_bn: vocabulary ids of the canvas (ignored where unknown); known_bn: True where a
@@ -469,7 +503,8 @@ def maskgit(model, vocab: Vocabulary, prompts_xp, valid_xp, canvas_bn, known_bn,
   static, state = _static(model, vocab, Sampling())
   return _maskgit(state, prompts_xp, valid_xp, canvas_bn, known_bn, np.asarray(suffix, np.int32),
                   plan.lo_n, plan.hi_n, weights, _key(rng), np.int32(vocab.special("mask")),
-                  _schedule_table(n, config.steps), static=static, config=config)
+                  _schedule_table(n, config.steps), static=static, config=config,
+                  text_emb_xse=_text_emb(text_emb_xse, prompts_xp))
 
 
 # --- pixel regions -> token masks ---------------------------------------------------------
@@ -624,6 +659,7 @@ def generate(model, vocab: Vocabulary, task: str, example: Mapping | Sequence[Ma
                      f"(cfg_scale={cfg_scale}); the negative replaces the unconditional row of "
                      "a guided condition, e.g. cfg_scale=3.0 for the caption.")
   groups = [[], *([] for _ in scales)]
+  row_examples = [[], *([] for _ in scales)]  # the example each prompt row's caption comes from
   forced_rows, canvas_rows, known_rows = [], [], []
   for e, ex in enumerate(examples):
     mask = None if known_e is None else ~known_e[e]
@@ -637,12 +673,16 @@ def generate(model, vocab: Vocabulary, task: str, example: Mapping | Sequence[Ma
     for _ in range(num_samples):
       for g, p in zip(groups, [cond, *nulls]):
         g.append(p)
+      for g, n_ in zip(row_examples, [ex, *[negative or ex] * len(nulls)]):
+        g.append(n_)
       forced_rows.append(forced)
       canvas_rows.append(canvas)
       known_rows.append(np.zeros(len(canvas), bool) if known_e is None else known_e[e].reshape(-1))
   prompts, valid = pad_prompts([p for g in groups for p in g], vocab.special("pad"),
                                prompt_length(task, vocab, spec))
   weights = guidance_weights(list(scales.values()))
+  text_emb = caption_embeddings([p for g in groups for p in g], [e for g in row_examples for e in g], vocab,
+                                spec.text_budget)
 
   if method == "maskgit":
     if len(plan.slots) != 1 or plan.slots[0].modality != "video":
@@ -650,10 +690,10 @@ def generate(model, vocab: Vocabulary, task: str, example: Mapping | Sequence[Ma
                        f"{[s.modality for s in plan.slots]}.")
     suffix = (plan.slots[0].close, vocab.special("eos"))
     ids, _ = maskgit(model, vocab, prompts, valid, np.stack(canvas_rows), np.stack(known_rows),
-                     rng=rng, suffix=suffix, config=maskgit_config, weights=weights)
+                     rng=rng, suffix=suffix, config=maskgit_config, weights=weights, text_emb_xse=text_emb)
     tokens = np.concatenate([np.asarray(ids), np.tile(np.array(suffix, np.int32), (len(ids), 1))], 1)
   else:
     sampling = Sampling(temperature, top_k, top_p)
     tokens = np.asarray(sample(model, vocab, prompts, valid, plan, rng=rng, sampling=sampling,
-                               forced_bn=np.stack(forced_rows), weights=weights))
+                               forced_bn=np.stack(forced_rows), weights=weights, text_emb_xse=text_emb))
   return {**decode_outputs(tokens, task, vocab, spec), "tokens": tokens}

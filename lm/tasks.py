@@ -1,7 +1,10 @@
 """Task layouts: one tokenized example -> one prefix-LM training sequence (docs/design.md 4.5).
 
 An example is a dict of already-tokenized inputs, any of them absent:
-  `text`   int pieces [n] from `lm.text.TextTokenizer` (no vocabulary offset),
+  `text`   int pieces [n] from `lm.text.TextTokenizer` (no vocabulary offset), or a frozen
+           encoder's float embeddings [n, E] (`lm.text_encoder`, text.encoder=minilm|t5): the
+           caption slot then holds n <mask> placeholders and `build` returns the rows as
+           `text_emb`, which the model projects in their place (lm/model.py `embed`),
   `video`  LFQ codes int [t, h, w] from the video tokenizer,
   `audio`  RVQ codes int [levels, frames] from the audio codec.
 
@@ -21,8 +24,8 @@ Conventions shared with `lm/loss.py` and the samplers:
     tokens[t+1] from tokens[:t+1] and counts it where loss_mask[t+1]. It is 1 exactly on
     output tokens, their closing markers and <eos>. Opening markers are fixed by the layout,
     so samplers write them (`outputs` lists them) and no loss is spent on them.
-  * A caption longer than `ClipSpec.text_budget` is an error (the data pipeline skips and
-    counts such records), never a silent truncation.
+  * A caption longer than `ClipSpec.text_budget` (pieces or embedding rows) is an error (the
+    data pipeline skips and counts such records), never a silent truncation.
   * Classifier-free guidance: `drop_condition=True` replaces the droppable condition (the
     caption) by a null one, the empty `<bot_i> <eot_i>`; `cond_dropout` does the same at
     training time with that probability. A modality the example lacks drops its tokens and
@@ -219,12 +222,22 @@ def _audio(task: Task, seg: Segment, codes, vocab: Vocabulary, spec: ClipSpec) -
   return {"full": codes, "head": codes[:, :split], "tail": codes[:, split:]}[seg.view]
 
 
+def is_embedding(text) -> bool:
+  """True when a caption is an encoder's embedding rows [n, E] rather than int pieces."""
+  return text is not None and np.issubdtype(np.asarray(text).dtype, np.floating)
+
+
+def caption_length(text) -> int:
+  """Pieces, or embedding rows, of a caption."""
+  text = np.asarray(text)
+  return text.shape[0] if is_embedding(text) else text.size
+
+
 def _text(task: Task, pieces, spec: ClipSpec) -> np.ndarray:
-  pieces = np.asarray(pieces, np.int64).reshape(-1)
-  if len(pieces) > spec.text_budget:
-    raise ValueError(f"task {task.name}: caption of {len(pieces)} pieces exceeds the text budget "
+  if caption_length(pieces) > spec.text_budget:
+    raise ValueError(f"task {task.name}: caption of {caption_length(pieces)} pieces exceeds the text budget "
                      f"of {spec.text_budget}; shorten it or raise ClipSpec.text_budget.")
-  return pieces
+  return np.asarray(pieces, np.int64).reshape(-1)
 
 
 def has_modality(example: Mapping, modality: str) -> bool:
@@ -235,6 +248,10 @@ def has_modality(example: Mapping, modality: str) -> bool:
 def _segment_ids(task: Task, seg: Segment, example: Mapping, vocab: Vocabulary, spec: ClipSpec,
                  mask: np.ndarray | None) -> np.ndarray:
   value = example[seg.modality]
+  if seg.modality == "text" and is_embedding(value):
+    if caption_length(value) > spec.text_budget:
+      _text(task, value, spec)  # raises, naming the budget
+    return np.full(caption_length(value), vocab.special("mask"), np.int64)  # placeholders (module doc)
   if seg.modality == "text":
     return vocab.text_ids(_text(task, value, spec))
   if seg.modality == "audio":
@@ -319,7 +336,22 @@ def build(task: str, example: Mapping, vocab: Vocabulary, rng: np.random.Generat
   tokens = np.concatenate(parts).astype(np.int32)
   input_mask = np.zeros(len(tokens), bool)
   input_mask[:n_prefix] = True
-  return {"tokens": tokens, "input_mask": input_mask, "loss_mask": np.concatenate(loss)}
+  out = {"tokens": tokens, "input_mask": input_mask, "loss_mask": np.concatenate(loss)}
+  if is_embedding(example.get("text")):
+    out["text_emb"] = text_embedding(tokens, example, vocab)
+  return out
+
+
+def text_embedding(tokens: np.ndarray, example: Mapping, vocab: Vocabulary) -> np.ndarray:
+  """The embedding rows a sequence's caption slot holds, float32 [n, E]: all of the example's
+  caption, or none when the caption was dropped (the null caption, for guidance)."""
+  emb = np.asarray(example["text"], np.float32)
+  tokens = np.asarray(tokens)
+  opens = np.flatnonzero(tokens == vocab.special("bot_i"))
+  if not len(opens):
+    return emb[:0]
+  close = opens[0] + np.argmax(tokens[opens[0]:] == vocab.special("eot_i"))
+  return emb[:close - opens[0] - 1]
 
 
 def prompt(task: str, example: Mapping, vocab: Vocabulary, rng: np.random.Generator | None = None, *,

@@ -26,6 +26,11 @@ EVAL_BATCHES = 4
 BATCH_KEYS = ("tokens", "input_mask", "loss_mask")  # what every batch holds (train/state.py shards them)
 
 
+def batch_keys(cfg: Config) -> tuple[str, ...]:
+  """BATCH_KEYS, plus `text_emb` [b, text_budget, E] when captions are encoder embeddings."""
+  return BATCH_KEYS + (("text_emb",) if cfg.lm.text_dim else ())
+
+
 class ByteData:
   """The byte corpus: sequences of seq_len + 1 bytes, the first eighth bidirectional."""
 
@@ -67,7 +72,7 @@ class MixtureData:
     schedule, dropped = feasible(schedule, train_examples)
     self.mix = mixture.Mixture(train_examples, vocab, schedule, total_steps=tc.steps,
                                batch_size=tc.batch_size, spec=spec, seed=tc.seed,
-                               cond_dropout=cfg.data.caption_dropout)
+                               cond_dropout=cfg.data.caption_dropout, text_dim=cfg.lm.text_dim)
     self.lengths = self.mix.buckets
     if self.lengths[-1] > cfg.lm.max_len:
       raise ConfigError(f"the task mixture needs sequences of up to {self.lengths[-1]} tokens "
@@ -76,7 +81,7 @@ class MixtureData:
     self.held_out = {
         name: mixture.Mixture(held_out_examples, vocab, mixture.Schedule.constant({name: 1.0}),
                               total_steps=EVAL_BATCHES, batch_size=tc.batch_size, spec=spec,
-                              buckets=self.lengths, seed=12345, cond_dropout=0.0)
+                              buckets=self.lengths, seed=12345, cond_dropout=0.0, text_dim=cfg.lm.text_dim)
         for name in held_out_tasks}
     self.stats = {"captions_over_budget": skipped, "held_out_captions_over_budget": held_out_skipped,
                   "text_budget": spec.text_budget}
@@ -144,7 +149,9 @@ def make(cfg: Config, vocab: Vocabulary):
             for split in ("train", "validation")}
   for s in shards.values():
     s.check_vocab(cfg.vocab)
-  examples = {split: [to_example(s[i]) for i in range(len(s))] for split, s in shards.items()}
+    s.check_text_encoder(cfg.text.encoder, cfg.lm.text_dim)
+  text = "pieces" if cfg.text.encoder == "pieces" else "embeddings"
+  examples = {split: [to_example(s[i], text) for i in range(len(s))] for split, s in shards.items()}
   try:
     spec = clip_spec(shards["train"].manifest, cfg.data.audio_order, cfg.data.text_budget)
     data = MixtureData(cfg, vocab, examples["train"], examples["validation"], spec)
@@ -164,8 +171,9 @@ def make(cfg: Config, vocab: Vocabulary):
 
 
 def data_fingerprint(manifest: dict) -> dict:
-  """What fixes the meaning of a token-shard set's codes: the video tokenizer, the text model
-  and the audio codec that wrote them (a resumed LM must see the same)."""
+  """What fixes the meaning of a token-shard set's codes: the video tokenizer, the text model,
+  the frozen text encoder and the audio codec that wrote them (a resumed LM must see the same)."""
   return {"tokenizer": manifest["tokenizer"]["fingerprint"],
           "text_model": (manifest.get("text_model") or {}).get("sha256"),
+          "text_encoder": (manifest.get("text_encoder") or {}).get("fingerprint"),
           "audio_codec": (manifest.get("audio_codec") or {}).get("fingerprint")}

@@ -29,10 +29,11 @@ from train import lm_data
 from train.checkpoint import Checkpointer, checksum_mismatch
 from train.files import write_json, write_text
 from train.flops import measure_matmul_flops_per_second, train_step_flops
-from train.lm_data import BATCH_KEYS
+from train.lm_data import batch_keys
 from train.loop import global_batch, open_writer, process_rows, run_loop
 from train.optimizer import schedule
 from train.state import (
+  abstract_batch,
   abstract_state,
   batch_shardings,
   check_fits_mesh,
@@ -80,16 +81,14 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
 
   @nnx.jit
   def eval_fn(model, batch):
-    return next_token_loss(model, batch["tokens"], batch["input_mask"], batch["loss_mask"])[1]
+    return next_token_loss(model, batch["tokens"], batch["input_mask"], batch["loss_mask"],
+                           text_emb_bse=batch.get("text_emb"))[1]
 
   # --- speed and memory accounting, logged before the first step -----------------------
-  def abstract_batch(length):
-    return {key: jax.ShapeDtypeStruct((tc.batch_size, length), np.int32 if key == "tokens" else bool,
-                                      sharding=shardings[key]) for key in shardings}
 
   with jax.set_mesh(mesh), nnx.logical_axis_rules(cfg.mesh.rules):
     # Compiled once per sequence length, ahead of time: these executables run the loop below.
-    compiled = {length: step_fn.jitted.lower(ts.state, abstract_batch(length)).compile()
+    compiled = {length: step_fn.jitted.lower(ts.state, abstract_batch(cfg, shardings, length)).compile()
                 for length in data.lengths}
   flops_per_step = _step_flops(cfg, data.batch(start_step, rows))  # of the first batch, for the log
   memory = compiled[max(data.lengths)].memory_analysis()
@@ -109,7 +108,7 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
 
   def step_fn(state, step):
     host = data.batch(step, rows)
-    batch = global_batch({k: host[k] for k in BATCH_KEYS}, shardings, tc.batch_size)
+    batch = global_batch({k: host[k] for k in batch_keys(cfg)}, shardings, tc.batch_size)
     state, metrics = compiled[host["tokens"].shape[1]](state, batch)
     return state, metrics, {"tokens": tc.batch_size * (host["tokens"].shape[1] - 1),
                             "flops": _step_flops(cfg, host)}
@@ -145,7 +144,7 @@ def train_lm(cfg: Config, workdir: str | pathlib.Path, *, progress: bool = True,
     """Mean held-out loss of each eval set (one per task for the mixture)."""
     with jax.set_mesh(mesh), nnx.logical_axis_rules(cfg.mesh.rules):
       return {name: float(np.mean([float(eval_fn(model, global_batch(
-                  {k: b[k] for k in BATCH_KEYS}, shardings, tc.batch_size))["loss"]) for b in batches]))
+                  {k: b[k] for k in batch_keys(cfg)}, shardings, tc.batch_size))["loss"]) for b in batches]))
               for name, batches in eval_sets.items()}
 
   ts = dataclasses.replace(ts, state=state)

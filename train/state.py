@@ -12,12 +12,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 import sharding
 from configs.schema import Config
 from lm import Transformer, next_token_loss
-from train.lm_data import BATCH_KEYS
+from train.lm_data import batch_keys
 from train.optimizer import find_ema, make_optimizer
 
 
@@ -90,7 +91,17 @@ def trained_model(ts: TrainState, *, ema: bool = True):
 
 
 def batch_shardings(cfg: Config, mesh: jax.sharding.Mesh) -> dict:
-  return {k: sharding.batch_sharding(mesh, 2, cfg.mesh.rules) for k in BATCH_KEYS}
+  return {k: sharding.batch_sharding(mesh, 3 if k == "text_emb" else 2, cfg.mesh.rules) for k in batch_keys(cfg)}
+
+
+def abstract_batch(cfg: Config, shardings: dict, length: int) -> dict:
+  """The shapes of one global batch of `length` tokens (for ahead-of-time compiles): tokens and
+  masks [b, length], and with caption embeddings `text_emb` [b, data.text_budget, lm.text_dim]."""
+  b = cfg.train.batch_size
+  shapes = {key: ((b, length), np.int32 if key == "tokens" else bool) for key in shardings}
+  if "text_emb" in shardings:
+    shapes["text_emb"] = ((b, cfg.data.text_budget, cfg.lm.text_dim), np.float32)
+  return {key: jax.ShapeDtypeStruct(shape, dtype, sharding=shardings[key]) for key, (shape, dtype) in shapes.items()}
 
 
 def _loss_and_grads(model_def, params, rest, batch):
@@ -98,7 +109,7 @@ def _loss_and_grads(model_def, params, rest, batch):
   def loss_fn(params):
     model = nnx.merge(model_def, params, rest)
     objective, metrics = next_token_loss(model, batch["tokens"], batch["input_mask"],
-                                         batch["loss_mask"])
+                                         batch["loss_mask"], text_emb_bse=batch.get("text_emb"))
     # Weighted by the token count, so micro-batches add up to the whole batch exactly.
     return objective * metrics["tokens"], (metrics["loss"] * metrics["tokens"], metrics["tokens"])
 

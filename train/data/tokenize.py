@@ -2,7 +2,7 @@
 
   kineto tokenize --tokenizer WORKDIR --data DIR --out DIR [--split train,validation]
                   [--batch N] [--shard_size N] [--text_model SPM.model] [--audio_codec WORKDIR]
-                  [--lowres S]
+                  [--lowres S] [--text_encoder minilm|t5 [--text_encoder_path DIR] [--text_budget N]]
 
 Data comes from a dataset built by `kineto data build` / `kineto data demo` and a video
 tokenizer work directory (`kineto tokenizer train`; its latest checkpoint, EMA weights). It
@@ -111,6 +111,7 @@ _IDENTITY = (("tokenizer", "fingerprint", "tokenizer fingerprint", "--tokenizer"
              ("audio_codec", "fingerprint", "audio codec", "--audio_codec"),
              ("dataset", "fingerprint", "dataset", "--data"),
              ("text_model", "sha256", "text model", "--text_model"),
+             ("text_encoder", "fingerprint", "text encoder", "--text_encoder"),
              ("shard_size", None, "shard size", "--shard_size"))
 
 
@@ -163,7 +164,8 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
                      splits: Sequence[str] | None = None, batch: int = 16, shard_size: int = 1024,
                      text_model: str | os.PathLike | None = None,
                      audio_codec: str | os.PathLike | None = None, lowres: int = 0,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, text_encoder: str | None = None,
+                     text_encoder_path: str | os.PathLike | None = None, text_budget: int = 16) -> dict:
   """Encodes `splits` (default: all) of dataset `data` with the tokenizer in workdir
   `tokenizer` into token shards in `out`; returns the summary (also out/summary.json).
 
@@ -171,6 +173,9 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
   shard_size: clips per shard file. text_model: a SentencePiece model for the captions.
   audio_codec: an audio codec work directory; clips with sound also get RVQ codes.
   lowres: also encode each clip downsampled by this factor (`video_lowres`, for SR pairs).
+  text_encoder: "minilm" or "t5" (T5's local directory in text_encoder_path): each caption's
+  embeddings, at most `text_budget` encoder tokens (longer ones keep their first budget - 1 and the
+  end token; counted in the summary as `captions_truncated`).
   """
   # --- arguments and inputs, checked before any compile ------------------------------------
   started = time.perf_counter()
@@ -193,7 +198,11 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
   if unknown or not splits:
     raise TokenShardError(f"--split {','.join(splits)}: {data} has splits {available}; name some of those.")
   sources = {s: pipeline.open_split(data, s) for s in splits}
+  if text_encoder is not None and (text_encoder not in ("minilm", "t5") or text_budget < 2):
+    raise DataError(f"--text_encoder {text_encoder!r} --text_budget {text_budget}: choose minilm or t5 and a "
+                    "budget >= 2 encoder tokens.")
   text = TextTokenizer(text_model) if text_model else None
+  embedder = _CaptionEmbedder(text_encoder, text_encoder_path, text_budget) if text_encoder else None
   cfg, model = load_tokenizer(tokenizer)
   vidtok_cfg = cfg.vidtok
   ident = tokenizer_fingerprint(vidtok_cfg, model)
@@ -230,6 +239,7 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
       "vocab": {"config": _jsonable(vocab_cfg), "ranges": Vocabulary(vocab_cfg).ranges()},
       "text_model": ({"path": str(pathlib.Path(text_model).absolute()), "pieces": text.vocab_size,
                       "sha256": _file_sha256(pathlib.Path(text_model))} if text else None),
+      "text_encoder": embedder.header if embedder else None,
       "dataset": {"path": str(data.absolute()), "fingerprint": _file_sha256(data / "dataset_info.json"),
                   "spec": dataset_spec},
       "shard_size": shard_size,
@@ -265,7 +275,7 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
 
   # --- this process's chunks, and those a previous run already finished ------------------------
   stats = dict.fromkeys(("encoded", "skipped", "text_pieces", "audio_clips", "shards_written",
-                         "shards_resumed"), 0)
+                         "shards_resumed", "captions_embedded", "captions_truncated"), 0)
   todo: dict[str, list[_Chunk]] = {}
   for split in splits:
     todo[split] = []
@@ -293,6 +303,8 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
     encoder = _Encoder(model, mesh, (batch, frames, height, width, 3))
     if lowres:
       encoder = _PairEncoder(encoder, _Encoder(model, mesh, (batch, frames, *low_hw, 3)), lowres)
+  if embedder is not None:  # the text encoder's batch splits over the same devices
+    embedder.encoder.place(mesh, DEFAULT_RULES)
   audio_enc = _AudioEncoder(codec, audio_header, dataset_spec["audio_rate"]) if codec else None
 
   # --- encode and write ----------------------------------------------------------------------
@@ -303,7 +315,7 @@ def tokenize_dataset(tokenizer: str | os.PathLike, data: str | os.PathLike, out:
     bar = tqdm(total=mine, initial=mine - sum(len(c.indices) for c in todo[split]), unit="clip",
                desc=f"tokenize {split}" + (f" [process {p}]" if n_proc > 1 else ""),
                disable=not progress, dynamic_ncols=True)
-    for chunk in _encoded_chunks(todo[split], sources[split], encoder, text, stats, bar, audio_enc):
+    for chunk in _encoded_chunks(todo[split], sources[split], encoder, text, stats, bar, audio_enc, embedder):
       _write_shard(out / shard_name(split, chunk.chunk, plan[split]["shards"]), chunk.records)
       stats["shards_written"] += 1
       if is_chief:  # the manifest follows the shards as they land
@@ -467,9 +479,29 @@ def _read(source, index: int, clip_shape: tuple[int, ...]) -> tuple[dict | None,
   return record, ""
 
 
+class _CaptionEmbedder:
+  """A frozen text encoder over the captions of a batch, truncating each to the budget (counted)."""
+
+  def __init__(self, name: str, path, budget: int):
+    from lm.load_encoder import load_text_encoder
+    self.encoder, self.budget = load_text_encoder(name, path), budget
+    self.header = {"name": name, "fingerprint": self.encoder.fingerprint, "dim": self.encoder.dim,
+                   "budget": budget, "path": str(pathlib.Path(path).absolute()) if path else None}
+
+  def __call__(self, captions: list[str]) -> list[tuple[np.ndarray, bool]]:
+    lengths = [len(ids) for ids in self.encoder.token_ids(captions)]
+    emb_bse, mask_bs = self.encoder.encode(captions, max_len=self.budget)
+    return [(emb_bse[i, :mask_bs[i].sum()].astype(np.float16), lengths[i] > self.budget)
+            for i in range(len(captions))]
+
+
+def _caption(record: dict) -> str:
+  return record["caption"].decode() if isinstance(record["caption"], bytes) else str(record["caption"])
+
+
 def _token_record(index: int, record: dict, codes_thw: np.ndarray, text, audio_enc=None,
                   low_thw: np.ndarray | None = None) -> dict:
-  caption = record["caption"].decode() if isinstance(record["caption"], bytes) else str(record["caption"])
+  caption = _caption(record)
   source = record["source"].decode() if isinstance(record["source"], bytes) else str(record["source"])
   has_audio = bool(record["has_audio"])
   out = {"index": int(index), "video": np.asarray(codes_thw, np.int32), "caption": caption,
@@ -486,7 +518,7 @@ def _token_record(index: int, record: dict, codes_thw: np.ndarray, text, audio_e
 
 
 def _encoded_chunks(todo: list[_Chunk], source, encoder: _Encoder, text, stats: dict,
-                    bar, audio_enc=None) -> Iterator[_Chunk]:
+                    bar, audio_enc=None, embedder=None) -> Iterator[_Chunk]:
   """Encodes the clips of `todo` in order, `encoder.shape[0]` at a time; yields each chunk
   as soon as all its clips are done. While the devices encode one batch, the host reads the
   next one and writes out the previous results."""
@@ -508,18 +540,23 @@ def _encoded_chunks(todo: list[_Chunk], source, encoder: _Encoder, text, stats: 
       good.append((chunk, i, record))
     codes = encoder(video) if good else None
     if pending is not None:
-      yield from _finish(*pending, text, stats, bar, audio_enc)
+      yield from _finish(*pending, text, stats, bar, audio_enc, embedder)
     pending = (group, good, codes)
   if pending is not None:
-    yield from _finish(*pending, text, stats, bar, audio_enc)
+    yield from _finish(*pending, text, stats, bar, audio_enc, embedder)
 
 
-def _finish(group, good, codes, text, stats: dict, bar, audio_enc=None) -> Iterator[_Chunk]:
+def _finish(group, good, codes, text, stats: dict, bar, audio_enc=None, embedder=None) -> Iterator[_Chunk]:
   codes, low = codes if isinstance(codes, tuple) else (codes, None)
   codes_bthw = np.asarray(codes)[:len(good)] if good else []
   low_bthw = np.asarray(low)[:len(good)] if good and low is not None else [None] * len(good)
-  for (chunk, i, record), codes_thw, low_thw in zip(good, codes_bthw, low_bthw):
+  embedded = embedder([_caption(r) for _, _, r in good]) if embedder and good else [None] * len(good)
+  for (chunk, i, record), codes_thw, low_thw, emb in zip(good, codes_bthw, low_bthw, embedded):
     token_record = _token_record(i, record, codes_thw, text, audio_enc, low_thw)
+    if emb is not None:
+      token_record["text_emb"], token_record["text_truncated"] = emb
+      stats["captions_embedded"] += 1
+      stats["captions_truncated"] += emb[1]
     stats["text_pieces"] += len(token_record.get("text", ()))
     stats["audio_clips"] += "audio_codes" in token_record
     chunk.records.append(encode_record(token_record))

@@ -16,7 +16,7 @@ import pytest
 
 from configs.schema import ClipSpec
 from kineto.cli import main
-from train.data import demo
+from train.data import build, demo
 from train.data.build import DataError, Source, Stream, build_dataset, write_dataset
 from train.data.pipeline import make_dataset, open_split, state_from_json, state_to_json
 
@@ -278,9 +278,16 @@ def test_demo_dataset_holds_games_and_videos(demo_ds):
   assert summary["with_audio"] == {"train": 1 + 2 * 3, "validation": 1 + 2 * 2}  # bunny + game clips
   train = _records(open_split(out, "train"))
   val = _records(open_split(out, "validation"))
-  pong = [r for r in train if r["caption"] == b"pong"]
+  games = lambda recs: [r for r in recs if r["source"].startswith(b"atari/")]
+  pong = [r for r in games(train) if demo.game_of(r) == "pong"]
   assert {r["source"] for r in pong} == {b"atari/Pong/seed0"}
-  assert {r["source"] for r in val if r["caption"] == b"pong"} == {b"atari/Pong/seed1000"}
+  assert {r["source"] for r in games(val) if demo.game_of(r) == "pong"} == {b"atari/Pong/seed1000"}
+  # A game clip's caption: the game, then what the emulator saw happen in its window.
+  for r in games(train + val):
+    name, *phrases = r["caption"].decode().split(", ")
+    assert name == demo.game_of(r) and set(phrases) <= set(demo.EVENTS.values())
+  assert build.clip_caption("pong", [(0.5, "a"), (1.0, "a"), (2.5, "b")], 0.0, 2.0) == "pong, a"
+  assert build.clip_caption("pong", [(2.5, "b")], 0.0, 2.0) == "pong"
   assert all(r["video"].shape == (17, 64, 64, 3) for r in train + val)
   assert all((r["video"][1:] != r["video"][:-1]).any() for r in pong)  # the game moves
   assert all(r["has_audio"] and r["audio"].shape == (34000,) for r in pong)  # 17 / 8 s at 16 kHz
