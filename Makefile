@@ -30,7 +30,7 @@ demo: $(STAMP)
 # tests: an empty or unimportable suite is a failure.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	@$(BIN)/python -m pytest -q; status=$$?; \
+	@$(BIN)/python -m pytest -q --durations=25; status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$status
 
 # Every bench/*.py script, then bench/RESULTS.md (date, machine, each script's figures),
