@@ -56,6 +56,12 @@ def _lm_dataset(lm) -> tuple[dict, pathlib.Path]:
   return manifest, pathlib.Path(manifest["dataset"]["path"])
 
 
+def subject(caption: str) -> str:
+  """The class a recognizer reads a caption as: its text before the first comma, so captions
+  that add what happens in the clip ("pong, the opponent scores") name one class per subject."""
+  return caption.split(",")[0].strip()
+
+
 def _records(data: pathlib.Path, split: str, count: int | None = None) -> tuple[np.ndarray, list[str]]:
   from train.data.pipeline import open_split
   source = open_split(data, split)
@@ -94,6 +100,9 @@ def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None,
   out.mkdir(parents=True, exist_ok=True)
 
   gen = Generator.load(lm, progress=False)
+  # A held-out caption longer than the LM's text budget keeps its first pieces (an LM on
+  # encoder embeddings truncates them the way its token shards did); said in the protocol.
+  gen.truncate = True
   s = gen.spec
   real = real[:, :s.frames]
   if real.shape[1:4] != (s.frames, s.height, s.width):
@@ -125,12 +134,13 @@ def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None,
   cache = pathlib.Path(features_dir or out / "features")
   real_feats = features.cached_features(real, cache, f"real_{split}", size=fvd_size)
   evaluator = None
-  if len({c for c in captions if c}) >= 2:
+  classes = [subject(c) for c in captions]
+  if len({c for c in classes if c}) >= 2:
     train_clips, train_captions = _records(data, "train")
     keep = [i for i, c in enumerate(train_captions) if c]
     captioned = [i for i, c in enumerate(captions) if c]
-    evaluator = RecognitionEvaluator.fit(train_clips[keep][:, :s.frames], [train_captions[i] for i in keep],
-                                         real[captioned], [captions[i] for i in captioned])
+    evaluator = RecognitionEvaluator.fit(train_clips[keep][:, :s.frames], [subject(train_captions[i]) for i in keep],
+                                         real[captioned], [classes[i] for i in captioned])
   per_task = {}
   for task, clips in generated.items():
     conds = [i for i in range(n) if task != "t2v" or captions[i]]
@@ -138,7 +148,7 @@ def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None,
     row = {"samples": len(clips), "fvd": fvd.frechet_distance(real_feats, feats, min_clips=min_clips),
            "tokens_per_second": speeds[task]}
     if evaluator is not None:
-      row["recognition"] = evaluator.rate(clips, [captions[i] for i in conds])
+      row["recognition"] = evaluator.rate(clips, [classes[i] for i in conds])
     per_task[task] = row
 
   result = {
@@ -152,6 +162,9 @@ def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None,
           "seeds": f"sample i: seed {seed} + i", "cfg_scale": cfg_scale,
           "cfg_scale_default": "3.0 with a prompt, else 1.0 (kineto/generate.py)",
           "sampling": "autoregressive, temperature 1, no top-k/top-p",
+          "recognition_classes": "a caption's subject: its text before the first comma ('pong, the "
+                                 "opponent scores' is read as 'pong')",
+          "captions": f"held-out captions over the text budget ({s.text_budget}) keep their first pieces",
           "fvd": fvd.protocol(fvd_size, min_clips=min_clips), "fvd_reference": f"the {n} real {split} clips",
       },
       "provenance": {"lm": {"workdir": str(pathlib.Path(lm).absolute()), "step": gen.checkpoints["lm_step"],
