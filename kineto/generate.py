@@ -537,16 +537,16 @@ def run(lm: str, out: str, *, gif: bool = False, progress: bool = True, upscale:
     raise GenerateError(f"--out {out}: expected a .mp4 path (the .gif and .json go next to it).")
   if upscale is not None and kwargs.get("seconds") is not None:
     raise GenerateError("--upscale works on one clip; leave out --seconds.")
-  # Before anything loads: the saved configs say whether the models fit these flags.
-  check_maskgit(kwargs.get("method", "autoregressive"), Checkpointer.read_config(pathlib.Path(lm) / "checkpoints"), lm)
-  if upscale is not None and "sr" not in Checkpointer.read_config(pathlib.Path(upscale) / "checkpoints"):
-    load_sr(upscale)  # raises its error naming what the directory holds
   if kwargs.get("prompt") is not None and not kwargs["prompt"].strip():
     raise GenerateError("--prompt is empty; give a caption, or leave --prompt out for an unconditional "
                         "sample.")
   if jax.process_index() == 0:  # a read-only or full --out folder fails now, not after sampling
     out.parent.mkdir(parents=True, exist_ok=True)
     workdir.probe(out.parent)
+  # Before anything loads: the saved configs say whether the models fit these flags.
+  check_maskgit(kwargs.get("method", "autoregressive"), Checkpointer.read_config(pathlib.Path(lm) / "checkpoints"), lm)
+  if upscale is not None and "sr" not in Checkpointer.read_config(pathlib.Path(upscale) / "checkpoints"):
+    load_sr(upscale)  # raises its error naming what the directory holds
   gen = Generator.load(lm, progress=progress)
   upscaler = Upscaler.load(upscale, gen) if upscale is not None else None
   result = gen.generate(progress=progress, **kwargs)

@@ -121,38 +121,51 @@ def run_loop(state, step_fn: Callable[[Any, int], tuple[Any, dict, dict]], *, na
   bar = tqdm(range(start_step, steps), desc=f"train {name}", initial=start_step, total=steps,
              disable=not (progress and is_chief), dynamic_ncols=True)
   step = start_step
-  for step in bar:
-    t0 = time.perf_counter()
-    state, out, work = step_fn(state, step)
-    out = {k: np.asarray(v) for k, v in jax.device_get(out).items()}  # blocks: the step is timed whole
-    if step > start_step:  # the first step's time includes one-off warm-up
-      timing.steps += 1
-      timing.seconds += time.perf_counter() - t0
-      for key, value in work.items():
-        timing.work[key] = timing.work.get(key, 0) + value
-    finite = bool(out["finite"]) if "finite" in out else bool(np.isfinite(out["loss"]))
-    if not finite:
-      timing.skipped += 1
-      if timing.skipped > max_skipped:
-        ckpt.wait()
-        raise FloatingPointError(
-            f"{name}: {timing.skipped} steps had a non-finite loss or gradient (last: step {step}, loss "
-            f"{float(out['loss'])}); train.max_skipped_steps={max_skipped}. {nonfinite_hint} "
-            f"The last good checkpoint is in {ckpt.directory}.")
-      continue
-    metrics = out
-    stopping = preempted.is_set or (stop_after is not None and step + 1 - start_step >= stop_after)
-    ckpt.save(step + 1, saved(state), force=stopping, progress=_progress(timing, metrics))
-    if stopping and step + 1 < steps:
-      break
-    bar.set_postfix(**postfix(metrics, timing))
-    if is_chief:
-      log(metrics, step, timing)
-    if every_step is not None:
-      every_step(state, step)
-  done = _final_checkpoint(ckpt, saved(state), step, start_step, steps, preempted, stop_after,
-                           _progress(timing, metrics))
+  try:
+    for step in bar:
+      t0 = time.perf_counter()
+      state, out, work = step_fn(state, step)
+      out = {k: np.asarray(v) for k, v in jax.device_get(out).items()}  # blocks: the step is timed whole
+      if step > start_step:  # the first step's time includes one-off warm-up
+        timing.steps += 1
+        timing.seconds += time.perf_counter() - t0
+        for key, value in work.items():
+          timing.work[key] = timing.work.get(key, 0) + value
+      finite = bool(out["finite"]) if "finite" in out else bool(np.isfinite(out["loss"]))
+      if not finite:
+        timing.skipped += 1
+        if timing.skipped > max_skipped:
+          ckpt.wait()
+          raise FloatingPointError(
+              f"{name}: {timing.skipped} steps had a non-finite loss or gradient (last: step {step}, loss "
+              f"{float(out['loss'])}); train.max_skipped_steps={max_skipped}. {nonfinite_hint} "
+              f"The last good checkpoint is in {ckpt.directory}.")
+        continue
+      metrics = out
+      stopping = preempted.is_set or (stop_after is not None and step + 1 - start_step >= stop_after)
+      ckpt.save(step + 1, saved(state), force=stopping, progress=_progress(timing, metrics))
+      if stopping and step + 1 < steps:
+        break
+      bar.set_postfix(**postfix(metrics, timing))
+      if is_chief:
+        log(metrics, step, timing)
+      if every_step is not None:
+        every_step(state, step)
+    done = _final_checkpoint(ckpt, saved(state), step, start_step, steps, preempted, stop_after,
+                             _progress(timing, metrics))
+  except BaseException:
+    # Async saves still in flight finish (or fail) now: left to the interpreter's teardown, their
+    # callbacks print tracebacks after the CLI's one-line error (a full disk, say).
+    _close_quietly(ckpt)
+    raise
   return LoopResult(state=state, step=done, metrics=metrics, timing=timing)
+
+
+def _close_quietly(ckpt) -> None:
+  try:
+    ckpt.close()
+  except Exception:  # the error being raised already says what went wrong
+    pass
 
 
 def _progress(timing: Timing, metrics: dict) -> dict:
