@@ -167,6 +167,12 @@ def tiny_lm_run(chain_dir, atari32, random_tokenizer, atari32_tokens) -> dict:
 
 # --- the command line in a subprocess, and preemption -----------------------------------------
 
+# For a subprocess a test may SIGKILL (or starve of disk): it reads the shared compilation cache
+# but writes nothing to it. JAX writes a cache file in place, so a kill mid-write leaves a torn
+# entry that aborts whichever process loads it next (seen in a full run: a later test's training).
+NO_CACHE_WRITES = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "1e9"}
+
+
 def kineto_env(devices: int = 8) -> dict:
   """The environment of a `python -m kineto` subprocess: CPU, `devices` fake devices. Set the
   way this process sets them (`jax_num_cpu_devices`, not XLA_FLAGS, which the cache key hashes),

@@ -24,6 +24,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from conftest import NO_CACHE_WRITES
 
 import configs
 import sharding
@@ -39,8 +40,9 @@ SEED = 15  # the seed of every "random moment" below: a failure replays
 
 
 def env(devices: int = 8) -> dict:
+  # Processes this suite kills or starves never write the shared compilation cache (conftest).
   out = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices),
-             PYTHONPATH=str(pathlib.Path(__file__).parents[1]))
+             PYTHONPATH=str(pathlib.Path(__file__).parents[1]), **NO_CACHE_WRITES)
   out.pop("XLA_FLAGS", None)
   return out
 

@@ -94,10 +94,12 @@ def test_a_missing_token_dataset_is_a_clear_error_before_compile(tmp_path, capsy
 @pytest.mark.slow
 def test_kill_9_during_async_saves_then_resume_equals_an_uninterrupted_run(tmp_path):
   overrides = ["train.steps=60", "train.checkpoint_every=1", "train.seq_len=64"]
+  from conftest import NO_CACHE_WRITES
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
   cmd = [sys.executable, "-m", "kineto", "lm", "train", "--config", "lm_tiny", "--workdir",
          str(tmp_path / "killed")] + [arg for o in overrides for arg in ("--set", o)]
-  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(cmd, env=dict(env, **NO_CACHE_WRITES), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
   ckpt_dir = tmp_path / "killed" / "checkpoints"
   deadline = time.time() + 300
   while time.time() < deadline and len([p for p in ckpt_dir.glob("*") if p.name.isdigit()]) < 3:

@@ -170,8 +170,9 @@ def test_kill_9_at_a_seeded_moment_then_the_same_command_equals_an_uninterrupted
   cfg, straight, _, summary = learned
   work = tmp_path / "killed"
   args = ["tokenizer", "train", "--config", "vidtok_tiny", "--workdir", work, *overrides(cfg)]
-  from conftest import ROOT, kineto_env
-  proc = subprocess.Popen([sys.executable, "-m", "kineto", *map(str, args)], cwd=ROOT, env=kineto_env(),
+  from conftest import NO_CACHE_WRITES, ROOT, kineto_env
+  proc = subprocess.Popen([sys.executable, "-m", "kineto", *map(str, args)], cwd=ROOT,
+                          env=dict(kineto_env(), **NO_CACHE_WRITES),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 600
   while not kineto_cli.checkpoints(work):

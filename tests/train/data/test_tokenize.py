@@ -68,8 +68,10 @@ def shard_bytes(out: pathlib.Path) -> dict[str, bytes]:
   return {p.name: p.read_bytes() for p in sorted(out.glob("*.arrayrecord"))}
 
 
-def kineto(args: list[str], devices: int, *extra: str) -> subprocess.Popen:
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+def kineto(args: list[str], devices: int, *extra: str, killable: bool = False) -> subprocess.Popen:
+  from conftest import NO_CACHE_WRITES
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             **(NO_CACHE_WRITES if killable else {}))
   return subprocess.Popen([sys.executable, "-m", "kineto", *extra, "tokenize", *args], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -207,7 +209,7 @@ def test_unreadable_clip_is_skipped_and_counted(assets, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_bytes(assets, reference, tmp_path):
   out = tmp_path / "killed"
-  run = kineto(tokenize_args(assets, out), 1)
+  run = kineto(tokenize_args(assets, out), 1, killable=True)
   deadline = time.monotonic() + 300
   while not list(out.glob("*.arrayrecord")):  # wait for the first complete shard, then kill
     assert run.poll() is None, run.communicate()[0][-3000:]
