@@ -184,20 +184,7 @@ class _DropIOTracebacks(logging.Filter):
 
 
 def quiet_io_tracebacks() -> None:
-  """Keeps orbax's background threads from logging a full disk's traceback (absl's logger), and
-  tensorstore's completion callbacks from printing "Event loop is closed" once a failed async
-  save has closed its event loop (they report through sys.excepthook)."""
+  """Keeps orbax's background threads from logging a full disk's traceback (absl's logger)."""
   logger = logging.getLogger("absl")
   if not any(isinstance(f, _DropIOTracebacks) for f in logger.filters):
     logger.addFilter(_DropIOTracebacks())
-  if not getattr(sys.excepthook, "kineto_quiet", False):
-    sys.excepthook = _quiet_closed_loop(sys.excepthook)
-
-
-def _quiet_closed_loop(hook):
-  def excepthook(kind, value, tb):
-    if kind is RuntimeError and str(value) == "Event loop is closed":
-      return  # a late callback of an async save that already failed (and was reported)
-    hook(kind, value, tb)
-  excepthook.kineto_quiet = True
-  return excepthook
