@@ -184,12 +184,20 @@ def save_side_by_side(path: pathlib.Path, originals_u8: np.ndarray, recons_u8: n
     frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
 
 
+@nnx.jit
+def _reconstruct(model, video_u8):
+  """One compiled program: run eagerly on sharded weights, the encoder/decoder's hundreds of
+  small ops each became their own cross-device computation, and a full suite's run aborted
+  in them (SIGABRT inside XLA's CPU runtime, twice, under load)."""
+  return jnp.clip(model.decode(model.encode(to_float(video_u8))), -1, 1)
+
+
 def _log_strip(writer, model, videos_u8: np.ndarray, step: int) -> None:
   """TensorBoard image: each clip's frames in a row, originals above reconstructions.
 
   Every process reconstructs (the weights are sharded across them); process 0, the one
   with a `writer`, writes."""
-  recon = to_uint8(jnp.clip(model.decode(model.encode(to_float(jnp.asarray(videos_u8)))), -1, 1))
+  recon = to_uint8(_reconstruct(model, jnp.asarray(videos_u8)))
   strip = lambda v: np.concatenate(list(np.concatenate(list(v), axis=1)), axis=1)  # frames side by side
   image = np.concatenate([strip(videos_u8), strip(recon)], axis=0)
   if writer is not None:
