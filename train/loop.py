@@ -154,8 +154,8 @@ def run_loop(state, step_fn: Callable[[Any, int], tuple[Any, dict, dict]], *, na
     done = _final_checkpoint(ckpt, saved(state), step, start_step, steps, preempted, stop_after,
                              _progress(timing, metrics))
   except BaseException:
-    # Async saves still in flight finish (or fail) now: left to the interpreter's teardown, their
-    # callbacks print tracebacks after the CLI's one-line error (a full disk, say).
+    # Async saves still in flight finish (or fail) now, before the error reaches the CLI, rather
+    # than during the interpreter's teardown.
     _close_quietly(ckpt)
     raise
   return LoopResult(state=state, step=done, metrics=metrics, timing=timing)
