@@ -453,27 +453,34 @@ def _maskgit(state, prompt_xp, valid_xp, canvas_bn, known_bn, suffix, lo_n, hi_n
                        positions_xt, text_emb_xse)[:, p:p + n]
     logits_bnv = _combine(logits_xnv.reshape(x, -1), weights_r).reshape(b, n, -1)
     logits_bnv = constrain(logits_bnv, lo_n[None, :], hi_n[None, :])
-    key_sample, key_choice = jax.random.split(jax.random.fold_in(rng, s))
-    if config.temperature == 0:
-      logp_bnv = jax.nn.log_softmax(logits_bnv, axis=-1)
-      token_bn = jnp.argmax(logits_bnv, axis=-1)
-    else:
-      logp_bnv = jax.nn.log_softmax(logits_bnv / config.temperature, axis=-1)
-      token_bn = jax.random.categorical(key_sample, logp_bnv, axis=-1)
-    logp_bn = jnp.take_along_axis(logp_bnv, token_bn[..., None], axis=-1)[..., 0]
-    token_bn = jnp.where(unknown_bn, token_bn, canvas_bn).astype(jnp.int32)
-    anneal = config.choice_temperature * (1.0 - (s + 1) / config.steps)
-    confidence_bn = logp_bn + anneal * jax.random.gumbel(key_choice, logp_bn.shape)
-    confidence_bn = jnp.where(unknown_bn, confidence_bn, jnp.inf)  # decoded tokens stay
-    target_b = schedule_us[unknown0_b, s]  # < the count before this step, or 0
-    rank_bn = jnp.argsort(jnp.argsort(confidence_bn, axis=1), axis=1)  # 0 = least confident
-    still_bn = rank_bn < target_b[:, None]
+    token_bn, still_bn = maskgit_choose(logits_bnv, canvas_bn, unknown_bn, schedule_us[unknown0_b, s],
+                                        jax.random.fold_in(rng, s), s, config)
     counts_bs = counts_bs.at[:, s].set(jnp.sum(still_bn, axis=1))
     return token_bn, still_bn, counts_bs, state
 
   carry = (canvas_bn, ~known_bn, jnp.zeros((b, config.steps), jnp.int32), state)
   canvas_bn, _, counts_bs, _ = jax.lax.fori_loop(0, config.steps, step, carry)
   return canvas_bn, counts_bs
+
+
+def maskgit_choose(logits_bnv, canvas_bn, unknown_bn, target_b, rng, step, config: MaskGit):
+  """One MaskGIT step's choice: samples every unknown position, then keeps the `target_b` least
+  confident of them masked (confidence = log-prob + annealed Gumbel noise). Returns (tokens,
+  still-unknown mask); known and already decoded tokens stay."""
+  key_sample, key_choice = jax.random.split(rng)
+  if config.temperature == 0:
+    logp_bnv = jax.nn.log_softmax(logits_bnv, axis=-1)
+    token_bn = jnp.argmax(logits_bnv, axis=-1)
+  else:
+    logp_bnv = jax.nn.log_softmax(logits_bnv / config.temperature, axis=-1)
+    token_bn = jax.random.categorical(key_sample, logp_bnv, axis=-1)
+  logp_bn = jnp.take_along_axis(logp_bnv, token_bn[..., None], axis=-1)[..., 0]
+  token_bn = jnp.where(unknown_bn, token_bn, canvas_bn).astype(jnp.int32)
+  anneal = config.choice_temperature * (1.0 - (step + 1) / config.steps)
+  confidence_bn = logp_bn + anneal * jax.random.gumbel(key_choice, logp_bn.shape)
+  confidence_bn = jnp.where(unknown_bn, confidence_bn, jnp.inf)
+  rank_bn = jnp.argsort(jnp.argsort(confidence_bn, axis=1), axis=1)  # 0 = least confident
+  return token_bn, rank_bn < target_b[:, None]
 
 
 def maskgit(model, vocab: Vocabulary, prompts_xp, valid_xp, canvas_bn, known_bn, *, rng,

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lm.sampling import MaskGit, maskgit_schedule
+from lm.sampling import MaskGit, maskgit_choose, maskgit_schedule
 from lm.superres import SuperResolution
 
 
@@ -47,21 +47,8 @@ def _upscale(graphdef, state, low_bm, text_bp, text_valid_bp, canvas_bn, known_b
     logits_bnv = logits_xnv[:b]
     if guided:
       logits_bnv = logits_bnv + scale * (logits_bnv - logits_xnv[b:])
-    key_sample, key_choice = jax.random.split(jax.random.fold_in(rng, s))
-    if config.temperature == 0:
-      logp_bnv = jax.nn.log_softmax(logits_bnv, axis=-1)
-      token_bn = jnp.argmax(logits_bnv, axis=-1)
-    else:
-      logp_bnv = jax.nn.log_softmax(logits_bnv / config.temperature, axis=-1)
-      token_bn = jax.random.categorical(key_sample, logp_bnv, axis=-1)
-    logp_bn = jnp.take_along_axis(logp_bnv, token_bn[..., None], axis=-1)[..., 0]
-    token_bn = jnp.where(unknown_bn, token_bn, canvas_bn).astype(jnp.int32)
-    anneal = config.choice_temperature * (1.0 - (s + 1) / config.steps)
-    confidence_bn = logp_bn + anneal * jax.random.gumbel(key_choice, logp_bn.shape)
-    confidence_bn = jnp.where(unknown_bn, confidence_bn, jnp.inf)  # known and decoded tokens stay
-    target_b = schedule_us[unknown0_b, s]
-    rank_bn = jnp.argsort(jnp.argsort(confidence_bn, axis=1), axis=1)  # 0 = least confident
-    still_bn = rank_bn < target_b[:, None]
+    token_bn, still_bn = maskgit_choose(logits_bnv, canvas_bn, unknown_bn, schedule_us[unknown0_b, s],
+                                        jax.random.fold_in(rng, s), s, config)
     return token_bn, still_bn, counts_bs.at[:, s].set(jnp.sum(still_bn, axis=1)), state
 
   carry = (canvas_bn, ~known_bn, jnp.zeros((b, config.steps), jnp.int32), state)

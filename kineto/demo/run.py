@@ -48,8 +48,8 @@ from tqdm import tqdm
 
 import configs
 import kineto.demo.report as pictures
+import kineto.demo.superres as superres
 from configs.schema import VocabConfig
-from kineto.demo import superres
 from kineto.demo.recognize import GameClassifier
 from kineto.generate import Generator
 from kineto.media import write_gif, write_video
