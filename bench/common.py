@@ -6,22 +6,9 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
-import time
 
 import jax
-
-
-def time_fn(fn, *, warmup: int = 1, repeats: int = 5) -> float:
-  """Median wall time in seconds of `fn()` (which must block until its result is ready)."""
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+from timing import time_fn  # noqa: F401 (re-exported: bench scripts call common.time_fn)
 
 
 def machine_info() -> dict:

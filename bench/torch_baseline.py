@@ -23,12 +23,14 @@ import argparse
 import json
 import os
 import platform
-import statistics
+import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timing import time_fn  # noqa: E402 (bench/timing.py: no JAX)
 
 VOCAB, D, LAYERS, HEADS, MLP = 8192, 512, 8, 8, 1408
 HEAD = D // HEADS
@@ -82,18 +84,6 @@ class Decoder(nn.Module):
     for block in self.blocks:
       x = block(x, cos_tk, sin_tk)
     return self.head(self.norm(x))
-
-
-def time_fn(fn, *, warmup: int, repeats: int) -> float:
-  """Median wall time in seconds of `fn()` (same protocol as bench/common.py)."""
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
 
 
 def measure_matmul_flops_per_second(n: int = 2048, repeats: int = 5) -> float:

@@ -22,23 +22,12 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import time
+import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch
 import torch.nn.functional as F
-
-
-def time_fn(fn, *, warmup: int, repeats: int) -> float:
-  """Median wall time in seconds of `fn()` (same protocol as bench/common.py)."""
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+from timing import time_fn  # noqa: E402 (bench/timing.py: no JAX)
 
 
 def copy_bandwidth(nbytes: int = 256 << 20, repeats: int = 5) -> float:
@@ -49,11 +38,11 @@ def copy_bandwidth(nbytes: int = 256 << 20, repeats: int = 5) -> float:
   return 2 * nbytes / seconds
 
 
-def rotate(x_bhtk, cos_btk, sin_btk):
+def rotate(x_bhtk, cos_b11k, sin_b11k):
   half = x_bhtk.shape[-1] // 2
   x1, x2 = x_bhtk[..., :half], x_bhtk[..., half:]
   rotated = torch.cat([-x2, x1], dim=-1)
-  return x_bhtk * cos_btk[:, None] + rotated * sin_btk[:, None]
+  return x_bhtk * cos_b11k + rotated * sin_b11k
 
 
 class Decoder(torch.nn.Module):
@@ -80,7 +69,7 @@ class Decoder(torch.nn.Module):
   def step(self, tokens_b, k_lbhsk, v_lbhsk, index: int):
     """Feeds one token per row at cache slot `index` (its rotary position); returns logits [B, V]."""
     b, d, heads, mlp = tokens_b.shape[0], self.d, self.heads, self.mlp
-    angle = (torch.full((b, 1), float(index)) * self.inv_freq_k)  # [B, 1, K]
+    angle = (torch.full((b, 1), float(index)) * self.inv_freq_k).view(b, 1, 1, -1)  # [B, 1, 1, K]
     cos, sin = angle.cos(), angle.sin()
     x = self.embed(tokens_b)[:, None]  # [B, 1, D]
     for layer in range(self.layers):

@@ -20,24 +20,13 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import time
+import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch
 import torch.nn.functional as F
+from timing import time_fn  # noqa: E402 (bench/timing.py: no JAX)
 from torch import nn
-
-
-def time_fn(fn, *, warmup: int, repeats: int) -> float:
-  """Median wall time in seconds of `fn()` (same protocol as bench/common.py)."""
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
 
 
 class CausalConv3d(nn.Conv3d):
