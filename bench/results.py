@@ -3,15 +3,16 @@
   python bench/results.py [--only sampling,audio_codec] [--out bench/RESULTS.md] [--torch-python PY]
   python bench/results.py --readme    # only rewrite the README's figures from bench/results.json
 
-Each `bench/*.py` script (except this one, `common.py` and `torch_baseline.py`, which
-needs a Python with torch) runs in its own process with its default arguments; its last
+Each `bench/*.py` script (except this one, the helpers, the PyTorch peers, which need a
+Python with torch, and `device.py` / `memory_table.py`, run on their own; see SKIP) runs in its own process with its default arguments; its last
 output line is one JSON object of figures. RESULTS.md gets the date, the machine, and per
 script its one-line purpose and every figure, exactly as printed. The raw lines also go to
 `bench/results.json`, and the README's "Measured figures" block (between its `bench:begin`
 and `bench:end` markers) is generated from that file: `--readme` regenerates it without
 running anything, and tests/test_readme.py checks the README against the file.
 `--torch-python PY` (`make bench TORCH_PYTHON=PY`) also runs the PyTorch peer
-(`bench/torch_baseline.py` under PY, from `lm_step.py`); without it the comparison is marked
+(`bench/torch_baseline.py`, `torch_decode.py`, `torch_vidtok.py` under PY, from `lm_step.py`,
+`sampling.py`, `vidtok_throughput.py`); without it the comparison is marked
 absent. Interpretation and history of the figures live in bench/NOTES.md.
 A script that fails is reported as failed (with its last lines of output) and makes this
 command exit 1, after the others have run.
@@ -27,7 +28,11 @@ import sys
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
-SKIP = {"common.py", "results.py", "torch_baseline.py"}
+# Helpers, the PyTorch peers (run by the scripts that compare with them, under --torch-python)
+# and the scripts run on their own: the device run (a GPU) and the memory table (TPU compiles).
+SKIP = {"common.py", "timing.py", "results.py", "torch_baseline.py", "torch_decode.py", "torch_vidtok.py",
+        "device.py", "memory_table.py"}
+PEERS = {"lm_step.py", "sampling.py", "vidtok_throughput.py"}  # take --torch-python
 
 
 def scripts(only: list[str] | None) -> list[pathlib.Path]:
@@ -217,7 +222,7 @@ def main() -> int:
   results = []
   for path in scripts(args.only.split(",") if args.only else None):
     print(f"== bench/{path.name}", flush=True)
-    extra = ("--torch-python", args.torch_python) if args.torch_python and path.name == "lm_step.py" else ()
+    extra = ("--torch-python", args.torch_python) if args.torch_python and path.name in PEERS else ()
     results.append(run(path, extra))
     print(json.dumps(results[-1]["figures"]) if results[-1]["figures"] else "\n".join(results[-1]["tail"]), flush=True)
   date = time.strftime("%Y-%m-%d")
