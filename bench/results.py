@@ -6,7 +6,8 @@
 Each `bench/*.py` script (except this one, the helpers, the PyTorch peers, which need a
 Python with torch, and `device.py` / `memory_table.py`, run on their own; see SKIP) runs
 in its own process with its default arguments; its last output line is one JSON object of
-figures. RESULTS.md gets the date, the machine, and per script its one-line purpose and every figure, exactly as printed. The raw lines also go to
+figures. RESULTS.md gets the date, the machine, and per script its one-line purpose and
+every figure, exactly as printed. The raw lines also go to
 `bench/results.json`, and the README's "Measured figures" block (between its `bench:begin`
 and `bench:end` markers) is generated from that file: `--readme` regenerates it without
 running anything, and tests/test_readme.py checks the README against the file.
