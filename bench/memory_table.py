@@ -30,7 +30,7 @@ ROWS = {
     "lm_300m@v5p-16": ("lm_300m", "v5p-16", "train", ()),
     "lm_1b@v5p-64": ("lm_1b", "v5p-64", "train", ()),
     "lm_1b@v5e-64": ("lm_1b", "v5e-64", "train", ()),
-    "lm_8b@v5p-128": ("lm_8b", "v5p-128", "train", ("mesh.tensor=4",)),
+    "lm_8b@v5p-128": ("lm_8b", "v5p-128", "train", ()),
     "lm_8b-generate@v5e-8": ("lm_8b", "v5e-8", "generate", ("mesh.tensor=8", "mesh.fsdp=1")),
     "vidtok_magvit2@v5p-128": ("vidtok_magvit2", "v5p-128", "tokenizer", ()),
     "audio_soundstream@v5e-8": ("audio_soundstream", "v5e-8", "audio", ()),

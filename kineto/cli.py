@@ -16,6 +16,7 @@
                   [--audio_codec WORKDIR] [--lowres S]   a clip dataset -> token shards (resumable)
   kineto generate --lm WORKDIR --prompt "..." [--image F] [--video F --mask SPEC] [--audio F]
                  [--seconds S] [--cfg 3.0] [--seed N] [--samples N] [--gif] --out F.mp4
+                 [--prompts FILE] [--mesh 1,-1,1]   many captions in one batch; sharded weights
                                        sample a video (+ audio) from a trained LM (kineto/generate.py)
   kineto demo [--out outputs/demo] [--quick]   the main job, end to end (rerun to continue)
   kineto compile --config C --topology v5p-128|v5e-64|cpu:8 [--step train|generate|tokenizer|audio]
@@ -198,7 +199,7 @@ def _generate(args) -> int:
                 audio=args.audio, seconds=args.seconds, cfg_scale=args.cfg, seed=args.seed,
                 num_samples=args.samples, temperature=args.temperature, top_k=args.top_k,
                 top_p=args.top_p, method=args.method, task=args.task, upscale=args.upscale,
-                upscale_guidance=args.upscale_cfg)
+                upscale_guidance=args.upscale_cfg, mesh=args.mesh, prompts_file=args.prompts)
   summary = run(args.lm, args.out, gif=args.gif, **kwargs)
   print(json.dumps(summary, indent=1))
   return 0
@@ -299,6 +300,18 @@ def _number(kind: type, low: float | None = None, high: float | None = None, *, 
 POSITIVE_INT = _number(int, 1)
 COUNT = _number(int, 0)
 POSITIVE = _number(float, 0, low_open=True)
+
+
+def _mesh_shape(raw: str) -> tuple[int, int, int]:
+  """`--mesh D,F,T`: three positive sizes, at most one -1 (the rest of the devices)."""
+  try:
+    sizes = tuple(int(v) for v in raw.split(","))
+  except ValueError:
+    sizes = ()
+  if len(sizes) != 3 or any(v == 0 or v < -1 for v in sizes) or sizes.count(-1) > 1:
+    raise argparse.ArgumentTypeError(f"{raw!r} is not data,fsdp,tensor sizes: give three positive integers, "
+                                     "at most one -1, e.g. 1,-1,1")
+  return sizes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -443,6 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
   gen.add_argument("--lm", required=True, help="the LM workdir (`kineto lm train --workdir`)")
   gen.add_argument("--out", required=True, help="the output .mp4 path")
   gen.add_argument("--prompt", help="the caption")
+  gen.add_argument("--prompts", metavar="FILE", help="captions, one per line, sampled in one batch "
+                                                     "(OUT-0.mp4, OUT-1.mp4, ... prompt-major; OUT.json maps rows)")
   gen.add_argument("--image", help="an image file: image-to-video (resized and center-cropped)")
   gen.add_argument("--video", help="a video file: continuation, or with --mask inpaint/outpaint")
   gen.add_argument("--mask", help="the region to generate: 'box:y0,y1,x0,x1' (pixels, every frame; "
@@ -460,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
   gen.add_argument("--upscale", metavar="SR_WORKDIR",
                    help="an SR stage (`kineto sr train`): base LM -> SR (MaskGIT) -> decode at its resolution")
   gen.add_argument("--upscale_cfg", type=float, default=1.0, help="guidance scale of the SR stage (default 1)")
+  gen.add_argument("--mesh", type=_mesh_shape, metavar="D,F,T",
+                   help="data,fsdp,tensor sizes over all devices (-1: the rest), e.g. 1,-1,1: the LM's weights "
+                        "sharded over every device; default: each process samples on its first device")
   gen.add_argument("--gif", action="store_true", help="also write OUT.gif")
   gen.set_defaults(run=_generate)
 

@@ -30,6 +30,15 @@ Mask SPEC (CLI `--mask`, or a string for `mask=`), True = to generate:
 An array mask is bool [frames, H, W] in pixels or [t, h, w] in latent tokens. A mask whose
 kept region is one rectangle (everything around it generated) is outpainting.
 
+Sharded generation: `Generator.load(workdir, mesh=sharding.make_mesh((1, -1, 1)))` (CLI `--mesh
+1,-1,1`) reads only the weights it samples with (EMA or params, never the Adam moments) straight
+onto their shards of the mesh under the LM's own rules (fsdp splits the embedding dimension,
+tensor the heads, MLP and vocab), so a model too big for one chip samples on a slice. Sampling
+keeps the rows on the `data` axis only (`sampling_rules`): fsdp splits weights, not prompts, so
+any number of prompts and samples runs on any mesh whose data axis divides the rows. The
+default is one local device per process (each process its own copy). Several prompts
+(`prompt=[...]`, CLI `--prompts FILE`) sample in one batch; rows are prompt-major.
+
 `method="maskgit"` on the LM is refused: the LM is trained with the next-token objective only,
 so its logits at masked positions were never trained. MaskGIT runs where a model was trained
 for it: the super-resolution stage (`--upscale SR_WORKDIR`, `Upscaler`), which takes the LM's
@@ -38,7 +47,9 @@ at the higher resolution (the tokenizer is fully convolutional).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -53,6 +64,7 @@ from flax import nnx
 from tqdm import tqdm
 
 import configs
+import sharding
 from configs.schema import ClipSpec, Config, ConfigError
 from kineto import media
 from lm import sampling, superres_sampling, tasks
@@ -173,12 +185,15 @@ class Generator:
   checkpoints: dict
   text_encoder: Any = None  # the frozen encoder of text.encoder=minilm|t5 (prompts -> embeddings)
   truncate: bool = False  # a prompt over the budget of pieces keeps its first pieces (else an error)
+  mesh: Any = None  # the LM's weights are sharded over it; None: one device
 
   # --- loading ------------------------------------------------------------------------
 
   @classmethod
-  def load(cls, lm_workdir: str | os.PathLike, *, progress: bool = True) -> Generator:
-    """Everything from an LM work directory (its latest checkpoint); see module docstring."""
+  def load(cls, lm_workdir: str | os.PathLike, *, mesh=None, progress: bool = True) -> Generator:
+    """Everything from an LM work directory (its latest checkpoint); see module docstring.
+
+    mesh: the LM's weights go onto their shards of it (default: this process's first device)."""
     say = print if progress else (lambda *a, **k: None)
     workdir = pathlib.Path(lm_workdir)
     ckpt_dir = workdir / "checkpoints"
@@ -237,14 +252,14 @@ class Generator:
                             f"is not the one that wrote the LM's token shards ({header['fingerprint']}); "
                             "install or point text.path to that encoder.")
     say(f"kineto: loading LM {ckpt_dir}")
-    _, model, step, used_ema = load_lm(workdir)
+    _, model, step, used_ema = load_lm(workdir, mesh)
     checkpoints = {"lm": str(ckpt_dir.absolute()), "lm_step": step, "lm_ema": used_ema,
                    "tokenizer": str(tok_dir), "tokens_dir": str(cfg.data.tokens_dir),
                    "text_model": (manifest.get("text_model") or {}).get("path"),
                    "audio_codec": (manifest.get("audio_codec") or {}).get("workdir")}
     # the layout the LM was trained on
     spec = lm_data.clip_spec(manifest, cfg.data.audio_order, cfg.data.text_budget)
-    return cls(cfg, model, vocab, spec, tokenizer, text, codec, manifest, checkpoints, text_encoder)
+    return cls(cfg, model, vocab, spec, tokenizer, text, codec, manifest, checkpoints, text_encoder, mesh=mesh)
 
   # --- inputs -------------------------------------------------------------------------
 
@@ -370,16 +385,18 @@ class Generator:
 
   # --- generation -----------------------------------------------------------------------
 
-  def generate(self, prompt: str | None = None, image=None, video=None, mask=None, audio=None,
+  def generate(self, prompt: str | list[str] | None = None, image=None, video=None, mask=None, audio=None,
                seconds: float | None = None, cfg_scale: float | None = None, seed: int = 0,
                num_samples: int = 1, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                method: str = "autoregressive", task: str | None = None, progress: bool = False) -> dict:
     """Generates `num_samples` videos (and audio) for the inputs; see the module docstring.
 
+    prompt: a caption, or a list of captions sampled in one batch (the other inputs shared);
+    rows are prompt-major: row r is prompt r // num_samples.
     cfg_scale: classifier-free guidance on the caption (default 3.0 when a prompt is given
     and 1.0, no guidance, otherwise). Returns {"video": uint8 [B, T, H, W, 3], "audio":
     float32 [B, S] or None, "codes": {"video": [B, t, h, w], "audio": ...}, "task", "fps",
-    "sample_rate", "seconds_taken", "tokens_per_second", "segments"}.
+    "sample_rate", "seconds_taken", "tokens_per_second", "segments", "prompts"}.
     """
     say = print if progress else (lambda *a, **k: None)
     t0 = time.perf_counter()
@@ -388,11 +405,17 @@ class Generator:
       raise GenerateError(f"num_samples={num_samples} must be >= 1.")
     if seconds is not None and not seconds > 0:
       raise GenerateError(f"seconds={seconds} must be > 0.")
-    task, example, known, input_wave = self.prepare(prompt=prompt, image=image, video=video, mask=mask,
-                                        audio=audio, task=task)
+    prompts = list(prompt) if isinstance(prompt, (list, tuple)) else [prompt]
+    if not prompts:
+      raise GenerateError("prompt=[] holds no caption; give at least one, or prompt=None.")
+    task, example, known, input_wave = self.prepare(prompt=prompts[0], image=image, video=video, mask=mask,
+                                                    audio=audio, task=task)
+    # Every other prompt shares the encoded image/video/audio; only its caption differs.
+    examples = [example] + [{**example, "text": self._pieces(p)} for p in prompts[1:]]
+    rows = [ex for ex in examples for _ in range(num_samples)]
     s = self.spec
     if cfg_scale is None:
-      cfg_scale = 3.0 if prompt is not None else 1.0
+      cfg_scale = 3.0 if prompts[0] is not None else 1.0
     if cfg_scale != 1.0 and "text" not in example:
       raise GenerateError(f"cfg_scale={cfg_scale} guides the caption, but no prompt was given; "
                           "pass a prompt or cfg_scale=1.")
@@ -411,19 +434,22 @@ class Generator:
     if task == "t2i":
       frames = 1
     kw = dict(num_samples=1, temperature=temperature, top_k=top_k, top_p=top_p)
+    n = len(rows)
+    on_mesh = functools.partial(self._on_mesh, n * (1 + (cfg_scale != 1.0)))
 
-    say(f"kineto: {task}, {num_samples} sample(s), {frames} frames")
+    say(f"kineto: {task}, {len(prompts)} prompt(s) x {num_samples} sample(s), {frames} frames")
     t_sample, tokens = time.perf_counter(), 0
-    out = sampling.generate(self.model, self.vocab, task, [example] * num_samples, s,
-                            rng=jax.random.fold_in(jax.random.key(seed), 0), cfg_scale=cfg_scale,
-                            known=known, method=method, **kw)
+    with on_mesh():
+      out = sampling.generate(self.model, self.vocab, task, rows, s,
+                              rng=jax.random.fold_in(jax.random.key(seed), 0), cfg_scale=cfg_scale,
+                              known=known, method=method, **kw)
     tokens += out["tokens"].size
     video_codes, audio_codes = out.get("video"), out.get("audio")
     if task in ("i2v", "continuation", "av_continuation"):  # the condition frames come first
-      head = np.broadcast_to(example["video"], (num_samples,) + example["video"].shape)
+      head = np.broadcast_to(example["video"], (n,) + example["video"].shape)
       video_codes = np.concatenate([head, video_codes], axis=1)
     elif task == "v2a":
-      video_codes = np.broadcast_to(example["video"], (num_samples,) + example["video"].shape)
+      video_codes = np.broadcast_to(example["video"], (n,) + example["video"].shape)
     k = s.continuation_frames
     t_sample = time.perf_counter() - t_sample
 
@@ -440,10 +466,11 @@ class Generator:
         t_next = time.perf_counter()
         shown = to_float(to_uint8(frames_f[:, -head_frames:]))  # as displayed
         heads = np.stack([self._encode(clip) for clip in shown])
-        cond = [{**({"text": example["text"]} if "text" in example else {}), "video": h} for h in heads]
-        nxt = sampling.generate(self.model, self.vocab, "continuation", cond, s,
-                                rng=jax.random.fold_in(jax.random.key(seed), segments),
-                                cfg_scale=cfg_scale, **kw)
+        cond = [{**({"text": row["text"]} if "text" in row else {}), "video": h} for row, h in zip(rows, heads)]
+        with on_mesh():
+          nxt = sampling.generate(self.model, self.vocab, "continuation", cond, s,
+                                  rng=jax.random.fold_in(jax.random.key(seed), segments),
+                                  cfg_scale=cfg_scale, **kw)
         tokens += nxt["tokens"].size
         t_sample += time.perf_counter() - t_next
         clip_codes = np.concatenate([heads, nxt["video"]], axis=1)
@@ -457,17 +484,36 @@ class Generator:
     wave = None
     if task == "av_continuation":  # the condition's audio comes first, as its video does
       split = s.audio_split(k)
-      head = np.broadcast_to(example["audio"][:, :split], (num_samples,) + example["audio"][:, :split].shape)
+      head = np.broadcast_to(example["audio"][:, :split], (n,) + example["audio"][:, :split].shape)
       audio_codes = np.concatenate([head, audio_codes], axis=2)
     if audio_codes is not None:
       wave = np.asarray(self.audio_codec.decode(np.asarray(audio_codes)), np.float32)
     elif task == "a2v":  # the video was made for the given sound: keep it with the frames
-      wave = np.tile(input_wave[None], (num_samples, 1))
+      wave = np.tile(input_wave[None], (n, 1))
     codes = {"video": video_codes, **({"audio": audio_codes} if audio_codes is not None else {})}
     return {"video": video_u8, "audio": wave, "codes": codes, "task": task, "fps": s.fps,
             "sample_rate": None if self.audio_codec is None else int(self.audio_codec.sample_rate),
-            "segments": segments, "cfg_scale": cfg_scale,
+            "segments": segments, "cfg_scale": cfg_scale, "prompts": prompts,
             "seconds_taken": time.perf_counter() - t0, "tokens_per_second": tokens / max(t_sample, 1e-9)}
+
+  @contextlib.contextmanager
+  def _on_mesh(self, rows: int):
+    """Sampling on the Generator's mesh under `sampling_rules` (nothing to do on one device)."""
+    if self.mesh is None:
+      yield
+      return
+    data = self.mesh.shape["data"]
+    if rows % data:
+      raise GenerateError(f"{rows} sampled rows (prompts x samples, x2 with guidance) do not split over the "
+                          f"mesh's data axis of {data}; pick --samples so they do, or a mesh with data=1.")
+    with jax.set_mesh(self.mesh), nnx.logical_axis_rules(sampling_rules(self.cfg.mesh.rules)):
+      yield
+
+
+def sampling_rules(rules):
+  """The LM's rules with the rows on `data` only: `fsdp` then splits the weights (each layer's
+  gathered where it is used, as in training) and never the prompts."""
+  return tuple((name, "data" if name == "act_batch" else axes) for name, axes in rules)
 
 
 def check_maskgit(method: str, cfg, where) -> None:
@@ -506,19 +552,24 @@ class Upscaler:
                             "pairs of the LM's tokenizer.")
     return cls(cfg, model, str(sr_workdir))
 
-  def __call__(self, gen: Generator, codes_bthw: np.ndarray, prompt: str | None, *, seed: int,
+  def __call__(self, gen: Generator, codes_bthw: np.ndarray, prompts: str | list | None, *, seed: int,
                guidance: float, steps: int = 12) -> np.ndarray:
-    """High-res codes [B, T, H, W] of the LM's low-res codes (one clip each)."""
+    """High-res codes [B, T, H, W] of the LM's low-res codes (one clip each); `prompts`: one
+    caption for every row, or one per row (None: uncaptioned)."""
     sr = self.cfg.sr
     if tuple(codes_bthw.shape[1:]) != tuple(sr.low_thw):
       raise GenerateError(f"--upscale takes one clip of {'x'.join(map(str, sr.low_thw))} codes; the LM made "
                           f"{'x'.join(map(str, codes_bthw.shape[1:]))} (leave out --seconds and t2i).")
     b = codes_bthw.shape[0]
-    pieces = (gen._pieces(prompt) or [])[:sr.text_budget] if prompt is not None else []
-    text = np.zeros((b, max(len(pieces), 1)), np.int32)
-    text[:, :len(pieces)] = pieces
+    prompts = list(prompts) if isinstance(prompts, (list, tuple)) else [prompts] * b
+    # The SR stage reads SentencePiece pieces (its pairs' captions), whatever the LM's text encoder.
+    pieces = [list(gen.text.encode(p))[:sr.text_budget] if p is not None and gen.text is not None else []
+              for p in prompts]
+    text = np.zeros((b, max(1, *map(len, pieces))), np.int32)
     valid = np.zeros(text.shape, bool)
-    valid[:, :len(pieces)] = True
+    for r, row in enumerate(pieces):
+      text[r, :len(row)] = row
+      valid[r, :len(row)] = True
     high, _ = superres_sampling.upscale(self.model, codes_bthw.reshape(b, -1), text, valid, rng=seed,
                       config=sampling.MaskGit(steps=steps), guidance=guidance)
     return high.reshape(b, *sr.high_thw)
@@ -526,12 +577,30 @@ class Upscaler:
 
 # --- the CLI's logic ------------------------------------------------------------------------
 
+def read_prompts(path: str | os.PathLike) -> list[str]:
+  """`--prompts FILE`: one caption per line; blank lines are skipped."""
+  path = pathlib.Path(path)
+  try:
+    lines = path.read_text(encoding="utf-8").splitlines()
+  except (OSError, UnicodeDecodeError) as e:
+    raise GenerateError(f"--prompts {path}: cannot read it ({e.__class__.__name__}: {e}); give a UTF-8 text "
+                        "file with one caption per line.") from None
+  prompts = [line.strip() for line in lines if line.strip()]
+  if not prompts:
+    raise GenerateError(f"--prompts {path} holds no caption; write one caption per line.")
+  return prompts
+
+
 def run(lm: str, out: str, *, gif: bool = False, progress: bool = True, upscale: str | None = None,
-        upscale_guidance: float = 1.0, **kwargs) -> dict:
+        upscale_guidance: float = 1.0, mesh: tuple[int, int, int] | None = None,
+        prompts_file: str | None = None, **kwargs) -> dict:
   """`kineto generate`: loads, generates, writes OUT.mp4 (+ .gif) and OUT.json; returns the JSON.
 
   upscale: an SR work directory: the LM's codes go through its MaskGIT sampler and the
-  tokenizer decodes the high-res codes (OUT.mp4; the base video is OUT-base.mp4)."""
+  tokenizer decodes the high-res codes (OUT.mp4; the base video is OUT-base.mp4).
+  mesh: (data, fsdp, tensor) sizes over every device of every process (-1: the rest); the
+  LM's weights are sharded over it. None: each process samples on its own first device.
+  prompts_file: one caption per line, sampled in one batch: OUT-R.mp4 per row R (prompt-major)."""
   out = pathlib.Path(out)
   if out.suffix.lower() != ".mp4":
     raise GenerateError(f"--out {out}: expected a .mp4 path (the .gif and .json go next to it).")
@@ -540,6 +609,11 @@ def run(lm: str, out: str, *, gif: bool = False, progress: bool = True, upscale:
   if kwargs.get("prompt") is not None and not kwargs["prompt"].strip():
     raise GenerateError("--prompt is empty; give a caption, or leave --prompt out for an unconditional "
                         "sample.")
+  if prompts_file is not None:
+    if kwargs.get("prompt") is not None:
+      raise GenerateError("--prompt and --prompts both given; pass one caption or a file of them.")
+    kwargs["prompt"] = read_prompts(prompts_file)
+  device_mesh = None if mesh is None else sharding.make_mesh(mesh)  # a mesh the devices refuse fails here
   if jax.process_index() == 0:  # a read-only or full --out folder fails now, not after sampling
     out.parent.mkdir(parents=True, exist_ok=True)
     workdir.probe(out.parent)
@@ -547,20 +621,22 @@ def run(lm: str, out: str, *, gif: bool = False, progress: bool = True, upscale:
   check_maskgit(kwargs.get("method", "autoregressive"), Checkpointer.read_config(pathlib.Path(lm) / "checkpoints"), lm)
   if upscale is not None and "sr" not in Checkpointer.read_config(pathlib.Path(upscale) / "checkpoints"):
     load_sr(upscale)  # raises its error naming what the directory holds
-  gen = Generator.load(lm, progress=progress)
+  gen = Generator.load(lm, mesh=device_mesh, progress=progress)
   upscaler = Upscaler.load(upscale, gen) if upscale is not None else None
   result = gen.generate(progress=progress, **kwargs)
   videos = result["video"]
+  samples = kwargs.get("num_samples", 1)
+  row_prompts = [p for p in result["prompts"] for _ in range(samples)]
   if upscaler is not None:
-    high = upscaler(gen, np.asarray(result["codes"]["video"]), kwargs.get("prompt"), seed=kwargs.get("seed", 0),
+    high = upscaler(gen, np.asarray(result["codes"]["video"]), row_prompts, seed=kwargs.get("seed", 0),
                     guidance=upscale_guidance)
     for b, frames in enumerate(videos if jax.process_index() == 0 else ()):
       stem = out.with_name(f"{out.stem}-base" + (f"-{b}" if len(videos) > 1 else "") + out.suffix)
       media.write_video(stem, frames, result["fps"])
     videos = to_uint8(decode_chunks(gen.tokenizer, high, gen.spec.video_shape[0]))[:, :videos.shape[1]]
     result["audio"] = None
-  paths = {}
-  # Every process loads its own single-device copy and samples the same seed; one writes.
+  paths, rows = {}, []
+  # Every process samples the same seed (on its own device, or its shards of one mesh); one writes.
   chief = jax.process_index() == 0
   for b, frames in enumerate(videos if chief else ()):
     stem = out if len(videos) == 1 else out.with_name(f"{out.stem}-{b}{out.suffix}")
@@ -569,12 +645,16 @@ def run(lm: str, out: str, *, gif: bool = False, progress: bool = True, upscale:
                                                              result["sample_rate"])))
     if gif:
       paths.setdefault("gif", []).append(str(media.write_gif(stem.with_suffix(".gif"), frames, result["fps"])))
+    rows.append({"prompt": row_prompts[b], "sample": b % samples, "mp4": paths["mp4"][-1]})
   settings = {k: (str(v) if isinstance(v, (str, os.PathLike)) else None if v is None else f"<array {np.shape(v)}>")
               if k in ("image", "video", "mask", "audio") else v for k, v in kwargs.items()}
+  if prompts_file is not None:
+    settings["prompt"], settings["prompts"] = None, str(prompts_file)
   summary = {"task": result["task"], "settings": settings, "cfg_scale": result["cfg_scale"],
-             "outputs": paths, "checkpoints": gen.checkpoints, "video_shape": list(videos.shape),
+             "outputs": paths, "rows": rows, "checkpoints": gen.checkpoints, "video_shape": list(videos.shape),
              "audio_samples": None if result["audio"] is None else int(result["audio"].shape[-1]),
              "fps": result["fps"], "segments": result["segments"],
+             "mesh": None if device_mesh is None else dict(device_mesh.shape),
              "seconds_taken": round(result["seconds_taken"], 3),
              "tokens_per_second": round(result["tokens_per_second"], 2),
              **({"upscaled": {"sr": upscaler.workdir, "from": list(result["video"].shape[2:4]),

@@ -19,10 +19,12 @@ the loop's running figures (`progress`) so a resumed run reports the whole run's
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import hashlib
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 import time
@@ -110,6 +112,47 @@ def incompatible_fields(saved: dict, current: dict, prefix: str = "lm") -> list[
   return out
 
 
+def bytes_to_write(state: Any) -> int:
+  """Bytes this process writes to save `state`: each array's own shards once (replica 0)."""
+  total = 0
+  for x in jax.tree.leaves(state):
+    if isinstance(x, jax.Array):
+      if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+      total += sum(s.data.nbytes for s in x.addressable_shards if s.replica_id == 0)
+    else:
+      total += getattr(x, "nbytes", 0)
+  return total
+
+
+def _size(n: int) -> str:
+  return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+def check_space(directory: pathlib.Path, step: int, state: Any, previous: pathlib.Path | None = None) -> None:
+  """Refuses a save that cannot fit before it starts (OSError ENOSPC, which the CLI turns into
+  one line). A save that fails half-way is still safe (orbax writes into a temporary folder),
+  but its background writers then report the failure from threads after their event loop
+  closed, as tracebacks around the one line; checking first keeps a full disk to one line.
+  The need is the previous checkpoint's size on disk (orbax compresses; the same state saves
+  to about the same size), else the state's raw bytes."""
+  where = directory
+  while not where.exists() and where != where.parent:
+    where = where.parent
+  need = bytes_to_write(state)
+  if previous is not None and previous.is_dir():
+    need = min(need, sum(f.stat().st_size for f in previous.rglob("*") if f.is_file()))
+  free = shutil.disk_usage(where).free
+  short = need > free
+  if jax.process_count() > 1:  # every process stops, or none: one that went on would wait forever
+    from jax.experimental import multihost_utils
+    short = bool(multihost_utils.process_allgather(jnp.int32(short)).max())
+  if short:
+    raise OSError(errno.ENOSPC, "No space left on device",
+                  f"{directory} (step {step} needs {_size(need)} here, {_size(free)} are free"
+                  f"{'' if need > free else ' here; another host is short'})")
+
+
 class Checkpointer:
   """Saves and restores the train state under `directory` for one config (LM or tokenizer)."""
 
@@ -169,6 +212,8 @@ class Checkpointer:
             "values; the last good checkpoint stays the newest.", file=sys.stderr)
       return False
     self.seal()  # the previous save is complete: record its checksums before the next starts
+    latest = self.manager.latest_step()
+    check_space(self.directory, step, state, None if latest is None else self.directory / str(latest))
     meta = {"config": configs.to_dict(self.cfg), "code_version": code_version(), "data_step": step,
             "progress": progress, "data_fingerprint": self.data_fingerprint, **(extra or {})}
     if hasattr(self.cfg, "vocab"):

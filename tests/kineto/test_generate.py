@@ -313,3 +313,47 @@ def test_maskgit_on_the_lm_is_refused_and_upscale_runs_base_sr_decode(run, tmp_p
   assert summary["video_shape"] == [1, 17, 64, 64, 3] and summary["upscaled"]["from"] == [32, 32]
   with av.open(str(tmp_path / "u.mp4")) as c, av.open(str(tmp_path / "u-base.mp4")) as base:
     assert (c.streams.video[0].height, base.streams.video[0].height) == (64, 32)
+
+
+def _free_port() -> int:
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_sharded_batch_of_prompts_on_two_processes_equals_one_device(run, tmp_path):
+  """`--prompts FILE --mesh 1,-1,1` on 2 processes x 2 CPU devices (gloo): the LM's weights split
+  over fsdp=4, only the sampled weights read from the checkpoint; every row's video equals
+  the one a single process on one device samples."""
+  import subprocess
+  import sys
+
+  from conftest import ROOT, kineto_env
+  prompts = tmp_path / "prompts.txt"
+  prompts.write_text("Pong\n\n  Freeway  \n")  # blank lines are skipped, captions stripped
+  args = ["generate", "--lm", str(run["lm"]), "--prompts", str(prompts), "--samples", "2", "--seed", "3",
+          "--cfg", "2"]
+  port = _free_port()
+  procs = [subprocess.Popen([sys.executable, "-m", "kineto", "--coordinator_address", f"127.0.0.1:{port}",
+                             "--num_processes", "2", "--process_id", str(i), *args, "--mesh", "1,-1,1",
+                             "--out", str(tmp_path / "two" / "clip.mp4")],
+                            cwd=ROOT, env=kineto_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  single = subprocess.run([sys.executable, "-m", "kineto", *args, "--out", str(tmp_path / "one" / "clip.mp4")],
+                          cwd=ROOT, env=kineto_env(1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=600)
+  assert single.returncode == 0, single.stdout[-3000:]
+  for p in procs:
+    out, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, out[-3000:]
+  two = json.loads((tmp_path / "two" / "clip.json").read_text())
+  one = json.loads((tmp_path / "one" / "clip.json").read_text())
+  assert two["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1} and one["mesh"] is None
+  assert [r["prompt"] for r in two["rows"]] == ["Pong", "Pong", "Freeway", "Freeway"]
+  assert [r["sample"] for r in one["rows"]] == [0, 1, 0, 1] and two["video_shape"] == [4, 17, 32, 32, 3]
+  videos = lambda d: [media.read_video(tmp_path / d / f"clip-{r}.mp4", 17, 32, 32) for r in range(4)]
+  for a, b in zip(videos("two"), videos("one")):
+    np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(videos("one")[0], videos("one")[2])  # the prompts differ

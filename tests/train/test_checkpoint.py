@@ -285,3 +285,31 @@ def test_bfloat16_training_step_tracks_float32_and_keeps_float32_params(float32_
   np.testing.assert_allclose(losses, float32_losses, rtol=2e-2)
   floats = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
   assert floats and all(x.dtype == jnp.float32 for x in floats)
+
+
+def test_a_save_that_cannot_fit_is_refused_before_it_starts(tmp_path, monkeypatch):
+  """check_space: the need is this process's shards once (a replicated array counts once), or
+  the previous checkpoint's size on disk when there is one; short of it, ENOSPC naming both."""
+  import errno
+  import shutil
+  from collections import namedtuple
+
+  from train import checkpoint
+  from train.workdir import io_problem
+  mesh = sharding.make_mesh((1, 8, 1))
+  sharded = jax.device_put(jnp.zeros((8, 1024), jnp.float32), sharding.named_sharding(mesh, "fsdp", None,
+                                                                                     rules=[("fsdp", "fsdp")]))
+  replicated = jax.device_put(jnp.zeros((256,), jnp.float32), sharding.named_sharding(mesh, None))
+  state = {"w": sharded, "b": replicated, "key": jax.random.key(0), "n": np.zeros(4, np.int64)}
+  assert checkpoint.bytes_to_write(state) == 8 * 1024 * 4 + 256 * 4 + 8 + 32
+  usage = namedtuple("usage", "total used free")
+  monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(0, 0, 20_000))
+  with pytest.raises(OSError) as e:
+    checkpoint.check_space(tmp_path / "ckpt", 4, state)  # not created yet: its parent's disk
+  assert e.value.errno == errno.ENOSPC
+  line = io_problem(e.value)
+  assert "the disk is full" in line and "step 4 needs 33 KiB here, 20 KiB are free" in line, line
+  previous = tmp_path / "ckpt" / "2"
+  previous.mkdir(parents=True)
+  (previous / "data").write_bytes(b"x" * 15_000)  # compressed on disk: what the next save needs
+  checkpoint.check_space(tmp_path / "ckpt", 4, state, previous)
