@@ -27,6 +27,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -177,6 +178,8 @@ class Checkpointer:
         preservation_policy=policies.AnyPreservationPolicy(keep))
     self.manager = ocp.CheckpointManager(self.directory, options=options)
     self.restored_meta: dict = {}  # the metadata of the checkpoint `restore` returned
+    self._sealer: threading.Thread | None = None  # hashes the last save once it is written (save)
+    self._sealer_error: BaseException | None = None
 
   @staticmethod
   def read_config(directory: str | pathlib.Path) -> dict:
@@ -198,6 +201,7 @@ class Checkpointer:
       manager.close()
 
   def latest_step(self) -> int | None:
+    self._join()
     return self.manager.latest_step()
 
   def save(self, step: int, state: Any, *, force: bool = False, progress: dict | None = None,
@@ -218,11 +222,36 @@ class Checkpointer:
             "progress": progress, "data_fingerprint": self.data_fingerprint, **(extra or {})}
     if hasattr(self.cfg, "vocab"):
       meta["vocab"] = Vocabulary(self.cfg.vocab).ranges()
-    return self.manager.save(step, args=ocp.args.Composite(
+    saved = self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    # Hashing a big checkpoint takes minutes (150 GB at 8B): a thread waits for orbax's write and
+    # hashes it while training goes on. The manager is touched by one thread at a time: every
+    # method here joins the thread first, so no save (and no pruning) overlaps the hashing.
+    self._sealer = threading.Thread(target=self._seal_in_background, name="kineto-checksums", daemon=True)
+    self._sealer.start()
+    return saved
+
+  def _seal_in_background(self) -> None:
+    try:
+      self._seal()
+    except BaseException as e:  # noqa: BLE001 - raised in the main thread by the next _join
+      self._sealer_error = e
+
+  def _join(self) -> None:
+    """Waits for the checksum thread; re-raises what it raised (e.g. a failed async write)."""
+    sealer, self._sealer = self._sealer, None
+    if sealer is not None:
+      sealer.join()
+    error, self._sealer_error = self._sealer_error, None
+    if error is not None:
+      raise error
 
   def seal(self) -> None:
     """Waits for any async save, then writes the checksums of complete checkpoints lacking them."""
+    self._join()
+    self._seal()
+
+  def _seal(self) -> None:
     from train.files import write_json  # noqa: PLC0415 (train.files is tiny; kept local for clarity)
     self.manager.wait_until_finished()
     if jax.process_index() != 0:
@@ -234,6 +263,7 @@ class Checkpointer:
 
   def set_aside(self, step: int, why: str) -> pathlib.Path:
     """Renames a bad checkpoint out of orbax's sight (never deletes it); returns its new path."""
+    self._join()
     bad = self.directory / f"{step}.bad-{why}-{int(time.time())}"
     if jax.process_index() == 0:
       (self.directory / str(step)).rename(bad)
@@ -244,6 +274,7 @@ class Checkpointer:
     """Restores (step, state sharded like `abstract_state`, metadata) of the newest good
     checkpoint at or before `step` (default: the latest); checks the config. A checkpoint
     that fails its checksum, fails to restore or is not finite is set aside with a warning."""
+    self._join()
     step = self.latest_step() if step is None else step
     if step is None:
       raise ConfigError(f"no checkpoint found in {self.directory}.")
@@ -303,4 +334,7 @@ class Checkpointer:
     self.seal()
 
   def close(self) -> None:
-    self.manager.close()
+    try:
+      self._join()
+    finally:
+      self.manager.close()

@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import shutil
+
+from train.files import write_bytes, write_text
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DOCS, README = ROOT / "docs", ROOT / "README.md"
@@ -75,11 +76,11 @@ def publish(out: pathlib.Path | None, docs: pathlib.Path = DOCS, readme: pathlib
     report = out / "report.json"
     if not report.is_file():
       raise FileNotFoundError(f"{report} does not exist: run `kineto demo --out {out}` first.")
-    shutil.copyfile(report, docs / "demo.json")
+    write_bytes(docs / "demo.json", report.read_bytes())
     for name in PICTURES:
-      shutil.copyfile(out / name, docs / name)
+      write_bytes(docs / name, (out / name).read_bytes())
   block = readme_block(json.loads((docs / "demo.json").read_text()))
-  readme.write_text(replace_block(readme.read_text(), block))
+  write_text(readme, replace_block(readme.read_text(), block))
   print(f"kineto demo: wrote {docs / 'demo.json'} and the README's demo figures.")
 
 

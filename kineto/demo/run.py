@@ -59,7 +59,7 @@ from train.data.demo import GAMES, build_demo, game_of
 from train.data.pipeline import open_split
 from train.data.shards import read_manifest
 from train.data.tokenize import tokenize_dataset
-from train.files import write_json
+from train.files import write_json, write_text
 from train.lm_trainer import train_lm
 from train.tokenizer_trainer import evaluate, load_tokenizer, train_tokenizer
 from vidtok.audio.losses import spectral_distance_db
@@ -493,7 +493,7 @@ def write_report(out: pathlib.Path, paths: dict, plan: DemoPlan, seconds: dict, 
                               ("LM", "lm", ["train/loss", "eval/loss"]),
                               ("SR stage (masked loss)", "sr", ["train/loss", "eval/loss"])],
                        out / "loss_curves.png")
-  (out / "report.md").write_text(render_markdown(report))
+  write_text(out / "report.md", render_markdown(report))
   return report
 
 
