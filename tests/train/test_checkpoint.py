@@ -313,3 +313,23 @@ def test_a_save_that_cannot_fit_is_refused_before_it_starts(tmp_path, monkeypatc
   previous.mkdir(parents=True)
   (previous / "data").write_bytes(b"x" * 15_000)  # compressed on disk: what the next save needs
   checkpoint.check_space(tmp_path / "ckpt", 4, state, previous)
+
+
+def test_the_checksum_thread_reports_its_failure_at_the_next_call(tmp_path, monkeypatch):
+  """save() returns while a thread waits for the write and hashes it; what the thread raised
+  comes out of the next call on the Checkpointer, once, and the checkpoint is sealed later."""
+  from train import checkpoint
+
+  def full_disk(step_dir):
+    raise OSError(28, "No space left on device", str(step_dir))
+
+  ckpt = Checkpointer(tmp_path / "c", configs.load("lm_tiny", TINY))
+  monkeypatch.setattr(checkpoint, "checksums", full_disk)
+  assert ckpt.save(2, {"w": jnp.ones(4)}, force=True)
+  with pytest.raises(OSError, match="No space left"):
+    ckpt.latest_step()
+  monkeypatch.undo()
+  assert ckpt.latest_step() == 2
+  ckpt.seal()
+  assert (tmp_path / "c" / "2" / checkpoint.CHECKSUM_FILE).is_file()
+  ckpt.close()
