@@ -28,6 +28,8 @@ GIB = 2 ** 30
 # (config, topology, step, extra --set overrides): what a user would run each recipe on.
 ROWS = {
     "lm_300m@v5p-16": ("lm_300m", "v5p-16", "train", ()),
+    "lm_300m@v5p-32": ("lm_300m", "v5p-32", "train", ()),
+    "lm_300m-remat@v5p-16": ("lm_300m", "v5p-16", "train", ("lm.remat_policy=nothing_saveable",)),
     "lm_1b@v5p-64": ("lm_1b", "v5p-64", "train", ()),
     "lm_1b@v5e-64": ("lm_1b", "v5e-64", "train", ()),
     "lm_8b@v5p-128": ("lm_8b", "v5p-128", "train", ()),

@@ -111,6 +111,29 @@ def collective_counts(hlo_text: str) -> dict[str, int]:
   return counts
 
 
+_ITEMSIZE = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "bf16": 2, "f16": 2, "s32": 4, "u32": 4,
+             "f32": 4, "s64": 8, "u64": 8, "f64": 8}
+_HLO_VALUE = re.compile(r"^\s*(?:ROOT )?%?[\w.\-]+ = (\w+)\[([\d,]*)\]\S* ([\w\-]+)\((.*)$", re.M)
+
+
+def largest_arrays(hlo_text: str, n: int = 8) -> list[dict]:
+  """The `n` biggest array values of the compiled (per-device) HLO, one per shape and op: what
+  the temp memory is made of. Each: bytes, dtype[shape], the op and its source (op_name)."""
+  seen = {}
+  for dtype, dims, op, rest in _HLO_VALUE.findall(hlo_text):
+    if dtype not in _ITEMSIZE or op in ("parameter", "get-tuple-element", "bitcast", "tuple"):
+      continue
+    size = _ITEMSIZE[dtype]
+    for d in filter(None, dims.split(",")):
+      size *= int(d)
+    source = re.search(r'op_name="([^"]*)"', rest)
+    where = "/".join(source.group(1).split("/")[-2:]) if source else ""
+    key = (dtype, dims, op)
+    if key not in seen or not seen[key]["source"]:
+      seen[key] = {"bytes": size, "array": f"{dtype}[{dims}]", "op": op, "source": where}
+  return sorted(seen.values(), key=lambda a: -a["bytes"])[:n]
+
+
 def _mesh(cfg, topo: Topology):
   import sharding
   try:
@@ -269,6 +292,7 @@ def compile_step(cfg, topo_name: str, step: str = "train", *, length: int | None
   if flops is None:  # no scanned layers, so XLA's count is right; it is per device (partitioned HLO)
     flops, flops_source = float(_cost(compiled).get("flops", 0.0)) * n, "XLA cost analysis"
   mem = compiled.memory_analysis()
+  hlo = compiled.as_text()
   figures = {k: int(getattr(mem, f"{k}_size_in_bytes")) for k in ("argument", "output", "temp", "alias")}
   total = figures["argument"] + figures["output"] + figures["temp"] - figures["alias"]
   report = {
@@ -281,7 +305,8 @@ def compile_step(cfg, topo_name: str, step: str = "train", *, length: int | None
       "fits": None if topo.hbm_bytes is None else total <= topo.hbm_bytes,
       "compile_seconds": round(seconds, 2),
       "flops_per_device": flops / n, "flops_source": flops_source,
-      "collectives": collective_counts(compiled.as_text()),
+      "collectives": collective_counts(hlo),
+      "largest_arrays": largest_arrays(hlo),
   }
   return report
 
@@ -305,6 +330,8 @@ def describe(r: dict) -> str:
                  f"{'fits' if r['fits'] else 'DOES NOT FIT'}")
   lines.append(f"  model FLOPs per device per step ({r['flops_source']}): {r['flops_per_device']:.3e}")
   lines.append(f"  collectives: {r['collectives'] or 'none'}")
+  lines.append("  largest arrays per device (the compiled HLO's values, not their lifetimes):")
+  lines += [f"    {gib(a['bytes']):>11}  {a['array']}  {a['op']}  {a['source']}" for a in r["largest_arrays"]]
   return "\n".join(lines)
 
 
