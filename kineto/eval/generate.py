@@ -3,12 +3,16 @@
   result = evaluate_generation("runs/lm", tasks=("t2v", "i2v"), samples=38, out="runs/lm/eval")
 
 For each task, one sample per held-out clip of the LM's dataset (the conditions: its
-caption for t2v, its first frame for i2v, its head for continuation, its masked frames for
-inpaint/outpaint), sample i with seed + i. Scores: FVD of the generated clips against the
-real held-out clips (I3D, kineto/eval/fvd.py) and, when the data is captioned, a recognition
-rate (kineto/eval/recognition.py: is the clip read as the condition clip's caption?) beside
-the classifier's accuracy on real held-out clips. Writes `out/eval.json` (per-task results,
-protocol, provenance) and `out/contact_sheet.png` (condition | generated). Generated clips
+caption for t2v, its first frame for i2v, its first 1 + 4(k - 1) frames for continuation
+(k = the clip spec's continuation latents), its masked frames for inpaint/outpaint), sample
+i with seed + i. Scores: FVD of the generated clips against the real held-out clips (I3D,
+kineto/eval/fvd.py) and, when the data is captioned, a recognition rate
+(kineto/eval/recognition.py: is the clip read as the condition clip's caption?) beside the
+classifier's accuracy on real held-out clips. For i2v and continuation, `motion`: PSNR and
+LPIPS of the generated frames after the given ones against the real clip's, beside the
+trivial baseline of repeating the last given frame; a model that learned motion beats it.
+Writes `out/eval.json` (per-task results, protocol, provenance) and `out/contact_sheet.png`
+(condition | generated). Generated clips
 are saved per task (`out/generated_TASK.npz`), so a rerun continues after the last finished
 task.
 """
@@ -29,13 +33,22 @@ TASKS = ("unconditional", "t2v", "i2v", "continuation", "inpaint", "outpaint")
 SHEET_SAMPLES = 3
 
 
-def _conditions(task: str, clip, caption: str, size: tuple[int, int]) -> dict:
+MOTION_TASKS = ("i2v", "continuation")
+
+
+def given_frames(task: str, spec) -> int:
+  """Frames of the real clip a task shows the LM, from the start (i2v and continuation)."""
+  return 1 if task == "i2v" else 1 + spec.compression[0] * (spec.continuation_frames - 1)
+
+
+def _conditions(task: str, clip, caption: str, size: tuple[int, int], head: int) -> dict:
   h, w = size
   prompt = caption or None
   return {"unconditional": {"task": "unconditional"},
           "t2v": {"prompt": prompt},
           "i2v": {"image": clip[0], "prompt": prompt},
-          "continuation": {"video": clip, "prompt": prompt},
+          # the clip's head: what follows it in the clip is the truth the continuation is scored on
+          "continuation": {"video": clip[:head], "prompt": prompt},
           "inpaint": {"video": clip, "mask": f"box:{h // 4},{3 * h // 4},{w // 4},{3 * w // 4}"},
           "outpaint": {"video": clip, "mask": f"border:{min(h, w) // 8}"}}[task]
 
@@ -110,23 +123,24 @@ def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None,
 
   # --- generation, one task at a time (saved: a rerun continues) -------------------------------
   generated, speeds = {}, {}
+  head = given_frames("continuation", s)
   for task in tasks:
     path = out / f"generated_{task}.npz"
     conds = [i for i in range(n) if task != "t2v" or captions[i]]
     if path.is_file():
       with np.load(path) as saved:
-        if int(saved["seed"]) == seed and list(saved["conditions"]) == conds:
+        if int(saved["seed"]) == seed and list(saved["conditions"]) == conds and int(saved.get("head", -1)) == head:
           generated[task], speeds[task] = saved["video"], float(saved["tokens_per_second"])
           continue
     clips, rates = [], []
     for i in tqdm(conds, desc=f"generating {task}", unit="clip"):
-      result = gen.generate(**_conditions(task, real[i], captions[i], (s.height, s.width)), seed=seed + i,
+      result = gen.generate(**_conditions(task, real[i], captions[i], (s.height, s.width), head), seed=seed + i,
                             cfg_scale=cfg_scale)
       clips.append(result["video"][0])
       rates.append(result["tokens_per_second"])
     generated[task], speeds[task] = np.stack(clips), float(np.median(rates))
     buf = io.BytesIO()
-    np.savez(buf, video=generated[task], seed=seed, conditions=np.asarray(conds),
+    np.savez(buf, video=generated[task], seed=seed, conditions=np.asarray(conds), head=head,
              tokens_per_second=speeds[task])
     write_bytes(path, buf.getvalue())
 
@@ -149,6 +163,8 @@ def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None,
            "tokens_per_second": speeds[task]}
     if evaluator is not None:
       row["recognition"] = evaluator.rate(clips, [classes[i] for i in conds])
+    if task in MOTION_TASKS:
+      row["motion"] = motion_scores(clips, real[conds], given_frames(task, s))
     per_task[task] = row
 
   result = {
@@ -157,7 +173,7 @@ def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None,
       "protocol": {
           "conditions": f"the first {n} clips of the {split} split, one sample each (t2v: the captioned ones)",
           "task_inputs": {t: {k: (v if isinstance(v, str) or v is None else f"<array {np.shape(v)}>")
-                              for k, v in _conditions(t, real[0], "CAPTION", (s.height, s.width)).items()}
+                              for k, v in _conditions(t, real[0], "CAPTION", (s.height, s.width), head).items()}
                           for t in tasks},
           "seeds": f"sample i: seed {seed} + i", "cfg_scale": cfg_scale,
           "cfg_scale_default": "3.0 with a prompt, else 1.0 (kineto/generate.py)",
@@ -165,6 +181,8 @@ def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None,
           "recognition_classes": "a caption's subject: its text before the first comma ('pong, the "
                                  "opponent scores' is read as 'pong')",
           "captions": f"held-out captions over the text budget ({s.text_budget}) keep their first pieces",
+          "motion": "i2v and continuation: PSNR (uint8) and LPIPS (AlexNet, per frame) of the frames after "
+                    "the given ones vs the real clip's, and of repeating the last given frame",
           "fvd": fvd.protocol(fvd_size, min_clips=min_clips), "fvd_reference": f"the {n} real {split} clips",
       },
       "provenance": {"lm": {"workdir": str(pathlib.Path(lm).absolute()), "step": gen.checkpoints["lm_step"],
@@ -180,6 +198,23 @@ def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None,
                      "contact_sheet": str(_sheet(real, captions, generated, out / "contact_sheet.png"))}
   write_json(out / "eval.json", result)
   return result
+
+
+def motion_scores(generated_nthwc: np.ndarray, real_nthwc: np.ndarray, given: int) -> dict:
+  """The generated frames after the `given` ones against the real clips' (uint8 [N, T, H, W, 3]),
+  beside repeating the last given frame: mean PSNR (dB) and LPIPS over clips."""
+  from kineto.eval.codecs import psnr_u8
+  from kineto.eval.tokenizer import _lpips_u8
+  future = real_nthwc[:, given:]
+  repeat = np.repeat(real_nthwc[:, given - 1:given], future.shape[1], axis=1)
+  made = generated_nthwc[:, given:future.shape[1] + given]
+  row = {"given_frames": given, "scored_frames": int(future.shape[1])}
+  for name, clips in (("generated", made), ("repeat_last", repeat)):
+    row[name] = {"psnr": float(np.mean([psnr_u8(a, b) for a, b in zip(clips, future)])),
+                 "lpips": float(_lpips_u8(clips, future).mean())}
+  row["beats_repeat_last"] = {"psnr": row["generated"]["psnr"] > row["repeat_last"]["psnr"],
+                              "lpips": row["generated"]["lpips"] < row["repeat_last"]["lpips"]}
+  return row
 
 
 def _sheet(real, captions, generated: dict, path: pathlib.Path) -> pathlib.Path:

@@ -9,7 +9,7 @@ import numpy as np
 
 from kineto import cli
 from kineto.demo import run
-from kineto.eval.generate import evaluate_generation
+from kineto.eval.generate import evaluate_generation, motion_scores
 from kineto.eval.tokenizer import evaluate_tokenizer
 
 
@@ -53,14 +53,32 @@ def test_tokenizer_eval_json_holds_figures_and_protocol(random_tokenizer, atari3
 
 
 def test_generate_eval_json_per_task(tiny_lm_run, tmp_path):
-  result = evaluate_generation(tiny_lm_run["lm"], tasks=("t2v", "i2v"), out=tmp_path, min_clips=4, fvd_size=32)
+  result = evaluate_generation(tiny_lm_run["lm"], tasks=("t2v", "i2v", "continuation"), out=tmp_path, min_clips=4,
+                               fvd_size=32)
   saved = json.loads((tmp_path / "eval.json").read_text())
   assert saved == json.loads(json.dumps(result))
-  for task in ("t2v", "i2v"):
+  for task in ("t2v", "i2v", "continuation"):
     row = saved["tasks"][task]
     assert row["samples"] == 4 and row["fvd"] > 0 and 0 <= row["recognition"]["rate"] <= 1
+  # i2v is shown the first frame; continuation the clip's first 1 + 4(k - 1) = 5 frames (k = 2 latents)
+  for task, given in (("i2v", 1), ("continuation", 5)):
+    motion = saved["tasks"][task]["motion"]
+    assert motion["given_frames"] == given and motion["scored_frames"] == 17 - given
+    assert motion["generated"]["psnr"] > 0 and motion["repeat_last"]["lpips"] >= 0
   rec = saved["recognition"]
   assert rec["chance"] == 0.5 and 0 <= rec["held_out_real_accuracy"] <= 1
   assert saved["provenance"]["lm"]["fingerprint"] and saved["provenance"]["tokenizer"]["fingerprint"]
   assert "seed" in saved["protocol"]["seeds"] and saved["protocol"]["fvd"]["frames"] == 16
   assert (tmp_path / "contact_sheet.png").is_file()
+
+
+def test_motion_is_scored_against_repeating_the_last_given_frame():
+  rng = np.random.default_rng(0)
+  real = rng.integers(0, 256, (2, 9, 32, 32, 3), dtype=np.uint8)
+  exact = motion_scores(real.copy(), real, given=5)
+  assert exact["scored_frames"] == 4 and exact["generated"]["psnr"] == 100.0  # the 1e-10 MSE floor
+  assert exact["beats_repeat_last"] == {"psnr": True, "lpips": True}
+  frozen = real.copy()
+  frozen[:, 5:] = real[:, 4:5]
+  still = motion_scores(frozen, real, given=5)
+  assert still["generated"] == still["repeat_last"] and still["beats_repeat_last"] == {"psnr": False, "lpips": False}
