@@ -110,7 +110,7 @@ class DemoPlan:
   # overrides of the pieces-only baseline LM (on top of `lm`); None: no baseline (the quick plan)
   baseline_lm: tuple[str, ...] | None = ()
   seed: int = 0
-  eval_tasks: tuple[str, ...] = ("t2v",)  # `kineto eval generate` tasks; () skips both evaluations
+  eval_tasks: tuple[str, ...] = ("t2v", "continuation")  # `kineto eval generate` tasks; () skips both
   #   (FVD needs >= 32 held-out clips: the quick plan has 6)
   eval_i3d_size: int = 112               # I3D input side for the demo's FVDs: 224 (the standard) costs
   #   4x more, ~1.8 s a clip on 2 cores, over the demo's 3-minute evaluation budget
@@ -376,7 +376,8 @@ def evaluation_summary(paths: dict) -> dict | None:
                                                      "tokenizer_psnr_same_clips")}
                      for name, row in tok["codecs_at_tokenizer_bits"].items()},
           "generate": {task: {"fvd": row["fvd"], "samples": row["samples"],
-                              "recognition_rate": (row.get("recognition") or {}).get("rate")}
+                              "recognition_rate": (row.get("recognition") or {}).get("rate"),
+                              "motion": row.get("motion")}
                        for task, row in (gen.get("tasks") or {}).items()},
           "recognition_ceiling": (gen.get("recognition") or {}).get("held_out_real_accuracy"),
           "rate_distortion_png": "eval/tokenizer/rate_distortion.png",
@@ -558,6 +559,15 @@ def _evaluation_lines(e: dict | None) -> list[str]:
               *[f"| {t} | {g['samples']} | {g['fvd']:.0f} | {_pct(g['recognition_rate'])} |"
                 for t, g in e["generate"].items()],
               "", f"(The classifier reads {_pct(e['recognition_ceiling'])} of real held-out clips.)", ""]
+  motion = {t: g["motion"] for t, g in e["generate"].items() if g.get("motion")}
+  if motion:
+    lines += ["Motion: the frames after the given ones against the real clip's, beside repeating the "
+              "last given frame (a model that learned motion beats it).", "",
+              "| task | given frames | PSNR generated | PSNR repeat-last | LPIPS generated | LPIPS repeat-last |",
+              "|---|---|---|---|---|---|",
+              *[f"| {t} | {m['given_frames']} | {_fmt(m['generated']['psnr'])} | {_fmt(m['repeat_last']['psnr'])} | "
+                f"{_fmt(m['generated']['lpips'])} | {_fmt(m['repeat_last']['lpips'])} |" for t, m in motion.items()],
+              ""]
   return lines
 
 

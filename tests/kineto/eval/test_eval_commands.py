@@ -65,6 +65,14 @@ def test_generate_eval_json_per_task(tiny_lm_run, tmp_path):
     motion = saved["tasks"][task]["motion"]
     assert motion["given_frames"] == given and motion["scored_frames"] == 17 - given
     assert motion["generated"]["psnr"] > 0 and motion["repeat_last"]["lpips"] >= 0
+  summary = {"clips": 4, "bits_per_clip": 640, "bits_per_pixel": 0.04, "psnr": 10.0, "lpips": 0.5, "rfvd": 1.0,
+             "i3d_resize": "32x32, bilinear", "codecs": {}, "recognition_ceiling": 0.5,
+             "generate": {t: {"samples": 4, "fvd": r["fvd"], "recognition_rate": r["recognition"]["rate"],
+                              "motion": r.get("motion")} for t, r in saved["tasks"].items()}}
+  text = "\n".join(run._evaluation_lines(summary))  # the demo report's motion table
+  motion = saved["tasks"]["continuation"]["motion"]
+  assert f"| continuation | 5 | {run._fmt(motion['generated']['psnr'])} | {run._fmt(motion['repeat_last']['psnr'])} |" \
+      in text
   rec = saved["recognition"]
   assert rec["chance"] == 0.5 and 0 <= rec["held_out_real_accuracy"] <= 1
   assert saved["provenance"]["lm"]["fingerprint"] and saved["provenance"]["tokenizer"]["fingerprint"]
