@@ -323,37 +323,33 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_sharded_batch_of_prompts_on_two_processes_equals_one_device(run, tmp_path):
+def test_sharded_batch_of_prompts_on_two_processes_equals_one_device(gen, run, tmp_path):
   """`--prompts FILE --mesh 1,-1,1` on 2 processes x 2 CPU devices (gloo): the LM's weights split
   over fsdp=4, only the sampled weights read from the checkpoint; every row's video equals
-  the one a single process on one device samples."""
+  what one process on one device samples (this one, through the same MP4 writer)."""
   import subprocess
   import sys
 
   from conftest import ROOT, kineto_env
   prompts = tmp_path / "prompts.txt"
   prompts.write_text("Pong\n\n  Freeway  \n")  # blank lines are skipped, captions stripped
-  args = ["generate", "--lm", str(run["lm"]), "--prompts", str(prompts), "--samples", "2", "--seed", "3",
-          "--cfg", "2"]
   port = _free_port()
   procs = [subprocess.Popen([sys.executable, "-m", "kineto", "--coordinator_address", f"127.0.0.1:{port}",
-                             "--num_processes", "2", "--process_id", str(i), *args, "--mesh", "1,-1,1",
-                             "--out", str(tmp_path / "two" / "clip.mp4")],
+                             "--num_processes", "2", "--process_id", str(i), "generate", "--lm", str(run["lm"]),
+                             "--prompts", str(prompts), "--samples", "2", "--seed", "3", "--cfg", "2",
+                             "--mesh", "1,-1,1", "--out", str(tmp_path / "two" / "clip.mp4")],
                             cwd=ROOT, env=kineto_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for i in range(2)]
-  single = subprocess.run([sys.executable, "-m", "kineto", *args, "--out", str(tmp_path / "one" / "clip.mp4")],
-                          cwd=ROOT, env=kineto_env(1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=600)
-  assert single.returncode == 0, single.stdout[-3000:]
+  one = gen.generate(prompt=["Pong", "Freeway"], num_samples=2, seed=3, cfg_scale=2.0)
   for p in procs:
     out, _ = p.communicate(timeout=600)
     assert p.returncode == 0, out[-3000:]
   two = json.loads((tmp_path / "two" / "clip.json").read_text())
-  one = json.loads((tmp_path / "one" / "clip.json").read_text())
-  assert two["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1} and one["mesh"] is None
-  assert [r["prompt"] for r in two["rows"]] == ["Pong", "Pong", "Freeway", "Freeway"]
-  assert [r["sample"] for r in one["rows"]] == [0, 1, 0, 1] and two["video_shape"] == [4, 17, 32, 32, 3]
-  videos = lambda d: [media.read_video(tmp_path / d / f"clip-{r}.mp4", 17, 32, 32) for r in range(4)]
-  for a, b in zip(videos("two"), videos("one")):
-    np.testing.assert_array_equal(a, b)
-  assert not np.array_equal(videos("one")[0], videos("one")[2])  # the prompts differ
+  assert two["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1} and two["video_shape"] == [4, 17, 32, 32, 3]
+  assert [(r["prompt"], r["sample"]) for r in two["rows"]] == [("Pong", 0), ("Pong", 1), ("Freeway", 0),
+                                                               ("Freeway", 1)]
+  for r, frames in enumerate(one["video"]):
+    mine = media.write_video(tmp_path / "one" / f"clip-{r}.mp4", frames, one["fps"])
+    np.testing.assert_array_equal(media.read_video(tmp_path / "two" / f"clip-{r}.mp4", 17, 32, 32),
+                                  media.read_video(mine, 17, 32, 32))
+  assert not np.array_equal(one["video"][0], one["video"][2])  # the prompts differ
