@@ -2,9 +2,10 @@
 
 On a TPU pod slice or GPU node (the same command on every host):
   kineto --distributed lm train --config configs/lm_300m.py --workdir /mnt/shared/lm_300m
-It keeps every projection for the backward pass (no recompute of the matmuls), which 95 GiB
-chips afford at 32 rows per chip (v5p-16); the loss chunk is 64 positions: 32 x 64 x 298,496
-x 4 B = 2.4 GB of float32 logits per chip.
+It keeps every projection for the backward pass (no recompute of the matmuls): at 16 rows per
+chip (v5p-32) that is 56 GiB of 95; at 32 rows (v5p-16) it needs 112 GiB, and
+`--set lm.remat_policy=nothing_saveable` (recompute each layer, ~1/3 more FLOPs) brings it to
+44 GiB (bench/MEMORY.md, measured by libtpu's compiler).
 """
 from configs._pod import MAX_LEN, VOCAB, pod_config
 from configs.schema import LmConfig
