@@ -84,9 +84,10 @@ def test_attention_implementations_agree_in_value_and_gradient():
         np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-@pytest.mark.parametrize("tied", [False, True])
-def test_kv_cache_decoding_equals_full_forward(tied):
-  model = tiny_model("lm.qk_norm=true", f"lm.tie_embeddings={tied}")
+@pytest.mark.parametrize("tied,kv_heads", [(False, 2), (True, 2), (False, 4)])
+def test_kv_cache_decoding_equals_full_forward(tied, kv_heads):
+  # kv_heads=4 (= heads): the sequence runs q, k, v as one stacked matmul, decoding as three.
+  model = tiny_model("lm.qk_norm=true", f"lm.tie_embeddings={tied}", f"lm.kv_heads={kv_heads}")
   tokens = random_tokens((2, 30))
   prefix = jnp.zeros((2, 30), bool).at[:, :8].set(True)
   full = model(tokens, prefix)
