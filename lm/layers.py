@@ -27,20 +27,41 @@ class RMSNorm(nnx.Module):
 def rope(x_btnk: jax.Array, positions_bt: jax.Array, theta: float) -> jax.Array:
   """Rotates pairs (x[..., i], x[..., i + K/2]) by angle position * theta^(-2i/K).
 
-  The pair swap (-x2, x1) is a product with a constant signed permutation matrix rather
-  than split + concatenate: its backward is one more small matmul instead of pads and
-  slices, which XLA's CPU backend runs several times slower.
+  The pair swap (-x2, x1) is two half-slices and a concatenate; its backward is written
+  out (`_rope_bwd`, the same swap with the sign flipped), because XLA's CPU backend runs
+  the pads and slices that autodiff makes of it several times slower.
   """
   k = x_btnk.shape[-1]
   inv_freq_k = jnp.tile(theta ** (-jnp.arange(0, k // 2, dtype=jnp.float32) * 2.0 / k), 2)
   angle_btk = positions_bt.astype(jnp.float32)[..., None] * inv_freq_k
   sin, cos = jnp.sin(angle_btk)[:, :, None, :], jnp.cos(angle_btk)[:, :, None, :]
-  half = k // 2
-  swap_kk = jnp.zeros((k, k), x_btnk.dtype)
-  swap_kk = swap_kk.at[jnp.arange(half) + half, jnp.arange(half)].set(-1)  # out[i] = -x[i+K/2]
-  swap_kk = swap_kk.at[jnp.arange(half), jnp.arange(half) + half].set(1)   # out[i+K/2] = x[i]
-  rotated = jnp.einsum("btnk,kj->btnj", x_btnk, swap_kk)
-  return (x_btnk * cos + rotated * sin).astype(x_btnk.dtype)
+  return _rotate(x_btnk, cos, sin)
+
+
+def _swap_halves(x):
+  """(x1, x2) -> (-x2, x1) over the last axis: the rotation by 90 degrees of each pair."""
+  half = x.shape[-1] // 2
+  return jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+
+
+@jax.custom_vjp
+def _rotate(x_btnk, cos_bt1k, sin_bt1k):
+  return (x_btnk * cos_bt1k + _swap_halves(x_btnk) * sin_bt1k).astype(x_btnk.dtype)
+
+
+def _rotate_fwd(x_btnk, cos_bt1k, sin_bt1k):
+  return _rotate(x_btnk, cos_bt1k, sin_bt1k), (cos_bt1k, sin_bt1k)
+
+
+def _rotate_bwd(residuals, dy_btnk):
+  # The swap is a signed permutation S with S^T = -S: dx = dy * cos - S(dy * sin).
+  # The angles are functions of the positions only: no gradient.
+  cos_bt1k, sin_bt1k = residuals
+  dx = dy_btnk * cos_bt1k - _swap_halves(dy_btnk * sin_bt1k)
+  return dx.astype(dy_btnk.dtype), jnp.zeros_like(cos_bt1k), jnp.zeros_like(sin_bt1k)
+
+
+_rotate.defvjp(_rotate_fwd, _rotate_bwd)
 
 
 @jax.custom_vjp

@@ -80,10 +80,21 @@ class Attention(nnx.Module):
       self.k_norm = RMSNorm(k, eps=cfg.norm_eps)
 
   def qkv(self, x_btd, positions_bt):
+    # Over a sequence, one matmul for the projections whose weights stack on a new axis
+    # ([D, 3, N, K], or [D, 2, G, K] for k and v under grouped-query attention): heads
+    # keep their sharding, and forward and backward run one larger matmul instead of
+    # three (5% of a CPU training step). A decode step (T = 1) reads each weight once
+    # instead: there the stacking copy would double the weight traffic.
     dt = x_btd.dtype
-    q = jnp.einsum("btd,dnk->btnk", x_btd, self.wq[...].astype(dt))
-    k = jnp.einsum("btd,dgk->btgk", x_btd, self.wk[...].astype(dt))
-    v = jnp.einsum("btd,dgk->btgk", x_btd, self.wv[...].astype(dt))
+    wq, wk, wv = self.wq[...].astype(dt), self.wk[...].astype(dt), self.wv[...].astype(dt)
+    if x_btd.shape[1] == 1:
+      q, k, v = (jnp.einsum("btd,dnk->btnk", x_btd, w) for w in (wq, wk, wv))
+    elif wq.shape == wk.shape:
+      qkv = jnp.einsum("btd,dcnk->btcnk", x_btd, jnp.stack([wq, wk, wv], axis=1))
+      q, k, v = _unstack(shard(qkv, "act_batch", "act_length", None, "act_heads", "act_head_dim"))
+    else:
+      q = jnp.einsum("btd,dnk->btnk", x_btd, wq)
+      k, v = _unstack(jnp.einsum("btd,dcgk->btcgk", x_btd, jnp.stack([wk, wv], axis=1)))
     if self.cfg.qk_norm:
       q, k = self.q_norm(q), self.k_norm(k)
     q = shard(rope(q, positions_bt, self.cfg.rope_theta), *ACT_BTNK)
@@ -92,6 +103,10 @@ class Attention(nnx.Module):
 
   def out(self, o_btnk):
     return shard(jnp.einsum("btnk,nkd->btd", o_btnk, self.wo[...].astype(o_btnk.dtype)), *ACT_BTD)
+
+
+def _unstack(x_btc___):
+  return [x_btc___[:, :, i] for i in range(x_btc___.shape[2])]
 
 
 class Mlp(nnx.Module):
