@@ -95,7 +95,8 @@ def tree_bytes(tree) -> int:
 def test_compile_the_tokenizer_train_step_on_a_fake_8_device_cpu_mesh(capsys):
   """vidtok_tiny's train step (tokenizer + GAN; LPIPS and R1 off to keep the compile short): the
   argument bytes per device are the fsdp-sharded state plus the layers too small to shard.
-  (libtpu compiles the whole step for v5e-8 too, in ~6 min on 2 cores: bench, not the suite.)"""
+  (libtpu compiles the whole step for v5e-8 in ~6 min on 2 cores: bench/memory_table.py; the
+  suite's TPU compile of it is the smaller one below.)"""
   import jax
   from flax import nnx
 
@@ -111,6 +112,39 @@ def test_compile_the_tokenizer_train_step_on_a_fake_8_device_cpu_mesh(capsys):
   assert state_bytes // 8 < b["argument"] < state_bytes // 2, (b, state_bytes)
   assert b["alias"] >= state_bytes // 8  # the donated state is updated in place
   assert r["flops_per_device"] > 0
+
+
+def tpu_padded_bytes(shape, itemsize: int) -> int:
+  """An array's bytes in TPU's tiled layout: the last two dims padded to (8, 128) tiles."""
+  dims = [1] * max(0, 2 - len(shape)) + list(shape)
+  return int(np.prod(dims[:-2])) * -(-dims[-2] // 8) * 8 * -(-dims[-1] // 128) * 128 * itemsize
+
+
+@pytest.mark.skipif(not HAS_LIBTPU, reason="libtpu is not installed (pip install 'kineto[tpu]'); "
+                                           "the TPU compiler is needed to compile for a TPU slice")
+def test_aot_compile_vidtok_tiny_for_a_v5e_slice(capsys):
+  """vidtok_tiny's train step for v5e-8 by libtpu (GAN and LPIPS off, 16x16 clips: ~40 s; with
+  them on, ~6 min, which is bench/memory_table.py's job). Its weights are too small for TPU's
+  (8, 128) tiles: the state per chip lies between its ideal fsdp share and the tile-padded
+  bytes of an unsharded copy, and is donated (aliased)."""
+  import jax
+  from flax import nnx
+
+  from train import tokenizer_step
+  overrides = ["train.perceptual_weight=0", "train.gan_weight=0", "train.frames=5"]
+  r = run_compile(capsys, "--config", "vidtok_tiny", "--topology", "v5e-8", "--step", "tokenizer", "--size", "16",
+                  *sum((["--set", o] for o in overrides), []))
+  assert r["libtpu_topology"] == "v5e:2x4" and r["devices"] == r["chips"] == 8 and r["mesh"]["fsdp"] == 8
+  assert r["shapes"] == "batch 8 clips of 5x16x16" and r["hbm_bytes"] == 16 * 2 ** 30 and r["fits"]
+  leaves = jax.tree.leaves(nnx.state(jax.eval_shape(lambda: tokenizer_step.build(configs.load("vidtok_tiny",
+                                                                                                overrides), 0))))
+  ideal = sum(x.size * x.dtype.itemsize for x in leaves) // 8
+  padded = sum(tpu_padded_bytes(x.shape, x.dtype.itemsize) for x in leaves)
+  b = r["bytes_per_device"]
+  assert r["state_bytes_per_device_ideal"] == ideal
+  assert ideal < b["argument"] < padded, (b, ideal, padded)
+  assert b["alias"] > 0.95 * b["argument"] and 0 < b["temp"] < 2 ** 30
+  assert r["collectives"].get("all-reduce", 0) > 0  # the gradients' sum over the data-parallel rows
 
 
 @pytest.mark.parametrize("argv, message", [
