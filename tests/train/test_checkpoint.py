@@ -115,8 +115,11 @@ def test_kill_9_during_async_saves_then_resume_equals_an_uninterrupted_run(tmp_p
   train_lm(cfg, tmp_path / "straight", progress=False)
   _, resumed, _ = restored_leaves(cfg, tmp_path / "killed")
   _, straight, _ = restored_leaves(cfg, tmp_path / "straight")
+  # The killed run's first steps ran on 1 device (the subprocess), the rest on this process's 8
+  # fake devices, whose sums reduce in another order: 60 AdamW steps later weights of ~2 differ
+  # by up to ~2e-6 (seen after the q/k/v projections became one matmul).
   for a, b in zip(resumed, straight):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5)
 
 
 @pytest.mark.slow
