@@ -1,4 +1,6 @@
 """The transformer: prefix-LM masking, padding, KV-cache decoding, attention and loss kernels."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,6 +74,8 @@ def test_attention_implementations_agree_in_value_and_gradient():
   segs = jnp.array([[1] * 25 + [2] * 10 + [0] * 5, [1] * 40])
   prefix = jnp.zeros((b, t), bool).at[0, :20].set(True).at[0, 25:30].set(True).at[1, :3].set(True)
 
+  # Jitted: run eagerly, the blockwise kernel dispatches hundreds of tiny ops (46 s of the suite).
+  @functools.partial(jax.jit, static_argnums=(0, 1))
   def run(impl, block):
     f = lambda q, k, v: prefix_lm_attention(q, k, v, segs, prefix, block=block, impl=impl)
     out, vjp = jax.vjp(f, q, *kv)
