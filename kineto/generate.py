@@ -408,6 +408,8 @@ class Generator:
     prompts = list(prompt) if isinstance(prompt, (list, tuple)) else [prompt]
     if not prompts:
       raise GenerateError("prompt=[] holds no caption; give at least one, or prompt=None.")
+    if len(prompts) > 1 and not all(isinstance(p, str) and p.strip() for p in prompts):
+      raise GenerateError(f"prompt={prompts!r}: every caption of a list must be non-empty text.")
     task, example, known, input_wave = self.prepare(prompt=prompts[0], image=image, video=video, mask=mask,
                                                     audio=audio, task=task)
     # Every other prompt shares the encoded image/video/audio; only its caption differs.

@@ -168,6 +168,8 @@ def test_bad_inputs_are_refused_before_sampling(gen, run, tmp_path, capsys):
     gen.generate(image=np.zeros((16, 16, 3), np.uint8))
   with pytest.raises(GenerateError, match=r"mask of shape \(5, 8, 8\): expected pixels \(17, 32, 32\)"):
     gen.generate(video=frames_u8(17), mask=np.ones((5, 8, 8), bool))
+  with pytest.raises(GenerateError, match="every caption of a list must be non-empty text"):
+    gen.generate(prompt=["Pong", " "])
 
 
 def test_lm_vocab_must_match_the_tokenizer(run, lm_checkpoint, tmp_path):
