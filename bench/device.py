@@ -384,8 +384,7 @@ def tokenizer(name: str, batch: int, dtype, frames: int, size: int, repeats: int
   from flax import nnx
 
   import configs
-  from vidtok import lfq
-  from vidtok.model import Stream, VideoTokenizer
+  from vidtok.model import Stream, VideoTokenizer, codes_to_latent
 
   cfg = configs.load(name).vidtok
   graphdef, params = nnx.split(VideoTokenizer(cfg, rngs=nnx.Rngs(0)))
@@ -393,7 +392,7 @@ def tokenizer(name: str, batch: int, dtype, frames: int, size: int, repeats: int
                              maxval=1).astype(dtype)
   t0 = time.perf_counter()
   encode_fn = lambda p, v: nnx.merge(graphdef, p).encode(v)
-  decode_fn = lambda p, c: nnx.merge(graphdef, p).decoder(lfq.index_to_latent(c, cfg.bits, dtype=dtype),
+  decode_fn = lambda p, c: nnx.merge(graphdef, p).decoder(codes_to_latent(c, cfg, dtype=dtype),
                                                          Stream())
   encode = jax.jit(encode_fn).lower(params, video).compile()
   codes = encode(params, video)

@@ -112,6 +112,11 @@ def _parse(raw: str, hint, key: str):
     if hint is float and not math.isfinite(value):  # inf and nan parse, then poison a run
       raise ConfigError(f"{key}={raw!r}: expected a finite number.")
     return value
+  args = typing.get_args(hint)
+  if typing.get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis and args[0] in (int, float, str, bool):
+    # A homogeneous tuple: comma-separated items, e.g. vidtok.fsq_levels=4,4,4,4,4 (or "(4, 4)").
+    items = [item.strip() for item in raw.strip().strip("()").split(",") if item.strip()]
+    return tuple(_parse(item, args[0], key) for item in items)
   if typing.get_origin(hint) in (tuple, types.UnionType, typing.Union):
     raise ConfigError(f"{key} is a structured field ({hint}); edit it in the config file, "
                       "not with --set.")

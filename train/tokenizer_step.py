@@ -78,13 +78,15 @@ def make_step(cfg: TokenizerConfig, mesh, ts: TrainState):
     def gen_loss(params):
       model = nnx.merge(gen_def, params, gen_rest)
       recon, z, codes = model(video)
-      terms = {"recon": losses.reconstruction(recon, video, tc.recon_loss),
-               "commit": lfq.commitment_loss(z)}
-      per_position, batch = lfq.entropy_terms(z.reshape(-1, vc.bits), tc.entropy_temperature,
-                                              vc.entropy_groups)
-      terms |= {"entropy_position": per_position, "entropy_batch": batch}
-      total = (terms["recon"] + tc.commit_weight * terms["commit"]
-               + tc.entropy_weight * (per_position - tc.entropy_gamma * batch))
+      terms = {"recon": losses.reconstruction(recon, video, tc.recon_loss)}
+      total = terms["recon"]
+      if vc.quantizer == "lfq":  # FSQ's fixed grid needs neither term (vidtok/fsq.py)
+        terms["commit"] = lfq.commitment_loss(z)
+        per_position, batch = lfq.entropy_terms(z.reshape(-1, vc.bits), tc.entropy_temperature,
+                                                vc.entropy_groups)
+        terms |= {"entropy_position": per_position, "entropy_batch": batch}
+        total += (tc.commit_weight * terms["commit"]
+                  + tc.entropy_weight * (per_position - tc.entropy_gamma * batch))
       if tc.perceptual_weight:
         # LPIPS costs a CNN pass per frame: a random subset of frames stands for the clip.
         frames = jax.random.choice(rng, video.shape[1], (min(tc.perceptual_frames, video.shape[1]),),

@@ -1,4 +1,4 @@
-"""The causal video tokenizer: encoder -> LFQ -> decoder (after MAGVIT-v2).
+"""The causal video tokenizer: encoder -> LFQ or FSQ -> decoder (after MAGVIT-v2).
 
   tok = VideoTokenizer(cfg, rngs=nnx.Rngs(0))
   codes = tok.encode(video)        # float [B, 1+4k, H, W, 3] in [-1, 1] -> int32 [B, 1+k, H/8, W/8]
@@ -15,7 +15,7 @@ import numpy as np
 from flax import nnx
 
 from configs.schema import VidtokConfig
-from vidtok import lfq
+from vidtok import fsq, lfq
 from vidtok.layers import CausalConv3d, Downsample, FrameGroupNorm, ResBlock, Stream, Upsample
 
 
@@ -54,10 +54,10 @@ class Encoder(nnx.Module):
     blocks.append(ResBlock(c, c, cfg.norm_groups, rngs=rngs))
     self.blocks = nnx.List(blocks)
     self.norm_out = FrameGroupNorm(c, cfg.norm_groups)
-    self.conv_out = CausalConv3d(c, cfg.bits, rngs=rngs, kernel=(1, 1, 1), shard_out=False)
+    self.conv_out = CausalConv3d(c, cfg.latent_dim, rngs=rngs, kernel=(1, 1, 1), shard_out=False)
     # Unit-scale latents (no affine) so the sign bits and the entropy temperature mean the
     # same thing throughout training.
-    self.norm_bits = FrameGroupNorm(cfg.bits, 1, affine=False)
+    self.norm_bits = FrameGroupNorm(cfg.latent_dim, 1, affine=False)
 
   def __call__(self, video: jax.Array, stream: Stream) -> jax.Array:
     x = self.conv_in(video, stream)
@@ -70,7 +70,7 @@ class Decoder(nnx.Module):
   def __init__(self, cfg: VidtokConfig, *, rngs: nnx.Rngs):
     widths = [cfg.channels * m for m in cfg.multipliers]
     c = widths[-1]
-    self.conv_in = CausalConv3d(cfg.bits, c, rngs=rngs)
+    self.conv_in = CausalConv3d(cfg.latent_dim, c, rngs=rngs)
     blocks = [ResBlock(c, c, cfg.norm_groups, rngs=rngs)]
     for i in reversed(range(len(widths))):
       for _ in range(cfg.res_blocks):
@@ -90,6 +90,18 @@ class Decoder(nnx.Module):
     return self.conv_out(nnx.silu(self.norm_out(x)), stream)
 
 
+def quantize(z: jax.Array, cfg: VidtokConfig) -> tuple[jax.Array, jax.Array]:
+  """Latents [..., latent_dim] -> (quantized latents, straight-through; int32 codes [...])."""
+  return fsq.quantize(z, cfg.fsq_levels) if cfg.quantizer == "fsq" else lfq.quantize(z)
+
+
+def codes_to_latent(codes: jax.Array, cfg: VidtokConfig, dtype=jnp.float32) -> jax.Array:
+  """int32 codes [...] -> the quantized latents [..., latent_dim] the decoder reads."""
+  if cfg.quantizer == "fsq":
+    return fsq.index_to_latent(codes, cfg.fsq_levels, dtype)
+  return lfq.index_to_latent(codes, cfg.bits, dtype)
+
+
 class VideoTokenizer(nnx.Module):
   """Encoder, lookup-free quantizer and decoder of one `VidtokConfig`."""
 
@@ -101,29 +113,29 @@ class VideoTokenizer(nnx.Module):
   def __call__(self, video: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Training pass: (reconstruction, latents z [B,t,h,w,d], codes [B,t,h,w])."""
     z = self.encoder(video, Stream())
-    q, codes = lfq.quantize(z)
+    q, codes = quantize(z, self.cfg)
     return self.decoder(q, Stream()), z, codes
 
   def encode(self, video: jax.Array) -> jax.Array:
     check_video(video, self.cfg)
-    return lfq.quantize(self.encoder(video, Stream()))[1]
+    return quantize(self.encoder(video, Stream()), self.cfg)[1]
 
   def decode(self, codes: jax.Array) -> jax.Array:
-    return self.decoder(lfq.index_to_latent(codes, self.cfg.bits), Stream())
+    return self.decoder(codes_to_latent(codes, self.cfg), Stream())
 
 
 # --- long videos in causal chunks ---------------------------------------------------------
 @nnx.jit
 def _encode_chunk(model: VideoTokenizer, video, past):
   stream = Stream(past)
-  codes = lfq.quantize(model.encoder(video, stream))[1]
+  codes = quantize(model.encoder(video, stream), model.cfg)[1]
   return codes, stream.carry
 
 
 @nnx.jit
 def _decode_chunk(model: VideoTokenizer, codes, past):
   stream = Stream(past)
-  video = model.decoder(lfq.index_to_latent(codes, model.cfg.bits), stream)
+  video = model.decoder(codes_to_latent(codes, model.cfg), stream)
   return video, stream.carry
 
 

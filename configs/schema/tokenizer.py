@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from configs.schema.checks import ConfigError, _check_choice, _check_positive
 from configs.schema.mesh import MeshConfig
 
 RECON_LOSSES = ("l1", "l2")
+QUANTIZERS = ("lfq", "fsq")
 
 
 @dataclasses.dataclass(frozen=True)
 class VidtokConfig:
-  """The causal MAGVIT-v2-style tokenizer (vidtok/model.py): encoder, LFQ, decoder.
+  """The causal MAGVIT-v2-style tokenizer (vidtok/model.py): encoder, quantizer, decoder.
 
   Level i has `channels * multipliers[i]` channels; between levels the resolution halves in
   space, and in time where `time_downsample` says so. 3 transitions, 2 in time: 4x8x8.
@@ -24,6 +26,9 @@ class VidtokConfig:
   bits: int = 8                # LFQ bits per token: 2**bits codes
   norm_groups: int = 8         # GroupNorm groups (normalized per frame, which keeps causality)
   entropy_groups: int = 1      # LFQ bits split into this many groups for the batch entropy
+  quantizer: str = "lfq"       # "lfq": one sign bit per latent channel (vidtok/lfq.py); "fsq":
+  #   finite scalar quantization (vidtok/fsq.py), `fsq_levels` levels per channel
+  fsq_levels: tuple[int, ...] = ()  # FSQ: levels per latent channel, powers of two, product 2**bits
 
   def __post_init__(self):
     _check_positive(self, "channels", "res_blocks", "bits", "norm_groups", "entropy_groups")
@@ -43,6 +48,23 @@ class VidtokConfig:
                         "with entropy_groups=2.")
     if self.bits > 30:
       raise ConfigError(f"vidtok.bits={self.bits}: codes are int32; use <= 30 bits.")
+    _check_choice("vidtok.quantizer", self.quantizer, QUANTIZERS)
+    if self.quantizer == "fsq":
+      levels = tuple(self.fsq_levels)
+      if not levels or any(n < 2 or n & (n - 1) for n in levels):
+        raise ConfigError(f"vidtok.fsq_levels={levels}: FSQ needs a level count per latent channel, "
+                          "each a power of two >= 2, e.g. (4, 4, 4, 4, 4) for 10 bits.")
+      if math.prod(levels) != 2 ** self.bits:
+        raise ConfigError(f"vidtok.fsq_levels={levels} give {math.prod(levels)} codes, not "
+                          f"2**bits = {2 ** self.bits}: their product must equal 2**vidtok.bits.")
+    if self.quantizer == "lfq" and self.fsq_levels:
+      raise ConfigError(f"vidtok.fsq_levels={self.fsq_levels} is set but vidtok.quantizer='lfq'; "
+                        "set vidtok.quantizer=fsq or drop the levels.")
+
+  @property
+  def latent_dim(self) -> int:
+    """Channels of a token's latent: one per bit (LFQ) or one per FSQ level group."""
+    return len(self.fsq_levels) if self.quantizer == "fsq" else self.bits
 
   @property
   def time_factor(self) -> int:

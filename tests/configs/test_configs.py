@@ -33,6 +33,11 @@ def test_overrides_are_typed():
                                  "mesh.fsdp=2", "lm.dtype=bfloat16"])
   assert (cfg.lm.layers, cfg.train.learning_rate, cfg.lm.qk_norm, cfg.mesh.fsdp, cfg.lm.dtype) == (
       3, 0.5, False, 2, "bfloat16")
+  tok = configs.load("vidtok_tiny", ["vidtok.quantizer=fsq", "vidtok.fsq_levels=4,4,4,4",
+                                     "vidtok.multipliers=(1, 2, 2, 4)"])
+  assert tok.vidtok.fsq_levels == (4, 4, 4, 4) and tok.vidtok.multipliers == (1, 2, 2, 4)
+  with pytest.raises(ConfigError, match="expected int"):
+    configs.load("vidtok_tiny", ["vidtok.multipliers=1,two"])
 
 
 @pytest.mark.parametrize("override, message", [

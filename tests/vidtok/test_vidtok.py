@@ -1,4 +1,4 @@
-"""The causal video tokenizer: shapes, causality, chunking, LFQ, input errors, sharded step."""
+"""The causal video tokenizer: shapes, causality, chunking, LFQ, FSQ, input errors, sharded step."""
 from __future__ import annotations
 
 import itertools
@@ -13,7 +13,7 @@ import configs
 import sharding
 from configs.schema import ConfigError, VidtokConfig
 from train import tokenizer_step
-from vidtok import lfq, metrics
+from vidtok import fsq, lfq, metrics
 from vidtok.layers import Stream
 from vidtok.model import VideoTokenizer, decode_chunks, encode_chunks
 
@@ -100,6 +100,55 @@ def test_entropy_matches_brute_force(d):
     assert float(lfq.entropy_terms(z, temperature, groups=3)[1]) >= batch - 1e-5
 
 
+@pytest.mark.parametrize("levels", [(4, 4, 4, 4, 4), (2, 8, 4, 16)])
+def test_fsq_codes_latents_round_trip(levels):
+  """Every one of the 2**bits codes maps to a distinct grid point that quantizes back to it."""
+  codes = jnp.arange(int(np.prod(levels)))
+  latent = fsq.index_to_latent(codes, levels)
+  assert latent.shape == (len(codes), len(levels))
+  for i, n in enumerate(levels):  # each channel takes exactly its n evenly spaced values in [-1, 1]
+    np.testing.assert_allclose(np.unique(latent[:, i]), np.linspace(-1, 1, n), atol=1e-6)
+  # Latents whose tanh lies within 0.4 of a grid step of a point (inside the grid) quantize to it.
+  half = (np.asarray(levels) - 1) / 2
+  z = jnp.arctanh(latent * (1 - 0.4 / half))
+  q, again = fsq.quantize(z, levels)
+  np.testing.assert_array_equal(again, codes)
+  np.testing.assert_allclose(q, latent, atol=1e-6)
+
+
+def test_fsq_rounds_to_the_nearest_level_with_straight_through_gradients():
+  levels = (4,)
+  z = jnp.array([[-3.0], [-0.2], [0.1], [3.0]])
+  q, codes = fsq.quantize(z, levels)
+  # tanh(z) * 1.5 + 1.5: -3 -> 0.01 (digit 0), -0.2 -> 1.2 (1), 0.1 -> 1.65 (2), 3 -> 2.99 (3)
+  np.testing.assert_array_equal(codes, [0, 1, 2, 3])
+  np.testing.assert_allclose(q[:, 0], [-1, -1 / 3, 1 / 3, 1], atol=1e-6)
+  grad = jax.grad(lambda z: jnp.sum(fsq.quantize(z, levels)[0]))(z)
+  np.testing.assert_allclose(grad, 1 - jnp.tanh(z) ** 2, rtol=1e-5)  # d(soft)/dz, the rounding skipped
+
+
+def test_an_fsq_tokenizer_encodes_decodes_and_trains():
+  cfg = configs.load("vidtok_tiny", ["vidtok.quantizer=fsq", "vidtok.fsq_levels=4,4,4,4"])
+  model = VideoTokenizer(cfg.vidtok, rngs=nnx.Rngs(0))
+  video = _video(5)
+  codes = model.encode(video)
+  assert codes.shape == (2, 2, 4, 4) and int(codes.max()) < 2 ** CFG.bits
+  np.testing.assert_array_equal(encode_chunks(model, video, chunk_latents=1), codes)
+  assert model.decode(codes).shape == video.shape
+  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+  cfg = configs.load("vidtok_tiny", ["vidtok.quantizer=fsq", "vidtok.fsq_levels=4,4,4,4",
+                                     "train.gan_weight=0", "train.perceptual_weight=0"])
+  ts = tokenizer_step.init_state(cfg, mesh)
+  step = tokenizer_step.make_step(cfg, mesh, ts)
+  clip = np.random.default_rng(0).integers(0, 255, (2, 5, 32, 32, 3), dtype=np.uint8)
+  state, losses = ts.state, []
+  for i in range(4):
+    state, out = step(state, clip, jnp.int32(i), None)
+    losses.append(float(out["recon"]))
+  assert "commit" not in out and "entropy_batch" not in out  # LFQ's terms only
+  assert losses[-1] < losses[0], losses
+
+
 def test_codebook_health_counts():
   codes = jnp.array([0, 0, 1, 3])
   health = lfq.codebook_health(codes, 2)
@@ -131,6 +180,14 @@ def test_config_errors():
     VidtokConfig(multipliers=(1, 2), time_downsample=(True, True))
   with pytest.raises(ConfigError, match="entropy_groups"):
     VidtokConfig(bits=18, entropy_groups=1)
+  with pytest.raises(ConfigError, match="quantizer"):
+    VidtokConfig(quantizer="vq")
+  with pytest.raises(ConfigError, match="power of two"):
+    VidtokConfig(bits=8, quantizer="fsq", fsq_levels=(8, 5, 5))
+  with pytest.raises(ConfigError, match="2\\*\\*vidtok.bits"):
+    VidtokConfig(bits=8, quantizer="fsq", fsq_levels=(4, 4, 4))
+  with pytest.raises(ConfigError, match="quantizer=fsq"):
+    VidtokConfig(bits=4, fsq_levels=(4, 4))
 
 
 def test_metrics_are_sane():
