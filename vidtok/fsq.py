@@ -7,7 +7,8 @@ the mixed-radix number sum_i j_i prod_{k<i} L_k. Here every L_i is a power of tw
 product is 2**bits and a code is a `bits`-bit integer like an LFQ code: the LM's vocabulary,
 the token shards and the rate accounting do not change with the quantizer. The decoder sees
 the digits mapped back to [-1, 1]; gradients pass straight through the rounding. FSQ needs
-no auxiliary loss: its grid has no codebook to collapse, and the tanh keeps latents in range. (configs/schema/tokenizer.py checks the levels.)
+no auxiliary loss: its grid has no codebook to collapse, and the tanh keeps latents in range.
+(configs/schema/tokenizer.py checks the levels.)
 """
 from __future__ import annotations
 
