@@ -1,8 +1,8 @@
 """The demo video tokenizer: 17x64x64 clips -> 5x8x8 tokens of 10 bits, trained on CPU.
 
-Tokens are FSQ codes (5 latent channels of 4 levels = 1,024 codes), not LFQ's 10 sign bits:
-at equal bits and steps FSQ reconstructs the demo's held-out Atari clips better (200 steps:
-16.2 dB PSNR against LFQ's 14.4; bench/NOTES.md "Tokenizer quality per CPU-minute").
+Tokens are FSQ codes (4 latent channels of 8, 8, 4, 4 levels = 1,024 codes), not LFQ's 10
+sign bits: at equal bits and steps FSQ reconstructs the demo's held-out Atari clips better
+(200 steps: 16.5 dB PSNR against LFQ's 14.4; bench/NOTES.md "Tokenizer quality per CPU-minute").
 
   kineto data demo --out outputs/data/demo
   kineto tokenizer train --config configs/vidtok_demo.py --workdir outputs/demo/vidtok
@@ -21,7 +21,7 @@ def get_config() -> TokenizerConfig:
       name="vidtok_demo",
       vidtok=VidtokConfig(channels=8, multipliers=(1, 2, 4, 8), res_blocks=1,
                           time_downsample=(False, True, True), bits=10, norm_groups=4,
-                          quantizer="fsq", fsq_levels=(4, 4, 4, 4, 4)),
+                          quantizer="fsq", fsq_levels=(8, 8, 4, 4)),
       mesh=MeshConfig(data=1, fsdp=-1, tensor=1),
       train=VidtokTrainConfig(data_dir="outputs/data/demo", frames=17, steps=450, batch_size=4,
                               learning_rate=2e-3, warmup_steps=50, log_every=10, image_every=200,
