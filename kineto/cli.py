@@ -32,7 +32,10 @@ bad flag or config is reported before JAX and TFDS load.
 from __future__ import annotations
 
 import argparse
+import glob
+import importlib.util
 import json
+import os
 import sys
 
 
@@ -236,6 +239,31 @@ def _list_configs(args) -> int:
       print(f"{name:18s} tokenizer  channels={v.channels} x {v.multipliers} res_blocks={v.res_blocks} "
             f"{v.time_factor}x{v.space_factor}x{v.space_factor} {v.bits}-bit LFQ")
   return 0
+
+
+_GOOGLE_PCI_VENDOR = "0x1ae0"  # what a TPU chip reports in /sys/bus/pci/devices/*/vendor
+_GPU_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "jax_rocm7_plugin")
+
+
+def _skip_absent_tpu(environ=os.environ, pci_devices: str = "/sys/bus/pci/devices") -> None:
+  """Keeps JAX from probing for a TPU on a machine that has none.
+
+  The [tpu] extra installs libtpu for AOT compiles. With it, JAX's first device query tries
+  a TPU backend, and where no TPU is attached libtpu prints a page of initialization errors
+  before JAX falls back to the CPU. With no TPU chip on the PCI bus, no GPU plugin installed
+  and JAX_PLATFORMS unset, this sets JAX_PLATFORMS=cpu: nothing is lost, and `kineto compile`
+  still reaches the TPU compiler through jax.experimental.topologies.
+  """
+  if "JAX_PLATFORMS" in environ or any(importlib.util.find_spec(p) for p in _GPU_PLUGINS):
+    return
+  for vendor in glob.glob(os.path.join(pci_devices, "*", "vendor")):
+    try:
+      with open(vendor) as f:
+        if f.read().strip() == _GOOGLE_PCI_VENDOR:
+          return
+    except OSError:
+      continue
+  environ["JAX_PLATFORMS"] = "cpu"
 
 
 def _init_distributed(args, parser) -> None:
@@ -513,6 +541,7 @@ def main(argv=None) -> int:
   except SystemExit as e:  # a bad flag (one line, code 2) or --help (code 0): returned, as every error is
     return e.code
 
+  _skip_absent_tpu()
   _init_distributed(args, parser)
   from train.workdir import quiet_io_tracebacks
   quiet_io_tracebacks()  # orbax logs a full disk from its threads: the one line below says it

@@ -1,5 +1,8 @@
 """The `kineto` command: a real training run has a pulse; bad input fails before work."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -61,3 +64,28 @@ def test_pod_recipe_commands_parse_and_their_configs_agree():
   assert (audio.codec.levels, audio.codec.codebook_size) == (lm.vocab.audio_levels, lm.vocab.audio_codebook)
   assert tok.train.data_dir == audio.train.data_dir == "/mnt/data/clips"
   assert lm.data.source == "tokens" and lm.data.text_budget >= 64
+
+
+def test_no_tpu_probe_where_no_tpu_is_attached(tmp_path):
+  """libtpu (installed for AOT compiles) must not print its page of errors on a CPU machine."""
+  from kineto import cli
+  pci = tmp_path / "pci"
+  (pci / "0000:00:01.0").mkdir(parents=True)
+  (pci / "0000:00:01.0" / "vendor").write_text("0x8086\n")
+  env = {}
+  cli._skip_absent_tpu(env, str(pci))
+  assert env == {"JAX_PLATFORMS": "cpu"}
+  (pci / "0000:00:04.0").mkdir()
+  (pci / "0000:00:04.0" / "vendor").write_text("0x1ae0\n")  # a TPU chip: JAX decides
+  env = {}
+  cli._skip_absent_tpu(env, str(pci))
+  assert env == {}
+  env = {"JAX_PLATFORMS": "tpu"}
+  cli._skip_absent_tpu(env, str(pci / "none"))
+  assert env == {"JAX_PLATFORMS": "tpu"}
+  # End to end: the command, with JAX_PLATFORMS unset, queries devices without libtpu's noise.
+  clean = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+  out = subprocess.run([sys.executable, "-m", "kineto", "compile", "--config", "lm_tiny", "--topology", "cpu:1"],
+                       env=clean, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "TPU" not in out.stderr and "libtpu" not in out.stderr, out.stderr[-2000:]
