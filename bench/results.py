@@ -139,7 +139,7 @@ def _vidtok(c: dict) -> str:
 
 
 def _audio(c: dict) -> str:
-  demo, big = c["audio_demo"], c["soundstream"]
+  demo, big = c["audio_demo"], c["audio_soundstream"]
   return (f"`audio_demo` encodes {demo['encode_realtime_factor']:.0f}x and decodes "
           f"{demo['decode_realtime_factor']:.0f}x real time; VideoPoet-scale `audio_soundstream` "
           f"{big['encode_realtime_factor']:.0f}x / {big['decode_realtime_factor']:.0f}x")
@@ -185,6 +185,18 @@ def readme_block(data: dict) -> str:
                  f"ran at {step['matmul_flops_per_second'] / step['torch_matmul_flops_per_second']:.2f}x of torch's "
                  f"({step['matmul_flops_per_second'] / 1e9:.0f} vs "
                  f"{step['torch_matmul_flops_per_second'] / 1e9:.0f} GFLOP/s).")
+    dec = (by_script.get("sampling.py") or {}).get("figures") or {}
+    if "decode_b1_start_vs_torch" in dec:
+      points = [f"{p.replace('_', ' ')} {dec[f'decode_ms_{p}']:.1f} vs {dec[f'torch_decode_ms_{p}']:.1f} ms "
+                f"(**{dec[f'decode_{p}_vs_torch']:.2f}x**, {dec[f'decode_{p}_vs_floor']:.1f}x the memory floor)"
+                for p in ("b1_start", "b1_end", "b8_start", "b8_end")]
+      lines[-1] += f" Decoding against `bench/torch_decode.py` (static KV cache): {', '.join(points)}."
+    tok = ((by_script.get("vidtok_throughput.py") or {}).get("figures") or {}).get("configs") or {}
+    if tok and all("encode_vs_torch" in c for c in tok.values()):
+      rows = [f"`{name}` encode **{c['encode_vs_torch']:.2f}x**, decode **{c['decode_vs_torch']:.2f}x**"
+              for name, c in tok.items()]
+      lines[-1] += (f" The tokenizer against `bench/torch_vidtok.py`: {'; '.join(rows)} (kineto's frames/s over "
+                    "the peer's; every ratio here: > 1 means kineto is faster).")
   else:
     lines.append("The PyTorch comparison is absent from this run: `make bench TORCH_PYTHON=PY` (PY a Python "
                  "with torch) also runs `bench/torch_baseline.py`, a plain PyTorch decoder of the same shape, "

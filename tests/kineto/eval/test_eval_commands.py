@@ -90,3 +90,13 @@ def test_motion_is_scored_against_repeating_the_last_given_frame():
   frozen[:, 5:] = real[:, 4:5]
   still = motion_scores(frozen, real, given=5)
   assert still["generated"] == still["repeat_last"] and still["beats_repeat_last"] == {"psnr": False, "lpips": False}
+  # Through a lossy codec (noise on every frame): a frozen decoded frame equals the decoded
+  # baseline and does not beat it; the real future through the same codec does.
+  noisy = np.clip(real.astype(int) + rng.integers(-40, 41, real.shape), 0, 255).astype(np.uint8)
+  coded_still = noisy.copy()
+  coded_still[:, 5:] = noisy[:, 4:5]
+  frozen_coded = motion_scores(coded_still, real, given=5)
+  assert frozen_coded["generated"] == frozen_coded["repeat_last_decoded"]
+  assert frozen_coded["beats_repeat_last_decoded"] == {"psnr": False, "lpips": False}
+  moving = motion_scores(noisy, real, given=5)
+  assert moving["beats_repeat_last_decoded"] == {"psnr": True, "lpips": True}
