@@ -32,7 +32,8 @@ HERE = pathlib.Path(__file__).resolve().parent
 # Helpers, the PyTorch peers (run by the scripts that compare with them, under --torch-python)
 # and the scripts run on their own: the device run (a GPU) and the memory table (TPU compiles).
 SKIP = {"common.py", "timing.py", "results.py", "torch_baseline.py", "torch_decode.py", "torch_vidtok.py",
-        "device.py", "memory_table.py"}
+        "device.py", "memory_table.py",
+        "sprite_reader.py"}  # needs a demo run's data: run by hand (bench/NOTES.md)
 PEERS = {"lm_step.py", "sampling.py", "vidtok_throughput.py"}  # take --torch-python
 
 

@@ -72,7 +72,9 @@ def test_demo_block_is_generated_from_a_report(tmp_path):
                             "snr_db": 6.6},
             "lm": {"held_out_loss_per_task": {"t2v": 1.13, "av_continuation": 2.64}},
             "recognition": {"t2v_recognition_rate": 19 / 32, "t2v_samples": 32, "chance": 0.125,
-                            "held_out_real_accuracy": 1.0, "held_out_reconstruction_accuracy": 0.875},
+                            "held_out_real_accuracy": 1.0, "held_out_reconstruction_accuracy": 0.875,
+                            "sprite_t2v_recognition_rate": 3 / 32, "sprite_t2v_none": 0.5,
+                            "sprite_held_out_real_accuracy": 1.0, "sprite_held_out_reconstruction_accuracy": 0.25},
             "video_to_audio": {"matched_rate": 0.5, "clips": 8, "chance": 0.125, "matched_distance_db": 10.3,
                                "mismatched_distance_db": 14.8},
             "sampling_tokens_per_second": 503.2, "sampling_calls": 40}
@@ -89,5 +91,6 @@ def test_demo_block_is_generated_from_a_report(tmp_path):
   assert text.startswith("before\n") and text.endswith("\nafter\n") and "old" not in text
   assert json.loads((docs / "demo.json").read_text()) == report
   for figure in ("**59.4%** of 32 samples", "PSNR 16.0 dB", "707 of 1,024 codes", "av-continuation 2.64",
-                 "503 tokens/s", "40 sampling calls", "12 min 34 s"):
+                 "503 tokens/s", "40 sampling calls", "12 min 34 s",
+                 "| the same, read by the sprite reader | **9.4%** of 32 samples (no game seen in 50.0%"):
     assert figure in text, figure

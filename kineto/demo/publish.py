@@ -45,6 +45,12 @@ def readme_block(r: dict) -> str:
        f"the classifier reads {_pct(rec['held_out_real_accuracy'])} of real held-out clips and "
        f"{_pct(rec['held_out_reconstruction_accuracy'])} of their reconstructions)"),
   ]
+  if rec.get("sprite_t2v_recognition_rate") is not None:  # reports written before the sprite reader lack it
+    rows.append(("the same, read by the sprite reader",
+                 f"**{_pct(rec['sprite_t2v_recognition_rate'])}** of {rec['t2v_samples']} samples (no game seen in "
+                 f"{_pct(rec['sprite_t2v_none'])}; it reads {_pct(rec['sprite_held_out_real_accuracy'])} of real "
+                 f"held-out clips and {_pct(rec['sprite_held_out_reconstruction_accuracy'])} of their "
+                 "reconstructions)"))
   if v2a:
     rows.append(("video-to-audio: own clip's sound is the nearest",
                  f"{v2a['matched_rate']:.0%} of {v2a['clips']} clips (chance {_pct(v2a['chance'])}); "

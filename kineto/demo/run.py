@@ -24,10 +24,11 @@ continues where it stopped:
             the token-space super-resolution stage on 2x-size clips and its held-out
             figure against bicubic upscaling (kineto/demo/superres.py)             sr_data/ sr_tokens/ sr/
 
-and then, always, the report: a game classifier trained on real frames judges the
-text-to-video samples, and the samples of both LMs from held-out paraphrases of each game
-(`PARAPHRASES`, phrasings no training caption has); contact_sheet.png, loss_curves.png,
-report.md and report.json.
+and then, always, the report: two readers trained on real frames - the colour/layout game
+classifier (recognize.py) and the sprite reader (kineto/eval/sprites.py), which needs the
+objects' shapes - judge the text-to-video samples, and the samples of both LMs from held-out
+paraphrases of each game (`PARAPHRASES`, phrasings no training caption has);
+contact_sheet.png, loss_curves.png, report.md and report.json.
 
 `--quick` runs the same stages (but the pieces-only baseline LM) on a smaller plan (3 games,
 32x32 clips of 9 frames, a few dozen steps each) in a few minutes; the tests run it. Figures
@@ -51,6 +52,7 @@ import kineto.demo.report as pictures
 import kineto.demo.superres as superres
 from configs.schema import VocabConfig
 from kineto.demo.recognize import GameClassifier
+from kineto.eval.sprites import NONE, SpriteReader
 from kineto.generate import Generator
 from kineto.media import write_gif, write_video
 from lm.text import train_sentencepiece
@@ -377,9 +379,11 @@ def evaluation_summary(paths: dict) -> dict | None:
                      for name, row in tok["codecs_at_tokenizer_bits"].items()},
           "generate": {task: {"fvd": row["fvd"], "samples": row["samples"],
                               "recognition_rate": (row.get("recognition") or {}).get("rate"),
+                              "sprite_recognition_rate": (row.get("recognition") or {}).get("sprite_rate"),
                               "motion": row.get("motion")}
                        for task, row in (gen.get("tasks") or {}).items()},
           "recognition_ceiling": (gen.get("recognition") or {}).get("held_out_real_accuracy"),
+          "sprite_recognition_ceiling": (gen.get("recognition") or {}).get("sprite_held_out_real_accuracy"),
           "rate_distortion_png": "eval/tokenizer/rate_distortion.png",
           "i3d_resize": tok["protocol"]["fvd"]["resize"],
           "i3d_weights_sha256": tok["protocol"]["fvd"]["weights_sha256"]}
@@ -392,33 +396,49 @@ def _json(path: pathlib.Path) -> dict:
 
 
 def recognition(paths: dict, plan: DemoPlan) -> dict:
-  """Trains the game classifier on real training frames; scores held-out real clips, their
+  """Trains both readers on real training frames - the colour/layout game classifier and the
+  sprite reader (kineto/eval/sprites.py, keys `sprite_*`) - and scores held-out real clips, their
   tokenizer reconstructions, and the text-to-video samples against their prompts."""
   games = [GAMES[g] for g in plan.games]
   train_x, train_y, _ = _clips(paths["data"], "train")
   val_x, val_y, _ = _clips(paths["data"], "validation")
   clf = GameClassifier.fit(train_x, train_y)
+  started = time.perf_counter()
+  sprites = SpriteReader.fit(train_x, train_y, seed=plan.seed)
+  fit_seconds = time.perf_counter() - started
   _, tokenizer = load_tokenizer(paths["vidtok"])
+  reconstructions = evaluate(tokenizer, val_x)["reconstructions"]
   samples = np.load(paths["samples"] / "samples.npz")
-  per_game, hits = {}, 0
-  for caption in games:
-    predicted = clf.predict(samples[f"t2v/{caption}"])
-    per_game[caption] = predicted
-    hits += sum(p == caption for p in predicted)
+  per_game = {c: clf.predict(samples[f"t2v/{c}"]) for c in games}
+  sprite_per_game = {c: sprites.predict(samples[f"t2v/{c}"]) for c in games}
   total = sum(len(p) for p in per_game.values())
+
+  def hits(readings):
+    return sum(p == c for c, ps in readings.items() for p in ps)
+
   paraphrase = {}
   for name in ("minilm", "pieces"):
-    readings = {f"{c} <- {PARAPHRASES[c][k]}": clf.predict(samples[f"paraphrase/{name}/{c}/{k}"])
-                for c in games for k in range(len(PARAPHRASES[c])) if f"paraphrase/{name}/{c}/{k}" in samples.files}
+    clips = {f"{c} <- {PARAPHRASES[c][k]}": samples[f"paraphrase/{name}/{c}/{k}"]
+             for c in games for k in range(len(PARAPHRASES[c])) if f"paraphrase/{name}/{c}/{k}" in samples.files}
+    readings = {key: clf.predict(v) for key, v in clips.items()}
+    sprite_readings = {key: sprites.predict(v) for key, v in clips.items()}
     n = sum(len(p) for p in readings.values())
     if n:
       right = sum(p == key.split(" <- ")[0] for key, ps in readings.items() for p in ps)
-      paraphrase[name] = {"rate": right / n, "samples": n, "readings": readings}
+      sprite_right = sum(p == key.split(" <- ")[0] for key, ps in sprite_readings.items() for p in ps)
+      paraphrase[name] = {"rate": right / n, "sprite_rate": sprite_right / n, "samples": n, "readings": readings,
+                          "sprite_readings": sprite_readings}
   return {"paraphrase_recognition": paraphrase,"classes": list(clf.labels), "chance": 1 / len(clf.labels),
           "held_out_real_accuracy": clf.accuracy(val_x, val_y),
-          "held_out_reconstruction_accuracy": clf.accuracy(evaluate(tokenizer, val_x)["reconstructions"], val_y),
-          "t2v_recognition_rate": hits / total, "t2v_samples": total,
-          "t2v_predictions": per_game}
+          "held_out_reconstruction_accuracy": clf.accuracy(reconstructions, val_y),
+          "t2v_recognition_rate": hits(per_game) / total, "t2v_samples": total,
+          "t2v_predictions": per_game,
+          "sprite_held_out_real_accuracy": sprites.accuracy(val_x, val_y),
+          "sprite_held_out_reconstruction_accuracy": sprites.accuracy(reconstructions, val_y),
+          "sprite_t2v_recognition_rate": hits(sprite_per_game) / total,
+          "sprite_t2v_none": sum(p == NONE for ps in sprite_per_game.values() for p in ps) / total,
+          "sprite_t2v_predictions": sprite_per_game,
+          "sprite_reader_fit_seconds": round(fit_seconds, 1)}
 
 
 def sound_matching(paths: dict) -> dict | None:
@@ -475,10 +495,9 @@ def write_report(out: pathlib.Path, paths: dict, plan: DemoPlan, seconds: dict, 
 
   arrays = np.load(paths["samples"] / "samples.npz")
   games = samples["games"]
-  def reading(predicted):  # two per line: the label column is narrow
-    return "\n".join(", ".join(predicted[i:i + 2]) for i in range(0, len(predicted), 2))
-  rows = [(f"t2v \"{g}\"\nclassifier reads:\n{reading(rec['t2v_predictions'][g])}", list(arrays[f"t2v/{g}"]))
-          for g in games]
+  def reading(g):  # a line per sample: the label column is narrow
+    return "\n".join(f"{a} | {b}" for a, b in zip(rec["t2v_predictions"][g], rec["sprite_t2v_predictions"][g]))
+  rows = [(f"t2v \"{g}\"\nread by colour | sprites:\n{reading(g)}", list(arrays[f"t2v/{g}"])) for g in games]
   for task in SAMPLE_TASKS:
     rows.append((f"{task}\n(held-out | generated)",
                  [v for g in games[:2] for v in (arrays[f"held_out/{g}"], arrays[f"{task}/{g}"])]))
@@ -508,22 +527,36 @@ def _paraphrase_lines(rec: dict, baseline: dict, lm: dict) -> list[str]:
     return []
   def rate(name):
     p = para.get(name)
-    return "-" if p is None else f"**{p['rate']:.1%}** of {p['samples']}"
+    return "- | -" if p is None else f"**{p['rate']:.1%}** of {p['samples']} | {_pct(p.get('sprite_rate'))}"
   lines = ["## Does it understand a caption it never saw? (held-out paraphrases)", "",
            "Text-to-video from two paraphrases per game that no training caption uses (\"table tennis video "
-           "game\" for pong), read by the same classifier "
+           "game\" for pong), read by the same two readers "
            f"(chance {rec['chance']:.1%}):", "",
-           "| LM | captions as | steps | held-out loss (its tasks) | paraphrases recognized as the game |",
-           "|---|---|---|---|---|",
+           "| LM | captions as | steps | held-out loss (its tasks) | paraphrases recognized as the game "
+           "(colour classifier) | (sprite reader) |",
+           "|---|---|---|---|---|---|",
            f"| main | frozen MiniLM embeddings | {lm['step']} | {_fmt(lm['held_out_loss'])} | {rate('minilm')} |",
            *([f"| baseline (t2v, t2i) | SentencePiece pieces | {baseline['step']} | "
               f"{_fmt(baseline.get('held_out_loss'))} | {rate('pieces')} |"] if baseline.get("step") else
-             ["| baseline | SentencePiece pieces | not trained in this plan (the full plan trains it) | | |"]), "",
+             ["| baseline | SentencePiece pieces | not trained in this plan (the full plan trains it) | | | |"]), "",
            "| paraphrase | MiniLM LM reads | pieces LM reads |", "|---|---|---|"]
   for key, readings in (para.get("minilm") or {}).get("readings", {}).items():
     other = (para.get("pieces") or {}).get("readings", {}).get(key, [])
     lines.append(f"| {key} | {', '.join(readings)} | {', '.join(other)} |")
   return lines + [""]
+
+
+def _sprite_lines(rec: dict) -> list[str]:
+  """The sprite reader's figures beside the colour classifier's (kineto/eval/sprites.py)."""
+  if rec.get("sprite_held_out_real_accuracy") is None:
+    return []
+  return [f"The colour classifier can be passed by a field of the right colours. The sprite reader (a small "
+          f"CNN on randomly recoloured frames that sees local shapes only, and reads a clip without any "
+          f"game's shapes as `{NONE}`; fit in {rec['sprite_reader_fit_seconds']:.0f} s) reads "
+          f"{rec['sprite_held_out_real_accuracy']:.1%} of held-out real clips and "
+          f"{rec['sprite_held_out_reconstruction_accuracy']:.1%} of their tokenizer reconstructions correctly. "
+          f"It recognizes the prompted game in **{rec['sprite_t2v_recognition_rate']:.1%}** of the "
+          f"text-to-video samples, and sees no game in {rec['sprite_t2v_none']:.1%} of them.", ""]
 
 
 def _sound_lines(v2a: dict | None) -> list[str]:
@@ -555,10 +588,12 @@ def _evaluation_lines(e: dict | None) -> list[str]:
              f"{_fmt(c['tokenizer_psnr_same_clips'])} | {_fmt(c['lpips'])} |" for name, c in e["codecs"].items()],
            "", "![rate-distortion](eval/tokenizer/rate_distortion.png)", ""]
   if e["generate"]:
-    lines += ["| generation task | samples | FVD vs held-out clips | recognized as its caption |", "|---|---|---|---|",
-              *[f"| {t} | {g['samples']} | {g['fvd']:.0f} | {_pct(g['recognition_rate'])} |"
-                for t, g in e["generate"].items()],
-              "", f"(The classifier reads {_pct(e['recognition_ceiling'])} of real held-out clips.)", ""]
+    lines += ["| generation task | samples | FVD vs held-out clips | recognized as its caption (colour classifier) | "
+              "(sprite reader) |", "|---|---|---|---|---|",
+              *[f"| {t} | {g['samples']} | {g['fvd']:.0f} | {_pct(g['recognition_rate'])} | "
+                f"{_pct(g.get('sprite_recognition_rate'))} |" for t, g in e["generate"].items()],
+              "", f"(Of real held-out clips, the colour classifier reads {_pct(e['recognition_ceiling'])} and the "
+                  f"sprite reader {_pct(e.get('sprite_recognition_ceiling'))}.)", ""]
   motion = {t: g["motion"] for t, g in e["generate"].items() if g.get("motion")}
   if motion:
     lines += ["Motion: the frames after the given ones against the real clip's, beside repeating the "
@@ -597,8 +632,10 @@ def render_markdown(r: dict) -> str:
       f"It recognizes the prompted game in **{rec['t2v_recognition_rate']:.1%}** of "
       f"{rec['t2v_samples']} text-to-video samples "
       f"({rec['t2v_recognition_rate'] / rec['chance']:.1f}x chance).", "",
-      "| prompt | classifier's reading of each sample |", "|---|---|",
-      *[f"| {g} | {', '.join(p)} |" for g, p in rec["t2v_predictions"].items()], "",
+      *_sprite_lines(rec),
+      "| prompt | colour classifier's reading of each sample | sprite reader's |", "|---|---|---|",
+      *[f"| {g} | {', '.join(p)} | {', '.join(rec.get('sprite_t2v_predictions', {}).get(g, []))} |"
+        for g, p in rec["t2v_predictions"].items()], "",
       *_paraphrase_lines(rec, r.get("lm_pieces") or {}, lm),
       *_sound_lines(r["video_to_audio"]),
       *_evaluation_lines(r.get("evaluation")),

@@ -6,9 +6,10 @@ For each task, one sample per held-out clip of the LM's dataset (the conditions:
 caption for t2v, its first frame for i2v, its first 1 + 4(k - 1) frames for continuation
 (k = the clip spec's continuation latents), its masked frames for inpaint/outpaint), sample
 i with seed + i. Scores: FVD of the generated clips against the real held-out clips (I3D,
-kineto/eval/fvd.py) and, when the data is captioned, a recognition rate
-(kineto/eval/recognition.py: is the clip read as the condition clip's caption?) beside the
-classifier's accuracy on real held-out clips. For i2v and continuation, `motion`: PSNR and
+kineto/eval/fvd.py) and, when the data is captioned, recognition rates
+(kineto/eval/recognition.py: is the clip read as the condition clip's caption? `rate` by the
+colour/layout classifier, `sprite_rate` by the sprite reader, which needs the objects' shapes)
+beside each reader's accuracy on real held-out clips. For i2v and continuation, `motion`: PSNR and
 LPIPS of the generated frames after the given ones against the real clip's, beside the
 trivial baseline of repeating the last given frame, real and as the tokenizer decodes it (the
 fair one: a model that learned motion beats it).
@@ -181,6 +182,9 @@ def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None,
           "sampling": "autoregressive, temperature 1, no top-k/top-p",
           "recognition_classes": "a caption's subject: its text before the first comma ('pong, the "
                                  "opponent scores' is read as 'pong')",
+          "recognition_readers": "rate: the colour/layout classifier (kineto/demo/recognize.py); sprite_rate: "
+                                 "the sprite reader (kineto/eval/sprites.py, seed 0), both fit on the "
+                                 "captioned training clips",
           "captions": f"held-out captions over the text budget ({s.text_budget}) keep their first pieces",
           "motion": "i2v and continuation: PSNR (uint8) and LPIPS (AlexNet, per frame) of the frames after "
                     "the given ones vs the real clip's, and of repeating the last given frame (real, and the generated "

@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 from kineto.demo import report
-from kineto.demo.recognize import GameClassifier
+from kineto.demo.recognize import GRID, GameClassifier, frame_features
 from kineto.demo.run import QUICK, DemoError, Stages
+from kineto.eval.recognition import RecognitionEvaluator
+from kineto.eval.sprites import NONE, SpriteReader
 from train.data import demo as demo_data
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -47,6 +49,84 @@ def test_game_classifier_recognizes_held_out_episodes(games):
     GameClassifier.fit(x, y[:-1])
   with pytest.raises(ValueError, match="uint8"):
     clf.predict(xv.astype(np.float32))
+
+
+def _shuffled_in_grid_cells(clips_nthwc, seed=0):
+  """Each frame's pixels shuffled inside the cells of the colour classifier's GRID x GRID grid:
+  its features (cell means, colour histogram) are kept exactly, the shapes are gone."""
+  n, t, h, w, c = clips_nthwc.shape
+  cells = clips_nthwc.reshape(n, t, GRID, h // GRID, GRID, w // GRID, c).transpose(0, 1, 2, 4, 3, 5, 6)
+  cells = cells.reshape(n, t, GRID, GRID, -1, c)
+  order = np.random.default_rng(seed).permuted(np.broadcast_to(np.arange(cells.shape[4]), cells.shape[:5]), axis=-1)
+  cells = np.take_along_axis(cells, order[..., None], axis=4)
+  cells = cells.reshape(n, t, GRID, GRID, h // GRID, w // GRID, c)
+  return cells.transpose(0, 1, 2, 4, 3, 5, 6).reshape(clips_nthwc.shape)
+
+
+@pytest.fixture(scope="module")
+def evaluator(games):
+  """Both readers fit on the training episodes, scored on the held-out ones."""
+  (x, y), (xv, yv) = games
+  return RecognitionEvaluator.fit(x, y, xv, yv)
+
+
+@pytest.mark.slow
+def test_sprite_reader_recognizes_held_out_episodes_in_any_colours(games, evaluator):
+  (x, y), (xv, yv) = games
+  reader = evaluator.sprites
+  assert reader.labels == ("boxing", "freeway", "pong") and reader.readings[-1] == NONE
+  assert reader.accuracy(xv, yv) == 1.0  # other episodes of the same games
+  # Channels permuted and inverted: the colour classifier loses its footing, the sprite reader does not.
+  recoloured = 255 - xv[..., [2, 0, 1]]
+  assert reader.accuracy(recoloured, yv) == 1.0
+  assert evaluator.classifier.accuracy(recoloured, yv) <= 0.5
+  logp = reader.log_probs(xv)
+  assert logp.shape == (6, 4) and np.all(logp <= 0)
+  # deterministic for a seed: two short fits give the same weights
+  a, b = (SpriteReader.fit(x, y, steps=2, seed=3) for _ in range(2))
+  np.testing.assert_array_equal(a.log_probs(xv[:2]), b.log_probs(xv[:2]))
+  with pytest.raises(ValueError, match="one caption per clip"):
+    SpriteReader.fit(x, y[:-1])
+  with pytest.raises(ValueError, match="uint8"):
+    reader.predict(xv.astype(np.float32))
+  with pytest.raises(ValueError, match="multiples of one of them"):
+    SpriteReader.fit(x[:, :, :30, :30], y)
+
+
+@pytest.mark.slow
+def test_a_palette_forgery_passes_the_colour_classifier_not_the_sprite_reader(games, evaluator):
+  """Held-out clips with their pixels shuffled inside the colour classifier's grid cells carry
+  exactly its evidence: it reads them as before; the sprite reader sees no game in them. So
+  does a clip reduced to each cell's mean colour, or to each frame's mean colour."""
+  _, (xv, yv) = games
+  clf, reader = evaluator.classifier, evaluator.sprites
+  shuffled = _shuffled_in_grid_cells(xv)
+  flat = xv.reshape(-1, *xv.shape[2:])
+  np.testing.assert_allclose(frame_features(shuffled.reshape(flat.shape)), frame_features(flat), atol=1e-6)
+  n, t, h, w, c = xv.shape
+  grid = xv.reshape(n, t, GRID, h // GRID, GRID, w // GRID, c)
+  mosaic = np.broadcast_to(grid.mean((3, 5), keepdims=True), grid.shape).reshape(xv.shape).round().astype(np.uint8)
+  mean_colour = np.broadcast_to(xv.mean((2, 3), keepdims=True), xv.shape).round().astype(np.uint8)
+  assert clf.accuracy(shuffled, yv) == clf.accuracy(xv, yv) == 1.0
+  assert clf.accuracy(mosaic, yv) == 1.0
+  chance = 1 / len(reader.labels)
+  for forgery in (shuffled, mosaic, mean_colour):
+    assert reader.accuracy(forgery, yv) <= chance
+    assert reader.predict(forgery).count(NONE) >= 4  # of 6: read as no game, not as another one
+  rate = evaluator.rate(shuffled, yv)
+  assert rate["rate"] == 1.0 and rate["sprite_rate"] <= chance and rate["sprite_none"] >= 4 / 6
+
+
+@pytest.mark.slow
+def test_recognition_evaluator_reports_both_readers(evaluator, games):
+  _, (xv, yv) = games
+  summary = evaluator.summary()
+  assert summary["held_out_real_accuracy"] == 1.0 and summary["sprite_held_out_real_accuracy"] == 1.0
+  assert summary["held_out_real_clips"] == 6 and summary["chance"] == pytest.approx(1 / 3)
+  assert "GameClassifier" in summary["classifier"] and "SpriteReader" in summary["sprite_reader"]
+  rate = evaluator.rate(xv, [*yv[:-1], "enduro"])  # a caption the readers never saw is left out
+  assert rate == {"rate": 1.0, "sprite_rate": 1.0, "sprite_none": 0.0, "clips": 5, "unknown_captions": 1}
+  assert evaluator.rate(xv[:1], ["enduro"])["sprite_rate"] is None
 
 
 def test_scalars_round_trip_through_tensorboard_files(tmp_path):
@@ -164,6 +244,15 @@ def test_quick_demo_resumes_and_writes_every_output(quick_demo):
   hits = sum(p == g for g, predicted in rec["t2v_predictions"].items() for p in predicted)
   assert rec["t2v_recognition_rate"] == pytest.approx(hits / rec["t2v_samples"])
   assert rec["held_out_real_accuracy"] > rec["chance"]
+  # the sprite reader's reading beside the colour classifier's
+  assert rec["sprite_held_out_real_accuracy"] > rec["chance"]
+  assert 0 <= rec["sprite_held_out_reconstruction_accuracy"] <= 1
+  assert set(rec["sprite_t2v_predictions"]) == set(rec["t2v_predictions"])
+  sprite_hits = sum(p == g for g, predicted in rec["sprite_t2v_predictions"].items() for p in predicted)
+  assert rec["sprite_t2v_recognition_rate"] == pytest.approx(sprite_hits / rec["t2v_samples"])
+  assert rec["sprite_t2v_none"] == pytest.approx(
+      sum(p == NONE for ps in rec["sprite_t2v_predictions"].values() for p in ps) / rec["t2v_samples"])
+  assert 0 < rec["sprite_reader_fit_seconds"] < 120
   assert all(np.isfinite(v) for v in (r["tokenizer"]["psnr"], r["lm"]["held_out_loss"],
                                        r["audio_codec"]["spectral_distance_db"]))
   v2a = r["video_to_audio"]
@@ -190,7 +279,9 @@ def test_quick_demo_resumes_and_writes_every_output(quick_demo):
   md = (out / "report.md").read_text()
   assert f"{rec['t2v_recognition_rate']:.1%}" in md and f"{r['tokenizer']['psnr']:.3g}" in md
   assert f"| SR | {sr['sr']['psnr']:.3g} | {sr['sr']['lpips']:.3g} |" in md
-  assert f"**{para['minilm']['rate']:.1%}** of 6" in md
+  assert f"**{para['minilm']['rate']:.1%}** of 6 | {para['minilm']['sprite_rate']:.1%} |" in md
+  assert f"It recognizes the prompted game in **{rec['sprite_t2v_recognition_rate']:.1%}**" in md
+  assert f"reads {rec['sprite_held_out_real_accuracy']:.1%} of held-out real clips" in md
 
 
 def test_zero_shot_notebook_runs_on_the_quick_demo(quick_demo):

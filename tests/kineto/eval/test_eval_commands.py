@@ -60,6 +60,7 @@ def test_generate_eval_json_per_task(tiny_lm_run, tmp_path):
   for task in ("t2v", "i2v", "continuation"):
     row = saved["tasks"][task]
     assert row["samples"] == 4 and row["fvd"] > 0 and 0 <= row["recognition"]["rate"] <= 1
+    assert 0 <= row["recognition"]["sprite_rate"] <= 1 and 0 <= row["recognition"]["sprite_none"] <= 1
   # i2v is shown the first frame; continuation the clip's first 1 + 4(k - 1) = 5 frames (k = 2 latents)
   for task, given in (("i2v", 1), ("continuation", 5)):
     motion = saved["tasks"][task]["motion"]
@@ -67,14 +68,20 @@ def test_generate_eval_json_per_task(tiny_lm_run, tmp_path):
     assert motion["generated"]["psnr"] > 0 and motion["repeat_last"]["lpips"] >= 0
   summary = {"clips": 4, "bits_per_clip": 640, "bits_per_pixel": 0.04, "psnr": 10.0, "lpips": 0.5, "rfvd": 1.0,
              "i3d_resize": "32x32, bilinear", "codecs": {}, "recognition_ceiling": 0.5,
+             "sprite_recognition_ceiling": 0.75,
              "generate": {t: {"samples": 4, "fvd": r["fvd"], "recognition_rate": r["recognition"]["rate"],
+                              "sprite_recognition_rate": r["recognition"]["sprite_rate"],
                               "motion": r.get("motion")} for t, r in saved["tasks"].items()}}
   text = "\n".join(run._evaluation_lines(summary))  # the demo report's motion table
+  t2v = saved["tasks"]["t2v"]["recognition"]
+  assert f"| t2v | 4 | {saved['tasks']['t2v']['fvd']:.0f} | {t2v['rate']:.1%} | {t2v['sprite_rate']:.1%} |" in text
+  assert "the colour classifier reads 50.0% and the sprite reader 75.0%" in text
   motion = saved["tasks"]["continuation"]["motion"]
   assert f"| continuation | 5 | {run._fmt(motion['generated']['psnr'])} | {run._fmt(motion['repeat_last']['psnr'])} |" \
       in text
   rec = saved["recognition"]
   assert rec["chance"] == 0.5 and 0 <= rec["held_out_real_accuracy"] <= 1
+  assert 0 <= rec["sprite_held_out_real_accuracy"] <= 1 and "SpriteReader" in rec["sprite_reader"]
   assert saved["provenance"]["lm"]["fingerprint"] and saved["provenance"]["tokenizer"]["fingerprint"]
   assert "seed" in saved["protocol"]["seeds"] and saved["protocol"]["fvd"]["frames"] == 16
   assert (tmp_path / "contact_sheet.png").is_file()
