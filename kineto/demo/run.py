@@ -597,11 +597,15 @@ def _evaluation_lines(e: dict | None) -> list[str]:
   motion = {t: g["motion"] for t, g in e["generate"].items() if g.get("motion")}
   if motion:
     lines += ["Motion: the frames after the given ones against the real clip's, beside repeating the "
-              "last given frame (a model that learned motion beats it).", "",
-              "| task | given frames | PSNR generated | PSNR repeat-last | LPIPS generated | LPIPS repeat-last |",
-              "|---|---|---|---|---|---|",
-              *[f"| {t} | {m['given_frames']} | {_fmt(m['generated']['psnr'])} | {_fmt(m['repeat_last']['psnr'])} | "
-                f"{_fmt(m['generated']['lpips'])} | {_fmt(m['repeat_last']['lpips'])} |" for t, m in motion.items()],
+              "last given frame: the real one, and the generated clip's own decoded copy of it (the same "
+              "static guess after the same tokenizer; a model that learned motion beats it).", "",
+              "| task | given frames | PSNR generated | repeat-last decoded | repeat-last real "
+              "| LPIPS generated | repeat-last decoded | repeat-last real |",
+              "|---|---|---|---|---|---|---|---|",
+              *[f"| {t} | {m['given_frames']} | {_fmt(m['generated']['psnr'])} | "
+                f"{_fmt((m.get('repeat_last_decoded') or {}).get('psnr'))} | {_fmt(m['repeat_last']['psnr'])} | "
+                f"{_fmt(m['generated']['lpips'])} | {_fmt((m.get('repeat_last_decoded') or {}).get('lpips'))} | "
+                f"{_fmt(m['repeat_last']['lpips'])} |" for t, m in motion.items()],
               ""]
   return lines
 

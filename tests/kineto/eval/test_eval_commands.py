@@ -77,8 +77,8 @@ def test_generate_eval_json_per_task(tiny_lm_run, tmp_path):
   assert f"| t2v | 4 | {saved['tasks']['t2v']['fvd']:.0f} | {t2v['rate']:.1%} | {t2v['sprite_rate']:.1%} |" in text
   assert "the colour classifier reads 50.0% and the sprite reader 75.0%" in text
   motion = saved["tasks"]["continuation"]["motion"]
-  assert f"| continuation | 5 | {run._fmt(motion['generated']['psnr'])} | {run._fmt(motion['repeat_last']['psnr'])} |" \
-      in text
+  assert (f"| continuation | 5 | {run._fmt(motion['generated']['psnr'])} | "
+          f"{run._fmt(motion['repeat_last_decoded']['psnr'])} | {run._fmt(motion['repeat_last']['psnr'])} |") in text
   rec = saved["recognition"]
   assert rec["chance"] == 0.5 and 0 <= rec["held_out_real_accuracy"] <= 1
   assert 0 <= rec["sprite_held_out_real_accuracy"] <= 1 and "SpriteReader" in rec["sprite_reader"]
