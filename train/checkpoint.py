@@ -101,16 +101,33 @@ def code_version() -> str:
   return f"{version}+{commit}" if commit else version
 
 
-def incompatible_fields(saved: dict, current: dict, prefix: str = "lm") -> list[str]:
-  """Model fields whose values differ between a saved config dict and the current one."""
+def incompatible_fields(saved: dict, current: dict, prefix: str = "lm", defaults: dict | None = None) -> list[str]:
+  """Model fields whose values differ between a saved config dict and the current one.
+
+  A field the checkpoint does not name was added to the schema after it was written: the
+  model it holds behaves as that field's default (`defaults`, the section's default values),
+  so it matches a run that keeps the default (e.g. `vidtok.quantizer`, added with "lfq").
+  """
+  defaults = defaults or {}
   out = []
   for key in sorted(set(saved) | set(current)):
     a, b = saved.get(key), current.get(key)
+    if key not in saved and key in defaults and b == defaults[key]:
+      continue
     if isinstance(a, dict) and isinstance(b, dict):
-      out += incompatible_fields(a, b, f"{prefix}.{key}")
+      nested = defaults.get(key) if isinstance(defaults.get(key), dict) else None
+      out += incompatible_fields(a, b, f"{prefix}.{key}", nested)
     elif a != b:
       out.append(f"{prefix}.{key}: checkpoint {a!r} vs run {b!r}")
   return out
+
+
+def _defaults(section) -> dict:
+  """A config section's default values as saved (through JSON), or {} when it has required fields."""
+  try:
+    return json.loads(json.dumps(dataclasses.asdict(type(section)())))
+  except TypeError:
+    return {}
 
 
 def bytes_to_write(state: Any) -> int:
@@ -309,7 +326,8 @@ class Checkpointer:
         continue
       # Through JSON, as saved: tuples become lists on both sides.
       current = json.loads(json.dumps(dataclasses.asdict(getattr(self.cfg, section))))
-      diffs += incompatible_fields(meta["config"].get(section, {}), current, section)
+      diffs += incompatible_fields(meta["config"].get(section, {}), current, section,
+                                   _defaults(getattr(self.cfg, section)))
     saved_data, data = meta.get("data_fingerprint"), self.data_fingerprint
     if saved_data and data is not None and saved_data != data:
       differ = [f"{k}: checkpoint {saved_data.get(k)} vs now {data.get(k)}"

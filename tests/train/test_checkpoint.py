@@ -336,3 +336,18 @@ def test_the_checksum_thread_reports_its_failure_at_the_next_call(tmp_path, monk
   ckpt.seal()
   assert (tmp_path / "c" / "2" / checkpoint.CHECKSUM_FILE).is_file()
   ckpt.close()
+
+
+def test_a_field_added_after_a_checkpoint_matches_only_its_default():
+  """A checkpoint written before `vidtok.quantizer` existed holds an LFQ model: it loads into
+  a run with the default ("lfq") and is refused by one that asks for FSQ."""
+  from train.checkpoint import incompatible_fields
+  defaults = {"bits": 8, "quantizer": "lfq", "fsq_levels": [], "inner": {"new": 1}}
+  old = {"bits": 10, "inner": {}}
+  assert incompatible_fields(old, {"bits": 10, "quantizer": "lfq", "fsq_levels": [], "inner": {"new": 1}},
+                             "vidtok", defaults) == []
+  fsq = {"bits": 10, "quantizer": "fsq", "fsq_levels": [8, 8, 4, 4], "inner": {"new": 2}}
+  assert incompatible_fields(old, fsq, "vidtok", defaults) == [
+      "vidtok.fsq_levels: checkpoint None vs run [8, 8, 4, 4]", "vidtok.inner.new: checkpoint None vs run 2",
+      "vidtok.quantizer: checkpoint None vs run 'fsq'"]
+  assert incompatible_fields({"bits": 10}, {"bits": 12}, "vidtok", defaults) == ["vidtok.bits: checkpoint 10 vs run 12"]
