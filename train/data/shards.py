@@ -139,7 +139,19 @@ def tokenizer_fingerprint(vidtok_cfg, model) -> dict:
       flat[prefix] = np.asarray(tree)
 
   walk("", nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-  return fingerprint(configs.to_dict(vidtok_cfg), flat)
+  config = {k: v for k, v in configs.to_dict(vidtok_cfg).items()
+            if not (k in _LATER_FIELDS and _json_value(v) == _LATER_FIELDS[k])}
+  return fingerprint(config, flat)
+
+
+# VidtokConfig fields added after token shards were first written, with the value every
+# earlier tokenizer had: while a config keeps that value the field stays out of the hash, so
+# the fingerprints recorded in existing shards (and the LMs trained on them) stay valid.
+_LATER_FIELDS = {"quantizer": "lfq", "fsq_levels": []}
+
+
+def _json_value(v):
+  return list(v) if isinstance(v, tuple) else v
 
 
 

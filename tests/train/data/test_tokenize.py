@@ -109,6 +109,22 @@ def test_record_round_trips_exactly():
   assert set(to_example(back)) == {"video", "text"}
 
 
+def test_the_fingerprint_of_an_lfq_tokenizer_did_not_change_with_the_fsq_fields():
+  """Shards and LMs made before `vidtok.quantizer` existed record fingerprints of configs
+  without it: an LFQ tokenizer must hash as it did then, an FSQ one differently."""
+  import dataclasses
+
+  from train.data.shards import fingerprint
+  from vidtok.model import VideoTokenizer
+  cfg = configs.load("vidtok_tiny").vidtok
+  model = VideoTokenizer(cfg, rngs=nnx.Rngs(0))
+  new = tokenizer_fingerprint(cfg, model)
+  before = {k: v for k, v in configs.to_dict(cfg).items() if k not in ("quantizer", "fsq_levels")}
+  assert new["config_sha256"] == fingerprint(before, {})["config_sha256"]
+  fsq = dataclasses.replace(cfg, quantizer="fsq", fsq_levels=(4, 4, 4, 4))
+  assert tokenizer_fingerprint(fsq, VideoTokenizer(fsq, rngs=nnx.Rngs(0)))["config_sha256"] != new["config_sha256"]
+
+
 # --- a real run ------------------------------------------------------------------------------
 
 def test_shards_hold_the_tokenizers_codes(assets, reference):
