@@ -23,7 +23,7 @@ class VidtokConfig:
   multipliers: tuple[int, ...] = (1, 2, 4, 4)  # width of level i = channels x multipliers[i]
   res_blocks: int = 1          # residual blocks per level (encoder and decoder)
   time_downsample: tuple[bool, ...] = (False, True, True)  # per transition: halve time too
-  bits: int = 8                # LFQ bits per token: 2**bits codes
+  bits: int = 8                # bits per token, either quantizer: 2**bits codes
   norm_groups: int = 8         # GroupNorm groups (normalized per frame, which keeps causality)
   entropy_groups: int = 1      # LFQ bits split into this many groups for the batch entropy
   quantizer: str = "lfq"       # "lfq": one sign bit per latent channel (vidtok/lfq.py); "fsq":
@@ -63,7 +63,7 @@ class VidtokConfig:
 
   @property
   def latent_dim(self) -> int:
-    """Channels of a token's latent: one per bit (LFQ) or one per FSQ level group."""
+    """Channels of a token's latent: one per bit (LFQ) or one per entry of `fsq_levels` (FSQ)."""
     return len(self.fsq_levels) if self.quantizer == "fsq" else self.bits
 
   @property
