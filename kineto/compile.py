@@ -275,6 +275,9 @@ def compile_step(cfg, topo_name: str, step: str = "train", *, length: int | None
     raise ConfigError(f"--step {step!r}: choose one of {list(STEPS)}.")
   _check_kind(cfg, step)
   topo = topology(topo_name)
+  if topo.topology and getattr(getattr(cfg, "lm", None), "attention_impl", "") == "cpu":
+    raise ConfigError(f"lm.attention_impl='cpu' is a CPU-only kernel and cannot compile for {topo.name}: "
+                      "add --set lm.attention_impl=blockwise.")
   mesh = _mesh(cfg, topo)
   n = len(topo.devices)
   t0 = time.perf_counter()

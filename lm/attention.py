@@ -12,7 +12,7 @@ batch reaches past end_i, in which case a `lax.cond` takes the full key range fo
 block. On a mostly-causal sequence of 5 blocks this skips 40% of the attention work
 (10 of 25 block pairs); smaller blocks skip more but run smaller matmuls.
 
-Two implementations share this blocking (`LmConfig.attention_impl`):
+Three implementations (`LmConfig.attention_impl`); the first two share this blocking:
 - "blockwise": scores, softmax and a hand-written backward in plain XLA ops (custom VJP;
   the backward recomputes scores from the saved log-sum-exp like flash attention). On a
   2-core CPU at [4, 1280, 8, 64], forward + backward take 373 ms against 703 ms for the
@@ -20,6 +20,11 @@ Two implementations share this blocking (`LmConfig.attention_impl`):
 - "dot_product_attention": each block calls `jax.nn.dot_product_attention` under
   autodiff. With jax 0.10 that is its XLA implementation on every backend; it is the
   hook for a backend kernel (cuDNN, TPU splash attention), not yet wired to one.
+- "cpu": the same math as one fused C++ kernel per direction (lm/kernels/attention_cpu.cc,
+  called through XLA FFI; CPU only). Each 64-query tile's scores, softmax and products stay
+  in cache and key chunks past the tile's last visible key are skipped: 127 ms forward +
+  backward at the shape above, against 350 ms for "blockwise" (bench/NOTES.md). `block` does
+  not apply to it.
 
 Shapes: B batch, T query length, S key length, N heads, G kv heads, R = N / G query heads
 per kv head, K head dim, Q query block.
@@ -85,6 +90,9 @@ def prefix_lm_attention(q_btnk, k_btgk, v_btgk, segment_ids_bt, prefix_bt, *, bl
                         impl: str = "blockwise"):
   """Self-attention under the prefix-LM rule, run block-causally (see module docstring)."""
   prefix_bt = prefix_bt.astype(bool)
+  if impl == "cpu":
+    from lm.kernels.attention_cpu import cpu_attention  # builds the kernel on first use
+    return cpu_attention(q_btnk, k_btgk, v_btgk, segment_ids_bt, prefix_bt)
   if impl == "blockwise":
     return _blockwise(q_btnk, k_btgk, v_btgk, segment_ids_bt, prefix_bt, block)
   if impl != "dot_product_attention":

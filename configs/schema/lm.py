@@ -12,7 +12,7 @@ from configs.schema.train import TrainConfig
 
 # auto: float32 on CPU, bfloat16 elsewhere. No float16: the loss has no loss scaling.
 DTYPES = ("auto", "float32", "bfloat16")
-ATTENTION_IMPLS = ("blockwise", "dot_product_attention")
+ATTENTION_IMPLS = ("blockwise", "dot_product_attention", "cpu")
 # `none` runs layers without rematerialization; every other name is a policy without
 # arguments from `jax.checkpoint_policies` (`nothing_saveable` = full remat).
 REMAT_POLICIES = ("none",) + tuple(
@@ -40,7 +40,7 @@ class LmConfig:
   remat_policy: str = "nothing_saveable"  # a REMAT_POLICIES name: what the backward pass keeps
   scan_unroll: int = 1         # layers per scan iteration (>= layers: straight-line code)
   attention_block: int = 256   # query block of the block-causal attention (0: one block)
-  attention_impl: str = "blockwise"  # or "dot_product_attention" (see lm/attention.py)
+  attention_impl: str = "blockwise"  # or "dot_product_attention", or "cpu" (a fused CPU-only kernel; lm/attention.py)
   loss_chunk: int = 256        # sequence chunk of the fused cross-entropy
   z_loss: float = 1e-4         # weight of the log(Z)**2 penalty that keeps logits small
   # E: width of a frozen text encoder's embeddings (text.encoder), projected E -> D into the

@@ -49,6 +49,7 @@ def test_compile_lm_tiny_on_a_fake_8_device_cpu_mesh(capsys):
     (["--topology", "tpu-8"], "v5p-128"),
     (["--topology", "cpu:8", "--set", "mesh.fsdp=3"], "--topology cpu:8 has 8 devices"),
     (["--topology", "cpu:64"], "this process has 8 CPU devices"),
+    (["--topology", "v5e-8", "--set", "lm.attention_impl=cpu"], "add --set lm.attention_impl=blockwise"),
 ])
 def test_bad_topologies_are_one_line_errors(capsys, argv, message):
   assert main(["compile", "--config", "lm_tiny", *argv]) == 2

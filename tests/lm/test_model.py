@@ -12,7 +12,7 @@ from lm import Transformer, fused_cross_entropy
 from lm.attention import prefix_lm_attention
 from lm.layers import rope
 
-IMPLS = ["blockwise", "dot_product_attention"]
+IMPLS = ["blockwise", "dot_product_attention", "cpu"]
 
 
 def tiny_model(*overrides):
