@@ -16,7 +16,7 @@ def get_config() -> Config:
       # and 4 x 896 audio codes.
       vocab=VocabConfig(special=256, text=256, video_bits=12, audio_levels=4, audio_codebook=896),
       lm=LmConfig(vocab=8192, embed=512, layers=8, heads=8, kv_heads=8, mlp=1408, max_len=1280,
-                  qk_norm=False, attention_block=256, attention_impl="cpu", loss_chunk=640,
+                  qk_norm=False, attention_block=256, attention_impl="cpu", matmul_impl="cpu", loss_chunk=640,
                   remat_policy="none", scan_unroll=8, z_loss=0.0),
       mesh=MeshConfig(data=1, fsdp=-1, tensor=1),
       train=TrainConfig(steps=10, batch_size=4, seq_len=1280, learning_rate=1e-3, warmup_steps=2),

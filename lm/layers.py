@@ -1,14 +1,36 @@
-"""Small building blocks of the transformer: RMSNorm, rotary positions, the SwiGLU MLP.
+"""Small building blocks of the transformer: RMSNorm, rotary positions, the SwiGLU MLP, and
+`dense`, the matmul every projection goes through (XLA's, or BLAS on CPU: `lm.matmul_impl`).
 
 Shape letters: B batch, T length, N heads, K head dim, D embed.
 """
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from sharding import param, shard
+
+
+def dense(x, w, impl: str = "xla", *, trans_a: bool = False, trans_b: bool = False, contract: int = 1):
+  """op(x) @ op(w), contracting `contract` axes, through XLA (impl "xla") or BLAS ("cpu").
+
+  Without transposes: x [..., K] @ w [K, ...] -> [..., ...]. trans_a: x [K, M] (2-D) is read as
+  x^T; trans_b: w [N, K] (2-D) as w^T. "cpu" is differentiable only without transposes (the
+  transposed forms are for hand-written backward passes).
+  """
+  if impl == "cpu":
+    from lm.kernels import matmul_cpu  # builds the kernel on first use
+    if trans_a or trans_b:
+      return matmul_cpu.gemm(x, w, trans_a, trans_b).astype(x.dtype)
+    return matmul_cpu.matmul(x, w, contract)
+  if impl != "xla":
+    raise ValueError(f"matmul impl {impl!r} is not one of ('xla', 'cpu').")
+  x = x.T if trans_a else x
+  w = w.T if trans_b else w
+  return jnp.tensordot(x, w, contract)
 
 
 class RMSNorm(nnx.Module):
@@ -64,42 +86,56 @@ def _rotate_bwd(residuals, dy_btnk):
 _rotate.defvjp(_rotate_fwd, _rotate_bwd)
 
 
-@jax.custom_vjp
-def swiglu(x_btd, w_gate_df, w_up_df, w_out_fd):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def swiglu(x_btd, w_gate_df, w_up_df, w_out_fd, impl: str = "xla"):
   """(silu(x @ w_gate) * (x @ w_up)) @ w_out, with its backward written out.
 
   The hand-written backward saves the two pre-activations and spells out the six
   matmuls; XLA's CPU backend otherwise fuses the silu derivative into a transposed copy
-  of a [B*T, F] tensor per layer, which made the MLP backward ~1.7x slower.
+  of a [B*T, F] tensor per layer, which made the MLP backward ~1.7x slower. `impl`: the
+  matmuls' implementation (`dense`).
   """
-  return _swiglu_fwd(x_btd, w_gate_df, w_up_df, w_out_fd)[0]
+  return _swiglu_fwd(x_btd, w_gate_df, w_up_df, w_out_fd, impl)[0]
 
 
 def _swiglu_hidden(gate_btf, up_btf):
   return shard(jax.nn.silu(gate_btf) * up_btf, "act_batch", "act_length", "act_mlp")
 
 
-def _swiglu_fwd(x_btd, w_gate_df, w_up_df, w_out_fd):
-  gate_btf = shard(x_btd @ w_gate_df, "act_batch", "act_length", "act_mlp")
-  up_btf = shard(x_btd @ w_up_df, "act_batch", "act_length", "act_mlp")
-  y_btd = _swiglu_hidden(gate_btf, up_btf) @ w_out_fd
+def _swiglu_fwd(x_btd, w_gate_df, w_up_df, w_out_fd, impl="xla"):
+  gate_btf = shard(dense(x_btd, w_gate_df, impl), "act_batch", "act_length", "act_mlp")
+  up_btf = shard(dense(x_btd, w_up_df, impl), "act_batch", "act_length", "act_mlp")
+  y_btd = dense(_swiglu_hidden(gate_btf, up_btf), w_out_fd, impl)
   return y_btd, (x_btd, gate_btf, up_btf, w_gate_df, w_up_df, w_out_fd)
 
 
-def _swiglu_bwd(residuals, dy_btd):
+def _swiglu_bwd(impl, residuals, dy_btd):
   x_btd, gate_btf, up_btf, w_gate_df, w_up_df, w_out_fd = residuals
   sig_btf = jax.nn.sigmoid(gate_btf)
   silu_btf = gate_btf * sig_btf
   h_btf = silu_btf * up_btf
-  dh_btf = shard(jnp.einsum("btd,fd->btf", dy_btd, w_out_fd), "act_batch", "act_length", "act_mlp")
+  if impl == "xla":
+    dh_btf = jnp.einsum("btd,fd->btf", dy_btd, w_out_fd)
+  else:  # [B*T, ...] matrices, the transposes read in place by BLAS
+    dh_btf = dense(_flat(dy_btd), w_out_fd, impl, trans_b=True).reshape(gate_btf.shape)
+  dh_btf = shard(dh_btf, "act_batch", "act_length", "act_mlp")
   d_up_btf = dh_btf * silu_btf
   d_gate_btf = dh_btf * up_btf * (sig_btf * (1 + gate_btf * (1 - sig_btf)))
-  dx_btd = (jnp.einsum("btf,df->btd", d_gate_btf, w_gate_df)
-            + jnp.einsum("btf,df->btd", d_up_btf, w_up_df))
-  return (shard(dx_btd, "act_batch", "act_length", "act_embed"),
-          jnp.einsum("btd,btf->df", x_btd, d_gate_btf),
-          jnp.einsum("btd,btf->df", x_btd, d_up_btf),
-          jnp.einsum("btf,btd->fd", h_btf, dy_btd))
+  if impl == "xla":
+    dx_btd = (jnp.einsum("btf,df->btd", d_gate_btf, w_gate_df)
+              + jnp.einsum("btf,df->btd", d_up_btf, w_up_df))
+    dws = (jnp.einsum("btd,btf->df", x_btd, d_gate_btf), jnp.einsum("btd,btf->df", x_btd, d_up_btf),
+           jnp.einsum("btf,btd->fd", h_btf, dy_btd))
+  else:
+    dx_btd = (dense(_flat(d_gate_btf), w_gate_df, impl, trans_b=True)
+              + dense(_flat(d_up_btf), w_up_df, impl, trans_b=True)).reshape(x_btd.shape)
+    dws = tuple(dense(_flat(a), _flat(b), impl, trans_a=True)
+                for a, b in ((x_btd, d_gate_btf), (x_btd, d_up_btf), (h_btf, dy_btd)))
+  return (shard(dx_btd, "act_batch", "act_length", "act_embed"), *dws)
+
+
+def _flat(x_bt_):
+  return x_bt_.reshape(-1, x_bt_.shape[-1])
 
 
 swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)

@@ -15,6 +15,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from lm.layers import dense
 from sharding import shard
 
 
@@ -31,14 +32,17 @@ def _unchunk(a, t):
   return a.swapaxes(0, 1).reshape(b, n * c, *a.shape[3:])[:, :t]
 
 
-def _ce(x_btd, w_dv, targets_bt, weights_bt, chunk, z_loss, with_grads):
+def _ce(x_btd, w_dv, targets_bt, weights_bt, chunk, z_loss, with_grads, impl="xla"):
   t = x_btd.shape[1]
   chunk = min(chunk or t, t)
   w = w_dv.astype(x_btd.dtype)
 
   def body(dw_dv, xs):
     x_bcd, tgt_bc, wt_bc = xs
-    logits = jnp.einsum("bcd,dv->bcv", x_bcd, w, preferred_element_type=jnp.float32)
+    if impl == "xla":
+      logits = jnp.einsum("bcd,dv->bcv", x_bcd, w, preferred_element_type=jnp.float32)
+    else:  # BLAS on [B*C, D] matrices
+      logits = dense(x_bcd, w, impl).astype(jnp.float32)
     logits = shard(logits, "act_batch", "act_length", "act_vocab")
     lse_bc = jax.nn.logsumexp(logits, axis=-1)
     tgt_logit_bc = jnp.take_along_axis(logits, tgt_bc[..., None], axis=-1)[..., 0]
@@ -51,8 +55,13 @@ def _ce(x_btd, w_dv, targets_bt, weights_bt, chunk, z_loss, with_grads):
     onehot = jax.nn.one_hot(tgt_bc, logits.shape[-1], dtype=logits.dtype)
     g_bcv = (probs * (1 + 2 * z_loss * lse_bc)[..., None] - onehot) * wt_bc[..., None]
     g_bcv = g_bcv.astype(x_bcd.dtype)
-    dx_bcd = jnp.einsum("bcv,dv->bcd", g_bcv, w, preferred_element_type=jnp.float32)
-    dw_dv = dw_dv + jnp.einsum("bcd,bcv->dv", x_bcd, g_bcv, preferred_element_type=jnp.float32)
+    if impl == "xla":
+      dx_bcd = jnp.einsum("bcv,dv->bcd", g_bcv, w, preferred_element_type=jnp.float32)
+      dw_dv = dw_dv + jnp.einsum("bcd,bcv->dv", x_bcd, g_bcv, preferred_element_type=jnp.float32)
+    else:
+      x_md, g_mv = x_bcd.reshape(-1, x_bcd.shape[-1]), g_bcv.reshape(-1, g_bcv.shape[-1])
+      dx_bcd = dense(g_mv, w, impl, trans_b=True).astype(jnp.float32).reshape(x_bcd.shape)
+      dw_dv = dw_dv + dense(x_md, g_mv, impl, trans_a=True).astype(jnp.float32)
     return shard(dw_dv, "embed", "vocab"), (objective, loss_bc, dx_bcd)
 
   dw0 = shard(jnp.zeros(w_dv.shape, jnp.float32), "embed", "vocab")
@@ -64,24 +73,25 @@ def _ce(x_btd, w_dv, targets_bt, weights_bt, chunk, z_loss, with_grads):
   return jnp.sum(objective_n), loss_bt, _unchunk(dx, t).astype(x_btd.dtype), dw_dv.astype(w_dv.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def fused_cross_entropy(x_btd, w_dv, targets_bt, weights_bt, chunk: int = 256, z_loss: float = 0.0):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def fused_cross_entropy(x_btd, w_dv, targets_bt, weights_bt, chunk: int = 256, z_loss: float = 0.0,
+                        impl: str = "xla"):
   """Returns (sum_t weights * (CE + z_loss * lse^2), per-token CE [B, T]).
 
   x_btd: hidden states; w_dv: output projection; targets_bt: int ids; weights_bt: float
   loss weights (pass mask / mask.sum() for a mean). Only the first output is
   differentiable, and only in reverse mode, with respect to x and w: the gradient to
-  `weights` is zero and the per-token loss is for metrics.
+  `weights` is zero and the per-token loss is for metrics. impl: the matmuls' (lm/layers.py `dense`).
   """
-  return _ce(x_btd, w_dv, targets_bt, weights_bt, chunk, z_loss, with_grads=False)
+  return _ce(x_btd, w_dv, targets_bt, weights_bt, chunk, z_loss, False, impl)
 
 
-def _fwd(x_btd, w_dv, targets_bt, weights_bt, chunk, z_loss):
-  total, loss_bt, dx, dw = _ce(x_btd, w_dv, targets_bt, weights_bt, chunk, z_loss, with_grads=True)
+def _fwd(x_btd, w_dv, targets_bt, weights_bt, chunk, z_loss, impl):
+  total, loss_bt, dx, dw = _ce(x_btd, w_dv, targets_bt, weights_bt, chunk, z_loss, True, impl)
   return (total, loss_bt), (dx, dw, targets_bt, weights_bt)
 
 
-def _bwd(chunk, z_loss, residuals, cotangents):
+def _bwd(chunk, z_loss, impl, residuals, cotangents):
   dx, dw, targets_bt, weights_bt = residuals
   ct_total, _ = cotangents  # the per-token loss is not differentiated
   return dx * ct_total.astype(dx.dtype), dw * ct_total, None, jnp.zeros_like(weights_bt)
@@ -106,6 +116,6 @@ def next_token_loss(model, tokens_bt, input_mask_bt, loss_mask_bt, segment_ids_b
   count = jnp.maximum(jnp.sum(weights), 1.0)
   x_btd = model.hidden(inputs, input_mask_bt[:, :-1], segs, text_emb_bse=text_emb_bse)
   objective, loss_bt = fused_cross_entropy(x_btd, model.head_dv(), targets, weights / count,
-                                           cfg.loss_chunk, cfg.z_loss)
+                                           cfg.loss_chunk, cfg.z_loss, cfg.matmul_impl)
   ce = jnp.sum(jax.lax.stop_gradient(loss_bt) * weights) / count
   return objective, {"loss": ce, "tokens": jnp.sum(weights)}

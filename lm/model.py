@@ -22,7 +22,7 @@ from flax import nnx, struct
 
 from configs.schema import LmConfig
 from lm.attention import prefix_lm_attention
-from lm.layers import RMSNorm, rope, swiglu
+from lm.layers import RMSNorm, dense, rope, swiglu
 from lm.vocab import SPECIAL_TOKENS
 from sharding import param, shard
 
@@ -90,11 +90,11 @@ class Attention(nnx.Module):
     if x_btd.shape[1] == 1:
       q, k, v = (jnp.einsum("btd,dnk->btnk", x_btd, w) for w in (wq, wk, wv))
     elif wq.shape == wk.shape:
-      qkv = jnp.einsum("btd,dcnk->btcnk", x_btd, jnp.stack([wq, wk, wv], axis=1))
+      qkv = dense(x_btd, jnp.stack([wq, wk, wv], axis=1), self.cfg.matmul_impl)  # [B, T, 3, N, K]
       q, k, v = _unstack(shard(qkv, "act_batch", "act_length", None, "act_heads", "act_head_dim"))
     else:
-      q = jnp.einsum("btd,dnk->btnk", x_btd, wq)
-      k, v = _unstack(jnp.einsum("btd,dcgk->btcgk", x_btd, jnp.stack([wk, wv], axis=1)))
+      q = dense(x_btd, wq, self.cfg.matmul_impl)
+      k, v = _unstack(dense(x_btd, jnp.stack([wk, wv], axis=1), self.cfg.matmul_impl))
     if self.cfg.qk_norm:
       q, k = self.q_norm(q), self.k_norm(k)
     q = shard(rope(q, positions_bt, self.cfg.rope_theta), *ACT_BTNK)
@@ -102,7 +102,8 @@ class Attention(nnx.Module):
     return q, k, shard(v, *ACT_BTGK)
 
   def out(self, o_btnk):
-    return shard(jnp.einsum("btnk,nkd->btd", o_btnk, self.wo[...].astype(o_btnk.dtype)), *ACT_BTD)
+    impl = self.cfg.matmul_impl if o_btnk.shape[1] > 1 else "xla"  # decode steps: XLA's own
+    return shard(dense(o_btnk, self.wo[...].astype(o_btnk.dtype), impl, contract=2), *ACT_BTD)
 
 
 @jax.custom_vjp
@@ -127,14 +128,16 @@ class Mlp(nnx.Module):
   """SwiGLU: down(silu(gate(x)) * up(x))."""
 
   def __init__(self, cfg: LmConfig, *, rngs: nnx.Rngs):
+    self.matmul_impl = cfg.matmul_impl
     self.w_gate = _param(rngs, (cfg.embed, cfg.mlp), cfg.embed, ("embed", "mlp"))
     self.w_up = _param(rngs, (cfg.embed, cfg.mlp), cfg.embed, ("embed", "mlp"))
     self.w_out = _param(rngs, (cfg.mlp, cfg.embed), cfg.mlp, ("mlp", "embed"))
 
   def __call__(self, x_btd):
     dt = x_btd.dtype
+    impl = self.matmul_impl if x_btd.shape[1] > 1 else "xla"  # decode steps: XLA's own
     y_btd = swiglu(x_btd, self.w_gate[...].astype(dt), self.w_up[...].astype(dt),
-                   self.w_out[...].astype(dt))
+                   self.w_out[...].astype(dt), impl)
     return shard(y_btd, *ACT_BTD)
 
 

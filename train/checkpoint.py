@@ -42,6 +42,10 @@ from lm.vocab import Vocabulary
 policies = ocp.checkpoint_managers
 # Config sections that fix the meaning of a checkpoint's arrays (the rest may change on resume).
 _MODEL_SECTIONS = ("lm", "vocab", "vidtok", "codec", "sr")
+# Fields of those sections that choose how the same math is computed, not what is computed:
+# a run may switch them on resume (e.g. lm.attention_impl=cpu for a checkpoint made on a pod).
+_HOW_NOT_WHAT = {"lm": ("attention_impl", "matmul_impl", "attention_block", "remat_policy",
+                        "scan_unroll", "loss_chunk")}
 CHECKSUM_FILE = "kineto_checksum.json"
 
 
@@ -326,8 +330,11 @@ class Checkpointer:
         continue
       # Through JSON, as saved: tuples become lists on both sides.
       current = json.loads(json.dumps(dataclasses.asdict(getattr(self.cfg, section))))
-      diffs += incompatible_fields(meta["config"].get(section, {}), current, section,
-                                   _defaults(getattr(self.cfg, section)))
+      saved = dict(meta["config"].get(section, {}))
+      for key in _HOW_NOT_WHAT.get(section, ()):
+        saved.pop(key, None)
+        current.pop(key, None)
+      diffs += incompatible_fields(saved, current, section, _defaults(getattr(self.cfg, section)))
     saved_data, data = meta.get("data_fingerprint"), self.data_fingerprint
     if saved_data and data is not None and saved_data != data:
       differ = [f"{k}: checkpoint {saved_data.get(k)} vs now {data.get(k)}"

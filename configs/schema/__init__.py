@@ -46,7 +46,7 @@ from configs.schema.tokenizer import RECON_LOSSES, TokenizerConfig, VidtokConfig
 from configs.schema.train import TrainConfig
 
 __all__ = [
-    "ACTIVATIONS", "ADVERSARIAL_LOSSES", "ATTENTION_IMPLS", "AUDIO_ORDERS", "CODEBOOK_MODES",
+    "ACTIVATIONS", "ADVERSARIAL_LOSSES", "ATTENTION_IMPLS", "MATMUL_IMPLS", "AUDIO_ORDERS", "CODEBOOK_MODES",
     "DATA_SOURCES", "DEFAULT_RULES", "DTYPES", "EXTRA_AUDIO", "MESH_AXES", "RECON_LOSSES",
     "REMAT_POLICIES", "SCHEDULES", "TEXT_ENCODER_DIMS", "TEXT_ENCODERS",
     "TextConfig", "AudioCodecConfig", "AudioConfig", "AudioTrainConfig", "ClipSpec", "Config",

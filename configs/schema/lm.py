@@ -13,6 +13,7 @@ from configs.schema.train import TrainConfig
 # auto: float32 on CPU, bfloat16 elsewhere. No float16: the loss has no loss scaling.
 DTYPES = ("auto", "float32", "bfloat16")
 ATTENTION_IMPLS = ("blockwise", "dot_product_attention", "cpu")
+MATMUL_IMPLS = ("xla", "cpu")
 # `none` runs layers without rematerialization; every other name is a policy without
 # arguments from `jax.checkpoint_policies` (`nothing_saveable` = full remat).
 REMAT_POLICIES = ("none",) + tuple(
@@ -41,6 +42,7 @@ class LmConfig:
   scan_unroll: int = 1         # layers per scan iteration (>= layers: straight-line code)
   attention_block: int = 256   # query block of the block-causal attention (0: one block)
   attention_impl: str = "blockwise"  # or "dot_product_attention", or "cpu" (a fused CPU-only kernel; lm/attention.py)
+  matmul_impl: str = "xla"     # or "cpu": dense layers through numpy's BLAS, CPU only (lm/kernels/matmul_cpu.py)
   loss_chunk: int = 256        # sequence chunk of the fused cross-entropy
   z_loss: float = 1e-4         # weight of the log(Z)**2 penalty that keeps logits small
   # E: width of a frozen text encoder's embeddings (text.encoder), projected E -> D into the
@@ -65,6 +67,7 @@ class LmConfig:
     _check_choice("lm.dtype", self.dtype, DTYPES)
     _check_choice("lm.remat_policy", self.remat_policy, REMAT_POLICIES)
     _check_choice("lm.attention_impl", self.attention_impl, ATTENTION_IMPLS)
+    _check_choice("lm.matmul_impl", self.matmul_impl, MATMUL_IMPLS)
 
   @property
   def head_size(self) -> int:

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
+#include "parallel.h"
 
 namespace ffi = xla::ffi;
 
@@ -229,28 +230,6 @@ void pack_keys(const float* x, int64_t stride, const Shapes& sh, float* xt, floa
   }
 }
 
-// Runs fn(0..items-1) on the calling thread and the pool's other threads.
-void parallel_for(ffi::ThreadPool& pool, int64_t items, std::function<void(int64_t)> fn) {
-  struct Work {
-    std::atomic<int64_t> next{0}, done{0};
-    int64_t total;
-    std::function<void(int64_t)> fn;
-  };
-  auto work = std::make_shared<Work>();
-  work->total = items;
-  work->fn = std::move(fn);
-  auto loop = [work] {
-    for (int64_t i; (i = work->next.fetch_add(1)) < work->total;) {
-      work->fn(i);
-      work->done.fetch_add(1, std::memory_order_release);
-    }
-  };
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), items) - 1;
-  for (int64_t h = 0; h < helpers; ++h) pool.Schedule([loop] { loop(); });
-  loop();
-  while (work->done.load(std::memory_order_acquire) < items) std::this_thread::yield();
-}
-
 ffi::Error check_shapes(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
                         ffi::Buffer<ffi::S32> seg, ffi::Buffer<ffi::S32> pre, Shapes* sh) {
   auto qd = q.dimensions(), kd = k.dimensions(), vd = v.dimensions();
@@ -282,7 +261,7 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ff
   const auto rows = all_row_info(seg_all, pre_all, sh);
   const int64_t r_per_g = sh.n / sh.g;
 
-  parallel_for(pool, sh.b * sh.n, [&](int64_t item) {
+  kineto::parallel_for(pool, sh.b * sh.n, [&](int64_t item) {
     const int64_t b = item / sh.n, n = item % sh.n, g = n / r_per_g;
     thread_local Scratch kt_buf, vp_buf, q_buf, s_buf, o_buf;
     float* kt = kt_buf.get(sh.kp * sh.sp);
@@ -366,7 +345,7 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<f
   const int64_t r_per_g = sh.n / sh.g;
 
   // One item per (batch, kv head): it owns that head's dk and dv, summed over its query heads.
-  parallel_for(pool, sh.b * sh.g, [&](int64_t item) {
+  kineto::parallel_for(pool, sh.b * sh.g, [&](int64_t item) {
     const int64_t b = item / sh.g, g = item % sh.g;
     thread_local Scratch kt_buf, vt_buf, kp_buf, dk_buf, dv_buf, q_buf, do_buf, p_buf, ds_buf, dq_buf;
     float* kt = kt_buf.get(sh.kp * sh.sp);

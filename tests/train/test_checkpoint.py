@@ -75,6 +75,17 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path, capsys):
   assert "vocab.special: checkpoint 32 vs run 64" in err
 
 
+def test_a_checkpoint_resumes_under_other_kernels(tmp_path):
+  # How the math runs (attention and matmul kernels, blocks, remat) is not the model.
+  cfg = configs.load("lm_tiny")
+  ckpt = Checkpointer(tmp_path / "checkpoints", cfg)
+  ckpt.save(1, init_state(cfg, sharding.make_mesh((1, 1, 1), jax.devices()[:1])).state, force=True)
+  ckpt.close()
+  other = configs.load("lm_tiny", ["lm.attention_impl=cpu", "lm.matmul_impl=cpu", "lm.remat_policy=none"])
+  step, leaves, _ = restored_leaves(other, tmp_path)
+  assert step == 1 and leaves
+
+
 def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
   (tmp_path / "checkpoints" / "7").mkdir(parents=True)
   (tmp_path / "checkpoints" / "7" / "junk").write_text("not a checkpoint")
@@ -278,6 +289,12 @@ def float32_losses():
 @pytest.mark.slow
 def test_remat_policy_changes_memory_not_the_math(float32_losses):
   losses, _ = _three_steps(["lm.remat_policy=dots_saveable"])
+  np.testing.assert_allclose(losses, float32_losses, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_cpu_kernels_change_speed_not_the_math(float32_losses):
+  losses, _ = _three_steps(["lm.attention_impl=cpu", "lm.matmul_impl=cpu"])
   np.testing.assert_allclose(losses, float32_losses, rtol=1e-5)
 
 
