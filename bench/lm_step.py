@@ -30,6 +30,7 @@ import common  # noqa: E402
 import configs  # noqa: E402
 import sharding  # noqa: E402
 from train.flops import measure_matmul_flops_per_second, train_step_flops  # noqa: E402
+from train.host import keep_freed_memory  # noqa: E402
 from train.state import init_state, make_train_step  # noqa: E402
 
 PREFIX = 64
@@ -43,6 +44,7 @@ def main(argv=None):
                       help="a Python with torch: also run bench/torch_baseline.py in this run and "
                            "report kineto's speed relative to it")
   args = parser.parse_args(argv)
+  keep_freed_memory()  # as the `kineto` command does, before JAX starts (train/host.py)
   cfg = configs.load("lm_bench", args.set)
   print("machine:", common.machine_info())
 

@@ -542,6 +542,9 @@ def main(argv=None) -> int:
     return e.code
 
   _skip_absent_tpu()
+  if argv is None:  # this process's own command line (`kineto ...`), not a caller's list
+    from train.host import keep_freed_memory
+    keep_freed_memory()  # before JAX starts its threads; see train/host.py
   _init_distributed(args, parser)
   from train.workdir import quiet_io_tracebacks
   quiet_io_tracebacks()  # orbax logs a full disk from its threads: the one line below says it
@@ -563,9 +566,10 @@ def _is_user_error(e: Exception, command: str) -> bool:
   """Bad configs, meshes, datasets and token shards get one line and exit code 2."""
   from configs.schema import ConfigError
   from kineto.demo.run import DemoError
+  from lm.kernels import KernelBuildError
   from lm.text_encoder import EncoderError
   from sharding import MeshError
-  errors = (ConfigError, MeshError, DemoError, EncoderError)
+  errors = (ConfigError, MeshError, DemoError, EncoderError, KernelBuildError)
   for module, name in (("kineto.eval.tokenizer", "EvalError"), ("kineto.eval.fvd", "FVDError"),
                        ("kineto.eval.i3d", "I3DError"), ("kineto.eval.codecs", "CodecError")):
     if module in sys.modules:
