@@ -1,4 +1,4 @@
-"""The fused CPU attention kernel (lm/kernels/attention_cpu.cc) against the blockwise reference."""
+"""The CPU kernels (lm/kernels/): fused attention against the blockwise reference, BLAS matmuls, the build."""
 import functools
 
 import jax
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lm.attention import prefix_lm_attention
-from lm.kernels import attention_cpu
+from lm import kernels
 
 
 def _inputs(b, t, n, g, k, seed=0):
@@ -58,14 +58,58 @@ def test_cpu_kernel_in_bfloat16_matches_float32():
 
 def test_a_missing_compiler_is_one_line_naming_the_fix(monkeypatch):
   monkeypatch.setenv("CXX", "no-such-compiler")
-  with pytest.raises(attention_cpu.KernelBuildError, match="no-such-compiler.*lm.attention_impl=blockwise") as err:
-    attention_cpu.build()
+  with pytest.raises(kernels.KernelBuildError, match="no-such-compiler.*lm.attention_impl=blockwise") as err:
+    kernels.build("attention_cpu.cc")
   assert "\n" not in str(err.value)
 
 
 def test_the_build_is_cached_and_complete(tmp_path, monkeypatch):
   monkeypatch.setenv("KINETO_CACHE", str(tmp_path))
-  first = attention_cpu.build()
+  first = kernels.build("attention_cpu.cc")
   assert first.parent == tmp_path / "kernels" and first.stat().st_size > 0
-  assert attention_cpu.build() == first  # found, not rebuilt
+  assert kernels.build("attention_cpu.cc") == first  # found, not rebuilt
   assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temporary left behind
+
+
+def test_cpu_kernels_under_a_sharded_mesh_match_one_device():
+  # XLA runs a custom call it cannot partition on gathered operands: slower, still exact.
+  import configs
+  import sharding
+  from train.state import init_state, make_train_step
+
+  def losses(shape, impls):
+    cfg = configs.load("lm_tiny", ["train.seq_len=64", "train.batch_size=8", *impls])
+    mesh = sharding.make_mesh(shape, jax.devices()[:int(np.prod(shape))])
+    ts = init_state(cfg, mesh)
+    step = make_train_step(cfg, mesh, ts)
+    tokens = jax.random.randint(jax.random.key(0), (8, 65), 0, cfg.lm.vocab)
+    prefix = jnp.zeros((8, 65), bool).at[:, :10].set(True)
+    state, out = ts.state, []
+    for _ in range(2):
+      state, metrics = step(state, {"tokens": tokens, "input_mask": prefix, "loss_mask": ~prefix})
+      out.append(float(metrics["loss"]))
+    return out
+
+  want = losses((1, 1, 1), [])
+  got = losses((2, 4, 1), ["lm.attention_impl=cpu", "lm.matmul_impl=cpu"])
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (True, False), (False, True), (True, True)])
+def test_blas_matmul_equals_xla_with_either_operand_transposed(trans_a, trans_b):
+  from lm.layers import dense
+  keys = jax.random.split(jax.random.key(0), 2)
+  a = jax.random.normal(keys[0], (70, 130) if trans_a else (130, 70))  # op(a): [130, 70]
+  b = jax.random.normal(keys[1], (45, 70) if trans_b else (70, 45))    # op(b): [70, 45]
+  got = jax.jit(lambda a, b: dense(a, b, "cpu", trans_a=trans_a, trans_b=trans_b))(a, b)
+  want = (a.T if trans_a else a) @ (b.T if trans_b else b)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_blas_matmul_differentiates_like_xla():
+  from lm.layers import dense
+  x = jax.random.normal(jax.random.key(0), (3, 40, 4, 8))  # [B, T, N, K] against w [N, K, D]
+  w = jax.random.normal(jax.random.key(1), (4, 8, 24))
+  f = lambda impl: jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(dense(x, w, impl, contract=2))), (0, 1)))
+  for got, want in zip(f("cpu")(x, w), f("xla")(x, w)):  # float32 sums in another order
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
