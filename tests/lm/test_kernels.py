@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm.attention import prefix_lm_attention
 from lm import kernels
+from lm.attention import prefix_lm_attention
 
 
 def _inputs(b, t, n, g, k, seed=0):
