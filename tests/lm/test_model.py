@@ -97,10 +97,43 @@ def test_kv_cache_decoding_equals_full_forward(tied, kv_heads):
   full = model(tokens, prefix)
   logits, cache = model.prefill(tokens[:, :20], prefix[:, :20], cache_len=32)
   np.testing.assert_allclose(logits, full[:, 19], atol=2e-5)
-  step = nnx.jit(lambda m, tok, c: m.decode_step(tok, c))
+  g, k = model.cfg.kv_heads, model.cfg.head_size
+  assert len(cache.k) == len(cache.v) == model.cfg.layers  # one [B, G, S, K] array per layer
+  assert all(c.shape == (2, g, 32, k) for c in cache.k + cache.v)
+  # Per-layer weights made once and passed to every step, as the sampler does; the last
+  # steps make them inside the step (the default).
+  layers = model.layer_views()
+  step = nnx.jit(lambda m, tok, c, layers: m.decode_step(tok, c, layers))
   for i in range(20, 30):
-    logits, cache = step(model, tokens[:, i], cache)
+    if i < 27:
+      logits, cache = step(model, tokens[:, i], cache, layers)
+    else:
+      logits, cache = model.decode_step(tokens[:, i], cache)
     np.testing.assert_allclose(logits, full[:, i], atol=2e-5, err_msg=f"position {i}")
+
+
+def _entry_ops(hlo_text: str) -> list[str]:
+  return hlo_text[hlo_text.index("\nENTRY"):].splitlines()[1:]
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_compiled_decode_step_updates_the_cache_in_place(batch):
+  """The compiled step (cache donated, per-layer weights passed in) writes each layer's
+  cache array once, in place, and copies neither cache nor weights (no copy, no slice).
+  Batch 1 is the case where XLA's CPU fusion used to duplicate the write (lm/model.py)."""
+  model = tiny_model()
+  cfg = model.cfg
+  graphdef, state = nnx.split(model)
+  layers_graphdef, layers = nnx.split(model.layer_views())
+  _, cache = model.prefill(random_tokens((batch, 8)), cache_len=16)
+  step = jax.jit(lambda st, ls, tok, c: nnx.merge(graphdef, st).decode_step(tok, c, nnx.merge(layers_graphdef, ls)),
+                 donate_argnums=3)
+  hlo = step.lower(state, layers, random_tokens((batch,)), cache).compile().as_text()
+  cache_shape = f"f32[{batch},{cfg.kv_heads},16,{cfg.head_size}]"
+  writes = [op for op in _entry_ops(hlo) if f"= {cache_shape}" in op and "parameter(" not in op]
+  assert len(writes) == 2 * cfg.layers, "\n".join(writes)
+  assert not any(" copy(" in op or "dynamic-update-slice" not in op for op in writes), "\n".join(writes)
+  assert not [op for op in _entry_ops(hlo) if " dynamic-slice(" in op or "dynamic-slice_fusion" in op]
 
 
 def test_kv_cache_with_right_padded_prompts():
