@@ -61,7 +61,7 @@ def decode_latency(model, vocab, plan, n_video, prompt_len, cache_len) -> dict[s
   graphdef, state = nnx.split(model)
   # Per-layer weights made once, outside the timed step, as the sampler makes them once
   # outside its `while_loop` (Transformer.layer_views).
-  layers_graphdef, _ = nnx.split(model.layer_views())
+  layers_graphdef, _ = nnx.split(nnx.eval_shape(lambda: model.layer_views()))
   layers = jax.jit(lambda st: nnx.state(nnx.merge(graphdef, st).layer_views()))(state)
   # The cache is donated, as in the sampler's `while_loop`, where each step updates it in
   # place: without donation every timed call would also copy the whole cache (at batch 8

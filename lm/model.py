@@ -4,7 +4,9 @@ Pre-norm blocks (RMSNorm) with rotary positions, grouped-query attention (option
 QK-norm) and a SwiGLU MLP, stacked with `nnx.vmap` and run with `nnx.scan` (under
 `nnx.remat` with the config's policy). Parameters are float32 and carry logical axis
 names; compute runs in `cfg.dtype`. Decoding uses a KV cache: `prefill` then
-`decode_step`, which equal one full forward pass.
+`decode_step`, which equal one full forward pass. The decode step unrolls the layers over
+per-layer weight views (`layer_views`) and a cache of one array per layer, so each layer
+reads its weights and cache in place.
 
 Shape letters: B batch, T length, S cache length, D embed, N heads, G kv heads, K head
 dim, F MLP width, V vocab, L layers, E text-encoder width.
@@ -162,7 +164,11 @@ class Block(nnx.Module):
     k_new_bg1k, v_new_bg1k = _after(o, k_new_bg1k, v_new_bg1k)
     k_bgsk = jax.lax.dynamic_update_slice(k_bgsk, k_new_bg1k, (0, 0, index, 0))
     v_bgsk = jax.lax.dynamic_update_slice(v_bgsk, v_new_bg1k, (0, 0, index, 0))
-    x_b1d = x_b1d + self.attn.out(o)
+    # The output projection as one [B, N * K] x [N * K, D] matmul: as "btnk,nkd->btd", XLA's CPU
+    # layout assignment transposed `wo` (a copy of it per layer and step).
+    b, _, n, kd = o.shape
+    wo_ed = self.attn.wo[...].astype(o.dtype).reshape(n * kd, -1)
+    x_b1d = x_b1d + shard((o.reshape(b, n * kd) @ wo_ed)[:, None], *ACT_BTD)
     return x_b1d + self.mlp(self.mlp_norm(x_b1d)), k_bgsk, v_bgsk
 
 
@@ -319,11 +325,11 @@ class Transformer(nnx.Module):
 
   def layer_views(self) -> tuple[Block, ...]:
     """The stacked blocks as L per-layer Blocks whose weights are static slices ([D, N, K], not
-    [L, D, N, K]) with the "layers" axis dropped from their sharding names.
+    [L, D, N, K]), the "layers" axis dropped from their sharding names.
 
-    Made inside a compiled step, each slice is a copy of that layer's weights per step; the
-    samplers make the views once per call, outside their decode loop, and pass them to every
-    `decode_step` (see lm.sampling)."""
+    Each slice is a copy (XLA does not alias slices of an argument), so make the views once
+    per generation, outside the decode loop, and pass them to every `decode_step`: the
+    sampler does (lm.sampling). Made inside each step, they copy all the weights per token."""
     graphdef, state = nnx.split(self.blocks)
     take = lambda i: jax.tree.map(lambda w: w.replace(w[i], out_sharding=w.out_sharding[1:]), state,
                                   is_leaf=lambda x: isinstance(x, nnx.Variable))
