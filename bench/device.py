@@ -302,16 +302,21 @@ def section_decode(args, results) -> dict:
          "video_tokens": n_video, "cache_len": cache_len, "weight_bytes_as_stored": weight_bytes,
          "copy_bytes_per_second": bw})
   loop_steps = 8 if args.quick else 64
-  step = jax.jit(lambda st, tok, cache: nnx.merge(graphdef, st).decode_step(tok, cache))
+  # Per-layer weights sliced once, outside the step and the loop, as the sampler does.
+  layers_graphdef, _ = nnx.split(nnx.eval_shape(lambda: model.layer_views()))
+  layers = jax.jit(lambda st: nnx.state(nnx.merge(graphdef, st).layer_views()))(state)
+  decode = lambda st, ls, tok, cache: nnx.merge(graphdef, st).decode_step(tok, cache, nnx.merge(layers_graphdef, ls))
+  step = jax.jit(decode)
 
   def loop_body(st, tok, cache):
-    # The weights ride in the carry: nnx.scan inside decode_step refuses Params closed over
-    # from an outer trace level.
+    # The weights ride in the carry: nnx modules must be built at the loop body's trace
+    # level (closing over the outer ones fails nnx's trace-level check).
     def body(_, carry):
-      st, tok, cache = carry
-      logits, cache = nnx.merge(graphdef, st).decode_step(tok, cache)
-      return st, jnp.argmax(logits, -1).astype(jnp.int32), cache
-    return jax.lax.fori_loop(0, loop_steps, body, (st, tok, cache))[1:]
+      st, ls, tok, cache = carry
+      logits, cache = decode(st, ls, tok, cache)
+      return st, ls, jnp.argmax(logits, -1).astype(jnp.int32), cache
+    st_ls = (st, nnx.state(nnx.merge(graphdef, st).layer_views()))
+    return jax.lax.fori_loop(0, loop_steps, body, (*st_ls, tok, cache))[2:]
   loop = jax.jit(loop_body, donate_argnums=2)
   prefill = jax.jit(lambda st, t, v: nnx.merge(graphdef, st).prefill(t, v, v, cache_len=cache_len)[1])
 
@@ -345,7 +350,8 @@ def section_decode(args, results) -> dict:
         seq_valid = np.concatenate([valid, np.ones((b, extra), bool)], axis=1)
         tok = jnp.full((b,), vocab.video_offset, jnp.int32)
         cache = prefill(state, seq, seq_valid)
-        single = median_time(lambda: jax.block_until_ready(step(state, tok, cache)[0]), warmup=2, repeats=20)
+        single = median_time(lambda: jax.block_until_ready(step(state, layers, tok, cache)[0]), warmup=2,
+                              repeats=20)
         loop(state, tok, prefill(state, seq, seq_valid))[0].block_until_ready()  # compile
         caches = [prefill(state, seq, seq_valid) for _ in range(3)]
         jax.block_until_ready(caches)

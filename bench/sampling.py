@@ -59,11 +59,16 @@ def latency_points(prompt_len: int, n_video: int) -> dict[str, tuple[int, int]]:
 def decode_latency(model, vocab, plan, n_video, prompt_len, cache_len) -> dict[str, float]:
   """Median seconds of one jitted `decode_step` at each point of `latency_points`."""
   graphdef, state = nnx.split(model)
+  # Per-layer weights made once, outside the timed step, as the sampler makes them once
+  # outside its `while_loop` (Transformer.layer_views).
+  layers_graphdef, _ = nnx.split(nnx.eval_shape(lambda: model.layer_views()))
+  layers = jax.jit(lambda st: nnx.state(nnx.merge(graphdef, st).layer_views()))(state)
   # The cache is donated, as in the sampler's `while_loop`, where each step updates it in
   # place: without donation every timed call would also copy the whole cache (at batch 8
   # and 1,302 slots, 85 MB), which the real loop never does. So each call continues the
   # previous one's cache; 22 calls move the fill by 22 of the 1,302 slots.
-  step = jax.jit(lambda st, tok, cache: nnx.merge(graphdef, st).decode_step(tok, cache), donate_argnums=2)
+  decode = lambda st, ls, tok, cache: nnx.merge(graphdef, st).decode_step(tok, cache, nnx.merge(layers_graphdef, ls))
+  step = jax.jit(decode, donate_argnums=3)
   prefill = jax.jit(lambda st, t, v: nnx.merge(graphdef, st).prefill(t, v, v, cache_len=cache_len)[1])
   seconds = {}
   for key, (b, filled) in latency_points(prompt_len, n_video).items():
@@ -72,7 +77,7 @@ def decode_latency(model, vocab, plan, n_video, prompt_len, cache_len) -> dict[s
     tok = jnp.full((b,), vocab.video_offset, jnp.int32)
 
     def one(tok=tok, cache=cache):
-      logits, cache[0] = step(state, tok, cache[0])
+      logits, cache[0] = step(state, layers, tok, cache[0])
       jax.block_until_ready(logits)
 
     seconds[key] = common.time_fn(one, warmup=2, repeats=20)

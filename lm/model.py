@@ -4,7 +4,9 @@ Pre-norm blocks (RMSNorm) with rotary positions, grouped-query attention (option
 QK-norm) and a SwiGLU MLP, stacked with `nnx.vmap` and run with `nnx.scan` (under
 `nnx.remat` with the config's policy). Parameters are float32 and carry logical axis
 names; compute runs in `cfg.dtype`. Decoding uses a KV cache: `prefill` then
-`decode_step`, which equal one full forward pass.
+`decode_step`, which equal one full forward pass. The decode step unrolls the layers over
+per-layer weight views (`layer_views`) and a cache of one array per layer, so each layer
+reads its weights and cache in place.
 
 Shape letters: B batch, T length, S cache length, D embed, N heads, G kv heads, K head
 dim, F MLP width, V vocab, L layers, E text-encoder width.
@@ -29,9 +31,11 @@ from sharding import param, shard
 ACT_BTD = ("act_batch", "act_length", "act_embed")
 ACT_BTNK = ("act_batch", "act_length", "act_heads", "act_head_dim")
 ACT_BTGK = ("act_batch", "act_length", "act_kv_heads", "act_head_dim")
-# The KV cache is head-major, [L, B, G, S, K]: a decode step's attention then reads each
-# head's keys as one contiguous [S, K] matrix (3.4x faster than [B, S, G, K] on CPU).
-CACHE_BGSK = (None, "act_batch", "act_kv_heads", "act_length", "act_head_dim")
+# The KV cache holds one head-major [B, G, S, K] array per layer: a decode step's attention
+# then reads each head's keys as one contiguous [S, K] matrix (3.4x faster than [B, S, G, K]
+# on CPU), and each layer reads and updates its own buffer in place (a stacked [L, ...] cache
+# made XLA copy the layer's slice out every step).
+CACHE_BGSK = ("act_batch", "act_kv_heads", "act_length", "act_head_dim")
 
 
 _TRUNCATED_STD = 0.87962566  # std of a standard normal truncated to [-2, 2]
@@ -55,11 +59,12 @@ def segment_positions(segment_ids_bt):
 class KVCache:
   """Keys and values of every layer for decoding.
 
-  k, v: [L, B, G, S, K] (head-major, see CACHE_BGSK); valid_bs: which slots hold a real token; index: next slot to
-  write (shared by the batch); position_b: the rotary position of each row's next token.
+  k, v: tuples of L arrays [B, G, S, K] (head-major, see CACHE_BGSK); valid_bs: which slots hold a
+  real token; index: next slot to write (shared by the batch); position_b: the rotary position of
+  each row's next token.
   """
-  k: jax.Array
-  v: jax.Array
+  k: tuple[jax.Array, ...]
+  v: tuple[jax.Array, ...]
   valid_bs: jax.Array
   index: jax.Array
   position_b: jax.Array
@@ -159,37 +164,63 @@ class Block(nnx.Module):
     x_btd = x_btd + self.attn.out(o)
     return x_btd + self.mlp(self.mlp_norm(x_btd)), (k, v)
 
-  def decode(self, x_b1d, k_lbgsk, v_lbgsk, layer, valid_bs, index, position_b):
-    """One new token per row against the cache of every layer; writes this layer's new
-    key and value at slot `index` in place and returns the updated caches."""
+  def decode(self, x_b1d, k_bgsk, v_bgsk, valid_bs, index, position_b):
+    """One new token per row against this layer's cache; returns (x, k_bgsk, v_bgsk) with the
+    new key and value written at slot `index` (in place when the cache is donated).
+
+    valid_bs marks the cached slots the token attends to besides itself. Call it on a
+    per-layer view (`Transformer.layer_views`), not on the stacked blocks."""
     q, k_new, v_new = self.attn.qkv(self.attn_norm(x_b1d), position_b[:, None])
-    start = (layer, 0, 0, index, 0)
-    k_lbgsk = jax.lax.dynamic_update_slice(
-        k_lbgsk, k_new.transpose(0, 2, 1, 3)[None].astype(k_lbgsk.dtype), start)
-    v_lbgsk = jax.lax.dynamic_update_slice(
-        v_lbgsk, v_new.transpose(0, 2, 1, 3)[None].astype(v_lbgsk.dtype), start)
-    o = decode_attention(q, jax.lax.dynamic_index_in_dim(k_lbgsk, layer, keepdims=False),
-                         jax.lax.dynamic_index_in_dim(v_lbgsk, layer, keepdims=False), valid_bs)
-    x_b1d = x_b1d + self.attn.out(o)
-    return x_b1d + self.mlp(self.mlp_norm(x_b1d)), k_lbgsk, v_lbgsk
+    k_new_bg1k = k_new.transpose(0, 2, 1, 3).astype(k_bgsk.dtype)
+    v_new_bg1k = v_new.transpose(0, 2, 1, 3).astype(v_bgsk.dtype)
+    # Attention reads the cache as it came in, plus the new key and value; the write comes
+    # after. Reading back from the write instead, XLA's CPU fusion duplicated the write into
+    # the attention's operand at batch 1 (a bitcast dropping B): two writers of one buffer
+    # and four copies of the layer's cache per step.
+    o = decode_attention(q, k_bgsk, v_bgsk, valid_bs, k_new_bg1k, v_new_bg1k)
+    k_new_bg1k, v_new_bg1k = _after(o, k_new_bg1k, v_new_bg1k)
+    k_bgsk = jax.lax.dynamic_update_slice(k_bgsk, k_new_bg1k, (0, 0, index, 0))
+    v_bgsk = jax.lax.dynamic_update_slice(v_bgsk, v_new_bg1k, (0, 0, index, 0))
+    # The output projection as one [B, N * K] x [N * K, D] matmul: as "btnk,nkd->btd", XLA's CPU
+    # layout assignment transposed `wo` (a copy of it per layer and step).
+    b, _, n, kd = o.shape
+    wo_ed = self.attn.wo[...].astype(o.dtype).reshape(n * kd, -1)
+    x_b1d = x_b1d + shard((o.reshape(b, n * kd) @ wo_ed)[:, None], *ACT_BTD)
+    return x_b1d + self.mlp(self.mlp_norm(x_b1d)), k_bgsk, v_bgsk
 
 
-def decode_attention(q_b1nk, k_bgsk, v_bgsk, valid_bs):
-  """One query per row against a head-major cache: [B, 1, N, K] (zero if nothing valid).
+def _after(dep, *xs):
+  """xs unchanged, but data-dependent on `dep` (NaN if dep's first element is NaN).
+
+  XLA's CPU copy insertion orders an in-place update after the other readers of its buffer
+  only through data dependencies: with the attention and the cache write independent, it
+  copies each layer's cache twice per step to be safe. Writing values that depend on the
+  attention's output makes the write provably later, so it happens in place.
+  """
+  nan = jnp.isnan(dep.reshape(-1)[0])
+  return tuple(jnp.where(nan, jnp.nan, x).astype(x.dtype) for x in xs)
+
+
+def decode_attention(q_b1nk, k_bgsk, v_bgsk, valid_bs, k_new_bg1k, v_new_bg1k):
+  """One query per row against a head-major cache (its `valid_bs` slots) plus the row's own new
+  key and value: [B, 1, N, K].
 
   Query head n reads kv head n // R (R = N / G), as in grouped-query attention.
   """
   b, _, n, kd = q_b1nk.shape
   g = k_bgsk.shape[1]
   dt = q_b1nk.dtype
-  q_bgrk = q_b1nk.reshape(b, g, n // g, kd)
-  scores_bgrs = jnp.einsum("bgrk,bgsk->bgrs", q_bgrk, k_bgsk.astype(dt),
-                           preferred_element_type=jnp.float32) * (kd ** -0.5)
+  q_bgrk = q_b1nk.reshape(b, g, n // g, kd) * jnp.asarray(kd ** -0.5, dt)
+  scores_bgrs = jnp.einsum("bgrk,bgsk->bgrs", q_bgrk, k_bgsk.astype(dt), preferred_element_type=jnp.float32)
   scores_bgrs = jnp.where(valid_bs[:, None, None, :], scores_bgrs, -jnp.inf)
-  probs_bgrs = jax.nn.softmax(scores_bgrs, axis=-1)
-  probs_bgrs = jnp.where(jnp.any(valid_bs, axis=-1)[:, None, None, None], probs_bgrs, 0.0)
-  o_bgrk = jnp.einsum("bgrs,bgsk->bgrk", probs_bgrs.astype(dt), v_bgsk.astype(dt))
-  return o_bgrk.reshape(b, 1, n, kd)
+  self_bgr1 = jnp.einsum("bgrk,bgsk->bgrs", q_bgrk, k_new_bg1k.astype(dt), preferred_element_type=jnp.float32)
+  # Softmax over the cached slots and the token itself (always valid, so never all -inf).
+  m_bgr1 = jnp.maximum(jnp.max(scores_bgrs, axis=-1, keepdims=True), self_bgr1)
+  p_bgrs, p_self_bgr1 = jnp.exp(scores_bgrs - m_bgr1), jnp.exp(self_bgr1 - m_bgr1)
+  total_bgr1 = jnp.sum(p_bgrs, axis=-1, keepdims=True) + p_self_bgr1
+  o_bgrk = (jnp.einsum("bgrs,bgsk->bgrk", p_bgrs.astype(dt), v_bgsk.astype(dt), preferred_element_type=jnp.float32)
+            + p_self_bgr1 * v_new_bg1k.astype(jnp.float32)) / total_bgr1
+  return o_bgrk.astype(dt).reshape(b, 1, n, kd)
 
 
 class Transformer(nnx.Module):
@@ -298,8 +329,9 @@ class Transformer(nnx.Module):
     positions_bt = jnp.maximum(jnp.cumsum(valid_bt, axis=1) - 1, 0)
     x, (k, v) = self.hidden(tokens_bt, input_mask_bt, valid_bt.astype(jnp.int32), positions_bt,
                             return_kv=True, text_emb_bse=text_emb_bse)
-    pad = [(0, 0), (0, 0), (0, 0), (0, cache_len - t), (0, 0)]
-    head_major = lambda x_lbtgk: shard(jnp.pad(x_lbtgk.transpose(0, 1, 3, 2, 4), pad), *CACHE_BGSK)
+    pad = [(0, 0), (0, 0), (0, cache_len - t), (0, 0)]
+    head_major = lambda x_lbtgk: tuple(shard(jnp.pad(x_btgk.transpose(0, 2, 1, 3), pad), *CACHE_BGSK)
+                                       for x_btgk in x_lbtgk)
     cache = KVCache(
         k=head_major(k), v=head_major(v),
         valid_bs=jnp.pad(valid_bt, [(0, 0), (0, cache_len - t)]),
@@ -308,28 +340,39 @@ class Transformer(nnx.Module):
     last_bd = jnp.take_along_axis(x, last_b[:, None, None], axis=1)[:, 0]
     return self.logits(last_bd), cache
 
-  def decode_step(self, tokens_b, cache: KVCache):
+  def layer_views(self) -> tuple[Block, ...]:
+    """The stacked blocks as L per-layer Blocks whose weights are static slices ([D, N, K], not
+    [L, D, N, K]), the "layers" axis dropped from their sharding names.
+
+    Each slice is a copy (XLA does not alias slices of an argument), so make the views once
+    per generation, outside the decode loop, and pass them to every `decode_step`: the
+    sampler does (lm.sampling). Made inside each step, they copy all the weights per token."""
+    graphdef, state = nnx.split(self.blocks)
+    take = lambda i: jax.tree.map(lambda w: w.replace(w[i], out_sharding=w.out_sharding[1:]), state,
+                                  is_leaf=lambda x: isinstance(x, nnx.Variable))
+    return tuple(nnx.merge(graphdef, take(i)) for i in range(self.cfg.layers))
+
+  def decode_step(self, tokens_b, cache: KVCache, layers: tuple[Block, ...] | None = None):
     """Feeds one token per row; returns (logits [B, V], updated cache).
 
-    A full cache (index == cache_len) cannot take another token: the logits come back NaN
-    rather than silently overwriting the last slot. Size `cache_len` in `prefill` for the
-    whole generation.
+    layers: `self.layer_views()`, made once outside the decode loop (default: made here, which
+    copies every layer's weights per call). A full cache (index == cache_len) cannot take
+    another token: the logits come back NaN rather than silently overwriting the last slot.
+    Size `cache_len` in `prefill` for the whole generation.
     """
+    layers = self.layer_views() if layers is None else layers
     valid_bs = jax.lax.dynamic_update_slice_in_dim(
         cache.valid_bs, jnp.ones((tokens_b.shape[0], 1), bool), cache.index, axis=1)
     x = self.embed(tokens_b[:, None])
-
-    # The whole cache rides in the scan's carry and each layer writes only its new slot:
-    # stacking per-layer outputs instead would copy the entire cache every step.
-    def layer(carry, block):
-      x, k, v, i = carry
-      x, k, v = block.decode(x, k, v, i, valid_bs, cache.index, cache.position_b)
-      return x, k, v, i + 1
-
-    x, k, v, _ = nnx.scan(layer, in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)(
-        (x, cache.k, cache.v, jnp.asarray(0, jnp.int32)), self.blocks)
+    # Unrolled over the layers: each reads its own weights and cache buffers directly and
+    # writes only its new slot, so nothing of either is copied (a scan over the stacked
+    # arrays copied each layer's weights and cache slice out per iteration).
+    k_cache, v_cache = [], []
+    for block, k_bgsk, v_bgsk in zip(layers, cache.k, cache.v, strict=True):
+      x, k_bgsk, v_bgsk = block.decode(x, k_bgsk, v_bgsk, cache.valid_bs, cache.index, cache.position_b)
+      k_cache.append(shard(k_bgsk, *CACHE_BGSK))
+      v_cache.append(shard(v_bgsk, *CACHE_BGSK))
     logits = self.logits(self.final_norm(x)[:, 0])
     logits = jnp.where(cache.index < cache.valid_bs.shape[1], logits, jnp.nan)
-    k, v = shard(k, *CACHE_BGSK), shard(v, *CACHE_BGSK)
-    return logits, KVCache(k=k, v=v, valid_bs=valid_bs, index=cache.index + 1,
+    return logits, KVCache(k=tuple(k_cache), v=tuple(v_cache), valid_bs=valid_bs, index=cache.index + 1,
                            position_b=cache.position_b + 1)

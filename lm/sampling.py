@@ -264,17 +264,21 @@ def _autoregressive(state, prompt_xp, valid_xp, forced_bn, lo_n, hi_n, weights_r
     i, _, _, _, done_b, _ = carry
     return (i < n) & ~jnp.all(done_b)
 
+  # Each layer's weights sliced out of the stacked blocks once, here: sliced inside the loop,
+  # every step would copy them (lm.model.Transformer.layer_views).
+  layers_graphdef, layers_state = nnx.split(model.layer_views())
+
   # The parameters ride in the carry: nnx modules must be built at the loop body's trace
   # level (closing over the outer ones fails nnx's trace-level check).
   def step(carry):
-    i, last_b, cache, tokens_bn, done_b, state = carry
+    i, last_b, cache, tokens_bn, done_b, (state, layers_state) = carry
     model = nnx.merge(static.graphdef, state)
-    logits_xv, cache = model.decode_step(jnp.tile(last_b, r), cache)
+    logits_xv, cache = model.decode_step(jnp.tile(last_b, r), cache, nnx.merge(layers_graphdef, layers_state))
     token_b = jnp.where(done_b, static.pad, pick(logits_xv, i))
     tokens_bn = jax.lax.dynamic_update_slice_in_dim(tokens_bn, token_b[:, None], i, axis=1)
-    return i + 1, token_b, cache, tokens_bn, done_b | (token_b == static.eos), state
+    return i + 1, token_b, cache, tokens_bn, done_b | (token_b == static.eos), (state, layers_state)
 
-  carry = (jnp.asarray(1, jnp.int32), first_b, cache, tokens_bn, first_b == static.eos, state)
+  carry = (jnp.asarray(1, jnp.int32), first_b, cache, tokens_bn, first_b == static.eos, (state, layers_state))
   return jax.lax.while_loop(more, step, carry)[3]
 
 

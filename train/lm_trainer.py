@@ -293,11 +293,12 @@ def _greedy_continuation(model, prompt: np.ndarray, prefix: int, length: int,
   tokens = jnp.asarray(prompt, jnp.int32)[None]
   input_mask = jnp.arange(len(prompt))[None] < prefix
   logits, cache = model.prefill(tokens, input_mask, cache_len=len(prompt) + length)
-  step = nnx.jit(lambda m, tok, c: m.decode_step(tok, c))
+  layers = model.layer_views()  # per-layer weights, sliced once rather than in every step
+  step = nnx.jit(lambda m, tok, c, layers: m.decode_step(tok, c, layers))
   out = []
   for _ in range(length):
     ids = jnp.arange(logits.shape[-1])
     token = jnp.argmax(jnp.where((ids >= allowed[0]) & (ids < allowed[1]), logits, -jnp.inf), axis=-1)
     out.append(int(token[0]))
-    logits, cache = step(model, token, cache)
+    logits, cache = step(model, token, cache, layers)
   return np.asarray(out)

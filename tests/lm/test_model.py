@@ -1,5 +1,6 @@
 """The transformer: prefix-LM masking, padding, KV-cache decoding, attention and loss kernels."""
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -97,28 +98,62 @@ def test_kv_cache_decoding_equals_full_forward(tied, kv_heads):
   full = model(tokens, prefix)
   logits, cache = model.prefill(tokens[:, :20], prefix[:, :20], cache_len=32)
   np.testing.assert_allclose(logits, full[:, 19], atol=2e-5)
-  step = nnx.jit(lambda m, tok, c: m.decode_step(tok, c))
+  g, k = model.cfg.kv_heads, model.cfg.head_size
+  assert len(cache.k) == len(cache.v) == model.cfg.layers  # one [B, G, S, K] array per layer
+  assert all(c.shape == (2, g, 32, k) for c in cache.k + cache.v)
+  # Per-layer weights made once and passed to every step, as the sampler does; the last
+  # steps make them inside the step (the default).
+  layers = model.layer_views()
+  step = nnx.jit(lambda m, tok, c, layers: m.decode_step(tok, c, layers))
   for i in range(20, 30):
-    logits, cache = step(model, tokens[:, i], cache)
+    if i < 27:
+      logits, cache = step(model, tokens[:, i], cache, layers)
+    else:
+      logits, cache = model.decode_step(tokens[:, i], cache)
     np.testing.assert_allclose(logits, full[:, i], atol=2e-5, err_msg=f"position {i}")
 
 
-def test_kv_cache_with_right_padded_prompts():
+def _entry_ops(hlo_text: str) -> list[str]:
+  return hlo_text[hlo_text.index("\nENTRY"):].splitlines()[1:]
+
+
+def _weight_readers(ops: list[str], prefix: str) -> list[str]:
+  """The ops that read a weight matrix parameter named `prefix...`, through any bitcasts."""
+  name = lambda op: op.split("=")[0].strip().removeprefix("ROOT ").strip()
+  weights = {name(op) for op in ops if " parameter(" in op and name(op).startswith(prefix)
+             and re.search(r"\[\d+,\d+", op)}
+  readers, frontier = [], weights
+  while frontier:
+    users = [op for op in ops if "=" in op and " parameter(" not in op
+             and any(re.search(re.escape(w) + r"[,)]", op.split("=", 1)[1]) for w in frontier)]
+    readers += users
+    frontier = {name(op) for op in users if " bitcast(" in op}
+  return readers
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_compiled_decode_step_reads_weights_and_cache_in_place(batch):
+  """The compiled step (cache donated, per-layer weights passed in) writes each layer's
+  cache array once, in place, and copies neither cache nor weights: only matmuls (and free
+  bitcasts) read the weight matrices. Batch 1 is where XLA's CPU fusion duplicated the
+  cache write, and a transposed output projection copied `wo` (lm/model.py Block.decode)."""
   model = tiny_model()
-  tokens = random_tokens((2, 16))
-  lengths = [16, 11]
-  valid = jnp.arange(16)[None, :] < jnp.array(lengths)[:, None]
-  logits, cache = model.prefill(tokens, None, valid, cache_len=24)
-  next_tokens = random_tokens((2, 4), seed=3)
-  got = [logits]
-  for i in range(4):
-    logits, cache = model.decode_step(next_tokens[:, i], cache)
-    got.append(logits)
-  for row, n in enumerate(lengths):  # each row alone, unpadded, in one forward pass
-    seq = jnp.concatenate([tokens[row, :n], next_tokens[row]])[None]
-    full = model(seq)[0]
-    for j, logit in enumerate(got):
-      np.testing.assert_allclose(logit[row], full[n - 1 + j], atol=2e-5)
+  cfg = model.cfg
+  graphdef, state = nnx.split(model)
+  layers_graphdef, layers = nnx.split(model.layer_views())
+  _, cache = model.prefill(random_tokens((batch, 8)), cache_len=16)
+  step = jax.jit(lambda st, ls, tok, c: nnx.merge(graphdef, st).decode_step(tok, c, nnx.merge(layers_graphdef, ls)),
+                 donate_argnums=3)
+  ops = _entry_ops(step.lower(state, layers, random_tokens((batch,)), cache).compile().as_text())
+  cache_shape = f"f32[{batch},{cfg.kv_heads},16,{cfg.head_size}]"
+  writes = [op for op in ops if f"= {cache_shape}" in op and "parameter(" not in op]
+  assert len(writes) == 2 * cfg.layers, "\n".join(writes)
+  assert not any(" copy(" in op or "dynamic-update-slice" not in op for op in writes), "\n".join(writes)
+  assert not [op for op in ops if " dynamic-slice(" in op or "dynamic-slice_fusion" in op]
+  readers = _weight_readers(ops, "%ls")
+  assert len(readers) >= 7 * cfg.layers  # wq, wk, wv, wo, w_gate, w_up, w_out
+  bad = [op for op in readers if not re.search(r" (dot|bitcast)\(|= ynn_fusion|%ynn_fusion", op)]
+  assert not bad, "\n".join(bad)
 
 
 def test_rope_rotates_half_pairs():
