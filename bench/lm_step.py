@@ -20,9 +20,15 @@ import pathlib
 import subprocess
 import sys
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+from train.host import keep_freed_memory
+
+# As the `kineto` command does (train/host.py), before any import starts a thread: threads
+# started earlier keep malloc arenas of their own, which XLA's threads would then share.
+keep_freed_memory()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 import common  # noqa: E402
@@ -30,7 +36,6 @@ import common  # noqa: E402
 import configs  # noqa: E402
 import sharding  # noqa: E402
 from train.flops import measure_matmul_flops_per_second, train_step_flops  # noqa: E402
-from train.host import keep_freed_memory  # noqa: E402
 from train.state import init_state, make_train_step  # noqa: E402
 
 PREFIX = 64
@@ -44,7 +49,6 @@ def main(argv=None):
                       help="a Python with torch: also run bench/torch_baseline.py in this run and "
                            "report kineto's speed relative to it")
   args = parser.parse_args(argv)
-  keep_freed_memory()  # as the `kineto` command does, before JAX starts (train/host.py)
   cfg = configs.load("lm_bench", args.set)
   print("machine:", common.machine_info())
 

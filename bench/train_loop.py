@@ -15,6 +15,10 @@ import sys
 import tempfile
 import time
 
+from train.host import keep_freed_memory
+
+keep_freed_memory()  # as the `kineto` command does, before any import starts a thread (train/host.py)
+
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 import common  # noqa: E402
 

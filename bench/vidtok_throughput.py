@@ -16,8 +16,12 @@ import pathlib
 import subprocess
 import sys
 
-import jax
-from flax import nnx
+from train.host import keep_freed_memory
+
+keep_freed_memory()  # as the `kineto` command does, before any import starts a thread (train/host.py)
+
+import jax  # noqa: E402
+from flax import nnx  # noqa: E402
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from common import emit, machine_info, time_fn  # noqa: E402
