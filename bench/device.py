@@ -167,6 +167,10 @@ def section_peaks(args) -> dict:
 
 # --- 2 and 5. training steps -------------------------------------------------------------
 
+# lm_bench's CPU kernels (lm/kernels/) exist only for CPUs: on the device, XLA's own.
+ACCELERATOR = ["lm.attention_impl=blockwise", "lm.matmul_impl=xla"]
+
+
 def train_step(config: str, overrides: list[str], batch: int, repeats: int, peak: float | None,
                mem_limit: int | None = None) -> dict:
   """One compiled training step on one device with synthetic tokens (as bench/lm_step.py)."""
@@ -234,7 +238,7 @@ def section_lm_bench(args, results) -> dict:
         out[key] = {"skipped": "deadline"}
         continue
       try:
-        out[key] = train_step(config, ["lm.dtype=bfloat16", f"lm.attention_impl={impl}"], b,
+        out[key] = train_step(config, [*ACCELERATOR, "lm.dtype=bfloat16", f"lm.attention_impl={impl}"], b,
                               3 if args.quick else 5, peak)
       except Exception as e:  # noqa: BLE001
         out[key] = failure(e)
@@ -281,7 +285,7 @@ def section_decode(args, results) -> dict:
   config = "lm_tiny" if args.quick else "lm_bench"
   spec = (ClipSpec(frames=9, height=32, width=32, text_budget=8) if args.quick
           else ClipSpec(frames=17, height=128, width=128, text_budget=16))
-  cfg = configs.load(config, ["lm.dtype=bfloat16"])
+  cfg = configs.load(config, [*ACCELERATOR, "lm.dtype=bfloat16"])
   vocab = Vocabulary(cfg.vocab)
   model = Transformer(cfg.lm, rngs=nnx.Rngs(0))
   graphdef, state = nnx.split(model)
