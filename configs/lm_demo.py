@@ -21,9 +21,7 @@ def get_config() -> Config:
       name="lm_demo",
       vocab=vocab,
       lm=LmConfig(vocab=vocab.size, embed=256, layers=4, heads=4, kv_heads=2, mlp=704,
-                  max_len=1024, attention_block=128, loss_chunk=256, remat_policy="nothing_saveable",
-                  # the fused CPU kernels: 1.30 s a step instead of 1.89 (same math; lm/kernels/)
-                  attention_impl="cpu", matmul_impl="cpu"),
+                  max_len=1024, attention_block=128, loss_chunk=256, remat_policy="nothing_saveable"),
       mesh=MeshConfig(data=1, fsdp=-1, tensor=1),
       train=TrainConfig(steps=300, batch_size=8, seq_len=1024, learning_rate=2e-3,
                         warmup_steps=30, log_every=10, checkpoint_every=100),
