@@ -5,6 +5,8 @@ for this machine's CPU (-march=native), once per source (and this folder's heade
 CPU and jax version. The
 library is cached under `$KINETO_CACHE` (default ~/.cache/kineto)/kernels, written to a
 temporary name and renamed, so concurrent processes never load a half-written file.
+`$KINETO_KERNEL_FLAGS` adds compiler flags (e.g. `-fsanitize=address -g` to check the kernels'
+memory accesses under AddressSanitizer); they are part of the cache key.
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ def build(source_name: str) -> pathlib.Path:
                            f"and {cxx!r} was not found: install g++ (or set CXX), or use "
                            "lm.attention_impl=blockwise and lm.matmul_impl=xla.")
   flags = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC",
-           f"-I{jax.ffi.include_dir()}"]
+           f"-I{jax.ffi.include_dir()}", *os.environ.get("KINETO_KERNEL_FLAGS", "").split()]
   headers = [h.read_text() for h in sorted(source.parent.glob("*.h"))]
   key = hashlib.sha256("\n".join([source.read_text(), *headers, cxx, *flags, _cpu_signature(),
                                   jax.__version__]).encode()).hexdigest()[:16]

@@ -5,6 +5,9 @@
 // The rows of the product are split over XLA's intra-op thread pool, each part one
 // single-threaded BLAS call: BLAS's own threads would compete with the ops XLA runs beside
 // the matmul (measured: slower than XLA's matmul), while XLA's pool is sized to the cores.
+// Python sets OpenBLAS to one thread once, before the first call (matmul_cpu.py); nothing here
+// touches OpenBLAS's global state, so these calls only share its buffer table, which OpenBLAS
+// guards for concurrent callers.
 //
 // c [M, N] = op(a) op(b), where op(a) is a [M, K] or, with trans_a, a^T for a [K, M]; op(b)
 // is b [K, N] or, with trans_b, b^T for b [N, K]. BLAS reads the transposed operands in place,
@@ -25,9 +28,7 @@ constexpr int64_t kRowMajor = 101, kNoTrans = 111, kTrans = 112;  // cblas enum 
 using Sgemm = void (*)(int32_t order, int32_t trans_a, int32_t trans_b, int64_t m, int64_t n,
                        int64_t k, float alpha, const float* a, int64_t lda, const float* b,
                        int64_t ldb, float beta, float* c, int64_t ldc);
-using SetThreadsLocal = int (*)(int);
 Sgemm sgemm = nullptr;
-SetThreadsLocal set_threads_local = nullptr;
 
 ffi::Error Matmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
                   int32_t trans_a, int32_t trans_b, ffi::ResultBuffer<ffi::F32> c) {
@@ -46,7 +47,6 @@ ffi::Error Matmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi
 
   // Rows [r0, r1) of the product: rows of a, or columns of a when it is read transposed.
   auto rows = [=](int64_t r0, int64_t r1) {
-    if (set_threads_local) set_threads_local(1);
     const float* a_part = trans_a ? a_data + r0 : a_data + r0 * lda;
     sgemm(kRowMajor, trans_a ? kTrans : kNoTrans, trans_b ? kTrans : kNoTrans, r1 - r0, n, k, 1.0f,
           a_part, lda, b_data, ldb, 0.0f, c_data + r0 * n, n);
@@ -61,10 +61,7 @@ ffi::Error Matmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi
 
 }  // namespace
 
-extern "C" void KinetoSetBlas(void* sgemm_fn, void* set_threads_local_fn) {
-  sgemm = reinterpret_cast<Sgemm>(sgemm_fn);
-  set_threads_local = reinterpret_cast<SetThreadsLocal>(set_threads_local_fn);
-}
+extern "C" void KinetoSetBlas(void* sgemm_fn) { sgemm = reinterpret_cast<Sgemm>(sgemm_fn); }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(KinetoMatmul, Matmul,
                               ffi::Ffi::Bind()

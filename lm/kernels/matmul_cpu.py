@@ -5,6 +5,7 @@ layers' shapes, and less on their gradients, whose transposed operands it first 
 (bench/NOTES.md). numpy's wheels carry OpenBLAS; `matmul` hands it the same products, forward
 and backward (its VJP is two more calls with transposed operands, read in place). CPU only:
 a pod recipe keeps `lm.matmul_impl=xla` (`kineto compile` refuses the CPU kernels for TPUs).
+A process that uses it runs numpy's own BLAS calls on one thread (see `_register`).
 """
 from __future__ import annotations
 
@@ -19,30 +20,37 @@ import numpy as np
 from lm.kernels import KernelBuildError, build
 
 _TARGET = "kineto_matmul_cpu"
-_SGEMM_NAMES = ("scipy_cblas_sgemm64_", "cblas_sgemm64_")  # ILP64 cblas_sgemm, as numpy ships it
+_SGEMM = ("scipy_cblas_sgemm64_", "cblas_sgemm64_")  # ILP64 cblas_sgemm, as numpy ships it
+_SET_THREADS = ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads")
 
 
-def _openblas() -> tuple[int, int | None]:
-  """Addresses of numpy's ILP64 cblas_sgemm and of OpenBLAS's per-thread thread count setter
-  (None where this OpenBLAS lacks it), found among the libraries this process loaded."""
+def openblas_function(names: tuple[str, ...]) -> ctypes._CFuncPtr:
+  """The first of `names` that numpy's OpenBLAS (among the libraries this process loaded) exports."""
   paths = {line.split()[-1] for line in pathlib.Path("/proc/self/maps").read_text().splitlines()
            if "openblas" in line.lower() and line.split()[-1].startswith("/")}
-  address = lambda lib, name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
   for path in sorted(paths):
     lib = ctypes.CDLL(path)
-    for name in _SGEMM_NAMES:
+    for name in names:
       if hasattr(lib, name):
-        local = "openblas_set_num_threads_local"
-        return address(lib, name), address(lib, local) if hasattr(lib, local) else None
-  raise KernelBuildError(f"lm.matmul_impl=cpu needs numpy's bundled OpenBLAS (numpy {np.__version__} "
-                         f"loaded {sorted(paths) or 'none'}): install a numpy>=2 wheel, or use lm.matmul_impl=xla.")
+        return getattr(lib, name)
+  raise KernelBuildError(f"lm.matmul_impl=cpu needs numpy's bundled OpenBLAS and its {names[0]} (numpy "
+                         f"{np.__version__} loaded {sorted(paths) or 'none'}): install a numpy>=2 wheel, "
+                         "or use lm.matmul_impl=xla.")
 
 
 @functools.cache
 def _register() -> None:
   lib = ctypes.CDLL(str(build("matmul_cpu.cc")))
-  sgemm, set_threads_local = _openblas()
-  lib.KinetoSetBlas(ctypes.c_void_p(sgemm), ctypes.c_void_p(set_threads_local))
+  sgemm, set_num_threads = openblas_function(_SGEMM), openblas_function(_SET_THREADS)
+  # One BLAS thread, set here, once, from Python: the kernel splits rows over XLA's pool itself.
+  # OpenBLAS's pthreads build keeps one process-wide count (its `_local` setter sets that same
+  # count), so numpy's own BLAS calls run on one thread from here on in this process. Setting it
+  # from XLA's threads at every call, as a first version did, wrote that global from many
+  # threads at once and, after each fork (whose handler stops OpenBLAS's thread server),
+  # restarted the server from inside a running XLA program.
+  set_num_threads.argtypes = [ctypes.c_int]
+  set_num_threads(1)
+  lib.KinetoSetBlas(ctypes.c_void_p(ctypes.cast(sgemm, ctypes.c_void_p).value))
   jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.KinetoMatmul), platform="cpu")
 
 

@@ -1,4 +1,5 @@
 """The CPU kernels (lm/kernels/): fused attention against the blockwise reference, BLAS matmuls, the build."""
+import ctypes
 import functools
 
 import jax
@@ -113,3 +114,22 @@ def test_blas_matmul_differentiates_like_xla():
   f = lambda impl: jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(dense(x, w, impl, contract=2))), (0, 1)))
   for got, want in zip(f("cpu")(x, w), f("xla")(x, w)):  # float32 sums in another order
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_blas_matmul_leaves_openblas_thread_count_alone_while_it_runs():
+  # The count is process-wide: it is set once at registration, never from XLA's threads.
+  from lm.kernels import matmul_cpu
+  from lm.layers import dense
+  x = jnp.ones((256, 64))
+  dense(x, jnp.ones((64, 32)), "cpu").block_until_ready()  # registers: one thread
+  get = matmul_cpu.openblas_function(("scipy_openblas_get_num_threads64_", "openblas_get_num_threads"))
+  set_threads = matmul_cpu.openblas_function(matmul_cpu._SET_THREADS)
+  set_threads.argtypes = [ctypes.c_int]
+  assert get() == 1
+  try:
+    set_threads(2)  # as a user (or threadpoolctl) might, later
+    y = jax.jit(lambda x, w: dense(x, w, "cpu"))(x, jnp.ones((64, 48)))
+    np.testing.assert_allclose(y, 64.0)
+    assert get() == 2
+  finally:
+    set_threads(1)
