@@ -27,10 +27,12 @@ demo: $(STAMP)
 	$(BIN)/python -m kineto.demo.publish --out outputs/demo
 
 # ruff first (pyproject.toml [tool.ruff]), then pytest. pytest exits 5 when it collected no
-# tests: an empty or unimportable suite is a failure.
+# tests: an empty or unimportable suite is a failure. --capture=sys captures what Python
+# prints but leaves the file descriptors alone, so a native abort (an XLA check, a C++
+# kernel) still shows its last message; fd capture would take it down with the process.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	@$(BIN)/python -m pytest -q --durations=25; status=$$?; \
+	@$(BIN)/python -m pytest -q --capture=sys --durations=25; status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$status
 
 # Every bench/*.py script, then bench/RESULTS.md (date, machine, each script's figures),
