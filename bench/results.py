@@ -119,7 +119,7 @@ ROWS = {
                    lambda f: f"{f['tokens_per_second']:,.0f} tokens/s, **MFU {f['mfu']:.2f}** of the "
                              f"{f['matmul_flops_per_second'] / 1e9:.0f} GFLOP/s matmul peak measured in the same run"),
     "train_loop.py": ("the real loop with async checkpoints every 2 steps",
-                      lambda f: f"+{f['checkpoint_overhead']:.1%} step time; loader "
+                      lambda f: f"{f['checkpoint_overhead']:+.1%} step time; loader "
                                 f"{f['loader_to_step_ratio']:,.0f}x faster than the step; MFU {f['mfu']:.2f}"),
     "sampling.py": ("1,280 video tokens from `lm_bench`",
                     lambda f: f"KV-cached {f['cached_tokens_per_second']:.1f} tokens/s vs "
