@@ -25,14 +25,16 @@ _SET_THREADS = ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64
 
 
 def openblas_function(names: tuple[str, ...]) -> ctypes._CFuncPtr:
-  """The first of `names` that numpy's OpenBLAS (among the libraries this process loaded) exports."""
+  """The first of `names` exported by numpy's OpenBLAS: the loaded library that exports its
+  ILP64 cblas_sgemm (so every function comes from the library the kernel calls)."""
   paths = {line.split()[-1] for line in pathlib.Path("/proc/self/maps").read_text().splitlines()
            if "openblas" in line.lower() and line.split()[-1].startswith("/")}
   for path in sorted(paths):
     lib = ctypes.CDLL(path)
-    for name in names:
-      if hasattr(lib, name):
-        return getattr(lib, name)
+    if any(hasattr(lib, name) for name in _SGEMM):
+      for name in names:
+        if hasattr(lib, name):
+          return getattr(lib, name)
   raise KernelBuildError(f"lm.matmul_impl=cpu needs numpy's bundled OpenBLAS and its {names[0]} (numpy "
                          f"{np.__version__} loaded {sorted(paths) or 'none'}): install a numpy>=2 wheel, "
                          "or use lm.matmul_impl=xla.")
