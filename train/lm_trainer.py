@@ -292,8 +292,16 @@ def _greedy_continuation(model, prompt: np.ndarray, prefix: int, length: int,
   training), decoded with the KV cache (prefill + decode_step)."""
   tokens = jnp.asarray(prompt, jnp.int32)[None]
   input_mask = jnp.arange(len(prompt))[None] < prefix
-  logits, cache = model.prefill(tokens, input_mask, cache_len=len(prompt) + length)
-  layers = model.layer_views()  # per-layer weights, sliced once rather than in every step
+
+  # One program for the prefill and the per-layer weights (sliced once rather than in every
+  # step). Run eagerly on a multi-device CPU mesh, their dozens of small sharded programs queue
+  # up unawaited, and XLA's CPU collectives abort the process when a rendezvous waits 40 s.
+  @nnx.jit
+  def start(m, tokens, input_mask):
+    logits, cache = m.prefill(tokens, input_mask, cache_len=len(prompt) + length)
+    return logits, cache, m.layer_views()
+
+  logits, cache, layers = start(model, tokens, input_mask)
   step = nnx.jit(lambda m, tok, c, layers: m.decode_step(tok, c, layers))
   out = []
   for _ in range(length):
