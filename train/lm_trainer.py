@@ -202,6 +202,11 @@ def load_lm(workdir: str | pathlib.Path, mesh=None, *, ema: bool = True):
   ckpt_dir = pathlib.Path(workdir) / "checkpoints"
   cfg = configs.from_dict(Config, Checkpointer.read_config(ckpt_dir))
   mesh = mesh or sharding.make_mesh((1, 1, 1), jax.local_devices()[:1])  # each host its own copy
+  if mesh.devices.flat[0].platform != "cpu":  # a CPU-trained run (the demo's) read on GPU/TPU:
+    # the CPU kernels are how, not what, it computed; the same weights run on XLA's kernels.
+    cfg = dataclasses.replace(cfg, lm=dataclasses.replace(
+        cfg.lm, attention_impl="blockwise" if cfg.lm.attention_impl == "cpu" else cfg.lm.attention_impl,
+        matmul_impl="xla"))
   ckpt = Checkpointer(ckpt_dir, cfg)
   step = ckpt.latest_step()
   if step is None:

@@ -43,6 +43,7 @@ import pathlib
 import time
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
@@ -55,6 +56,7 @@ from kineto.demo.recognize import GameClassifier
 from kineto.eval.sprites import NONE, SpriteReader
 from kineto.generate import Generator
 from kineto.media import write_gif, write_video
+from lm import kernels
 from lm.text import train_sentencepiece
 from train.audio_trainer import train_audio
 from train.data.demo import GAMES, build_demo, game_of
@@ -125,7 +127,7 @@ class DemoPlan:
 # not four) for half the main LM's 300 steps, so the paraphrase comparison fits the demo's budget;
 # report.json records both LMs' steps and held-out losses.
 BASELINE_TASKS = "data.schedule=t2v=0.6,t2i=0.4"
-FULL = DemoPlan(name="full", vidtok=("train.steps=400", "train.gan_weight=0", "train.image_every=100"),
+FULL = DemoPlan(name="full", vidtok=("train.steps=700", "train.gan_weight=0", "train.image_every=100"),
                 lm=("lm.max_len=512", "train.seq_len=512"), baseline_lm=("train.steps=150", BASELINE_TASKS))
 QUICK = DemoPlan(
     name="quick", size=32, frames=9, games=("Pong", "Freeway", "Breakout"), train_episodes=1,
@@ -234,12 +236,14 @@ def run_demo(out: str | pathlib.Path = "outputs/demo", *, quick: bool = False) -
                      text_model=paths["text"] / "captions.model", audio_codec=paths["audio"],
                      text_encoder="minilm", text_budget=configs.load("lm_demo").data.text_budget)
 
+  lm_kernels = cpu_kernels()
+
   def lm_config(*overrides):
     vocab = read_manifest(paths["tokens"])["vocab"]["config"]  # the LM's ids are the shards'
     size = VocabConfig(**vocab).size
     return configs.load("lm_demo", [*(f"vocab.{k}={v}" for k, v in vocab.items()),
                                     f"lm.vocab={-(-size // 128) * 128}",  # a lane-friendly head
-                                    f"data.tokens_dir={paths['tokens']}", *plan.lm, *overrides])
+                                    f"data.tokens_dir={paths['tokens']}", *lm_kernels, *plan.lm, *overrides])
 
   def lm():
     return train_lm(lm_config(*MINILM), paths["lm"])
@@ -265,6 +269,24 @@ def run_demo(out: str | pathlib.Path = "outputs/demo", *, quick: bool = False) -
   report = write_report(out, paths, plan, stages.seconds, time.perf_counter() - started)
   print(f"kineto demo: done; see {out / 'report.md'} and {out / 'contact_sheet.png'}.")
   return report
+
+
+def cpu_kernels() -> tuple[str, ...]:
+  """The LM overrides for kineto's CPU kernels (lm/kernels) where they pay: one CPU device.
+
+  They cut the demo LM's step by ~30% (bench/NOTES.md); on a multi-device mesh they would
+  run on gathered operands, and on GPU/TPU they do not exist, so XLA's kernels stay there.
+  Without a C++ compiler the demo says so and keeps XLA's.
+  """
+  if jax.default_backend() != "cpu" or jax.device_count() != 1:
+    return ()
+  try:
+    for source in ("attention_cpu.cc", "matmul_cpu.cc"):
+      kernels.build(source)
+  except kernels.KernelBuildError as e:
+    print(f"kineto demo: the LM runs on XLA's kernels: {e}", flush=True)
+    return ()
+  return ("lm.attention_impl=cpu", "lm.matmul_impl=cpu")
 
 
 MINILM = ("text.encoder=minilm", "lm.text_dim=384")  # the main LM's captions: frozen MiniLM embeddings
