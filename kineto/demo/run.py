@@ -127,7 +127,7 @@ class DemoPlan:
 # not four) for half the main LM's 300 steps, so the paraphrase comparison fits the demo's budget;
 # report.json records both LMs' steps and held-out losses.
 BASELINE_TASKS = "data.schedule=t2v=0.6,t2i=0.4"
-FULL = DemoPlan(name="full", vidtok=("train.steps=700", "train.gan_weight=0", "train.image_every=100"),
+FULL = DemoPlan(name="full", vidtok=("train.steps=600", "train.gan_weight=0", "train.image_every=100"),
                 lm=("lm.max_len=512", "train.seq_len=512"), baseline_lm=("train.steps=150", BASELINE_TASKS))
 QUICK = DemoPlan(
     name="quick", size=32, frames=9, games=("Pong", "Freeway", "Breakout"), train_episodes=1,

@@ -200,6 +200,20 @@ def _demo(out: pathlib.Path) -> subprocess.Popen:
                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def test_the_demo_lm_takes_the_cpu_kernels_only_on_one_cpu_device(monkeypatch, capsys):
+  """One CPU device: the kernels' overrides (they build here); more devices: XLA's kernels;
+  no C++ compiler: XLA's kernels, and the demo says why."""
+  import jax
+
+  from kineto.demo import run
+  assert jax.device_count() == 8 and run.cpu_kernels() == ()  # the suite's fake mesh
+  monkeypatch.setattr(jax, "device_count", lambda: 1)
+  assert run.cpu_kernels() == ("lm.attention_impl=cpu", "lm.matmul_impl=cpu")
+  monkeypatch.setenv("CXX", "no-such-compiler")
+  assert run.cpu_kernels() == ()
+  assert "the LM runs on XLA's kernels" in capsys.readouterr().out
+
+
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
   """`kineto demo --quick`, SIGTERMed (a preemption) inside the tokenizer stage once that stage's
