@@ -5,8 +5,8 @@ sign bits: at equal bits and steps FSQ reconstructs the demo's held-out Atari cl
 (200 steps: 16.5 dB PSNR against LFQ's 14.4; bench/NOTES.md "Tokenizer quality per CPU-minute").
 Batches are 2 clips: a step of 2 costs ~0.6 of a step of 4 on CPU. In short runs the extra
 steps win (9-frame clips: 400 steps of 2 reach 16.7 dB where 200 of 4, in less time, reach
-14.8); at the demo's length they tie in PSNR (700 of 2: 19.3 dB in 7.4 min; 400 of 4: 19.3 dB
-in 8.2), so the smaller batch stays for its time (bench/NOTES.md).
+14.8); at the demo's length they tie in PSNR (700 of 2: 19.3 dB, a 7.4-minute stage; 400 of 4:
+19.3 dB, 8.2 minutes), so the smaller batch stays for its time (bench/NOTES.md).
 
   kineto data demo --out outputs/data/demo
   kineto tokenizer train --config configs/vidtok_demo.py --workdir outputs/demo/vidtok
