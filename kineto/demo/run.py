@@ -237,14 +237,12 @@ def run_demo(out: str | pathlib.Path = "outputs/demo", *, quick: bool = False) -
                      text_model=paths["text"] / "captions.model", audio_codec=paths["audio"],
                      text_encoder="minilm", text_budget=configs.load("lm_demo").data.text_budget)
 
-  lm_kernels = cpu_kernels()
-
   def lm_config(*overrides):
     vocab = read_manifest(paths["tokens"])["vocab"]["config"]  # the LM's ids are the shards'
     size = VocabConfig(**vocab).size
     return configs.load("lm_demo", [*(f"vocab.{k}={v}" for k, v in vocab.items()),
                                     f"lm.vocab={-(-size // 128) * 128}",  # a lane-friendly head
-                                    f"data.tokens_dir={paths['tokens']}", *lm_kernels, *plan.lm, *overrides])
+                                    f"data.tokens_dir={paths['tokens']}", *cpu_kernels(), *plan.lm, *overrides])
 
   def lm():
     return train_lm(lm_config(*MINILM), paths["lm"])
