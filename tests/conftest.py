@@ -191,6 +191,40 @@ def run_kineto(args: list[str], *, devices: int = 8, timeout: float = 900) -> tu
   return done.returncode, done.stdout
 
 
+def free_port() -> int:
+  """A TCP port on 127.0.0.1 that nothing listens on now (for a coordinator)."""
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def run_together(commands: list[list[str]], logs: pathlib.Path, *, env: dict,
+                 timeout: float = 600) -> list[tuple[int, str]]:
+  """Starts `commands` side by side (the processes of one distributed job) and returns each one's
+  (exit status, stdout + stderr). Output goes to files under `logs`, not pipes: a process blocked
+  on a full pipe that no one reads would stall its peers at their next collective. Past
+  `timeout` seconds, all are killed: one stuck process cannot wedge the suite."""
+  import subprocess
+  import time
+  logs.mkdir(parents=True, exist_ok=True)
+  files = [open(logs / f"process-{i}.log", "w") for i in range(len(commands))]
+  procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+           for cmd, f in zip(commands, files)]
+  deadline = time.time() + timeout
+  try:
+    for p in procs:
+      p.wait(timeout=max(1.0, deadline - time.time()))
+  except subprocess.TimeoutExpired:
+    for p in procs:
+      p.kill()
+  finally:
+    for p, f in zip(procs, files):
+      p.wait()
+      f.close()
+  return [(p.returncode, (logs / f"process-{i}.log").read_text()) for i, p in enumerate(procs)]
+
+
 def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
   """The complete checkpoints in workdir/checkpoints (orbax renames a finished save to its step)."""
   found = (workdir / "checkpoints").glob("*")

@@ -5,37 +5,31 @@ has 4 devices; a single process with 4 fake devices is the reference.
 """
 import json
 import os
-import socket
-import subprocess
 import sys
 
 import pytest
+from conftest import free_port, run_together
 
 TRAIN = ["lm", "train", "--config", "lm_tiny", "--set", "train.steps=4", "--set", "train.seq_len=64"]
 
 
-def kineto(args, devices, workdir):
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  return subprocess.Popen([sys.executable, "-m", "kineto", *args, *TRAIN, "--workdir", str(workdir)],
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def kineto(args, workdir):
+  return [sys.executable, "-m", "kineto", *args, *TRAIN, "--workdir", str(workdir)]
 
 
-def free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
+def cpu_env(devices):
+  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
 
 
 @pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path):
   port = free_port()
-  procs = [kineto(["--coordinator_address", f"127.0.0.1:{port}", "--num_processes", "2",
-                   "--process_id", str(i)], 2, tmp_path / "two") for i in range(2)]
-  single = kineto([], 4, tmp_path / "one")
-  for p in (*procs, single):
-    out, _ = p.communicate(timeout=600)
-    assert p.returncode == 0, out[-3000:]
+  two = run_together([kineto(["--coordinator_address", f"127.0.0.1:{port}", "--num_processes", "2",
+                              "--process_id", str(i)], tmp_path / "two") for i in range(2)],
+                     tmp_path / "logs-two", env=cpu_env(2))
+  one = run_together([kineto([], tmp_path / "one")], tmp_path / "logs-one", env=cpu_env(4))
+  for code, out in (*two, *one):
+    assert code == 0, out[-3000:]
   two = json.loads((tmp_path / "two" / "summary.json").read_text())
   one = json.loads((tmp_path / "one" / "summary.json").read_text())
   assert two["devices"] == one["devices"] == 4 and two["mesh"] == one["mesh"]

@@ -15,7 +15,6 @@ import os
 import pathlib
 import pickle
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -257,20 +256,15 @@ def test_killed_run_resumes_to_the_same_bytes(assets, reference, tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_split_the_work(assets, reference, tmp_path):
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
+  from conftest import free_port, run_together
+  port = free_port()
   out = tmp_path / "two"
-  procs = [kineto(tokenize_args(assets, out), 1, "--coordinator_address", f"127.0.0.1:{port}",
-                  "--num_processes", "2", "--process_id", str(i)) for i in range(2)]
-  try:
-    logs = [p.communicate(timeout=300)[0] for p in procs]
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-  for p, log in zip(procs, logs):
-    assert p.returncode == 0, log[-3000:]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  done = run_together([[sys.executable, "-m", "kineto", "--coordinator_address", f"127.0.0.1:{port}",
+                        "--num_processes", "2", "--process_id", str(i), "tokenize", *tokenize_args(assets, out)]
+                       for i in range(2)], tmp_path / "logs", env=env, timeout=300)
+  for code, log in done:
+    assert code == 0, log[-3000:]
   summary = json.loads((out / "summary.json").read_text())
   assert summary["processes"] == 2 and summary["complete"]
   # Round-robin chunks: process 0 gets train 0, 2 and validation 0; process 1 the rest.
