@@ -1,5 +1,5 @@
-"""`kineto tokenizer train|eval` end to end on real (Atari) clips: it learns (a PSNR floor),
-SIGTERM and resume equal an uninterrupted run, evaluation and its options, and inflating an
+"""`kineto tokenizer train|eval` end to end on real (Atari) clips: it learns (a PSNR floor), a
+SIGTERM, a kill -9 and the reruns equal an uninterrupted run, evaluation and its options, and inflating an
 image tokenizer into a video tokenizer."""
 from __future__ import annotations
 
@@ -63,36 +63,6 @@ def test_tokenizer_learns_beyond_its_initial_psnr(learned):
   held = summary["held_out"]
   assert held["clips"] == initial["clips"] == 4
   assert held["psnr"] >= initial["psnr"] + PSNR_GAIN_DB, (initial["psnr"], held["psnr"])
-
-
-@pytest.mark.slow
-def test_sigterm_then_the_same_command_equals_an_uninterrupted_run(learned, tmp_path, kineto_cli):
-  """`kineto tokenizer train` SIGTERMed after its first checkpoint exits 0 with the saved-step
-  line; the same command resumes and ends with the uninterrupted run's weights and figures."""
-  cfg, straight, _, summary = learned
-  work = tmp_path / "preempted"
-  args = ["tokenizer", "train", "--config", "vidtok_tiny", "--workdir", work, *overrides(cfg)]
-  code, log, first = kineto_cli.sigterm(args, work)
-  saved = re.search(kineto_cli.saved, log)
-  assert code == 0 and first is not None and saved, log[-3000:]
-  step = int(saved.group(1))
-  assert first <= step < LEARN_STEPS and kineto_cli.checkpoints(work)[-1] == step
-  code, log = kineto_cli.run(args)
-  assert code == 0 and f"starting at step {step}." in log, log[-3000:]
-  resumed = json.loads((work / "summary.json").read_text())
-  assert resumed["resumed_from"] == step and resumed["step"] == LEARN_STEPS
-  for key in ("psnr", "ssim", "codes_used"):
-    np.testing.assert_allclose(resumed["held_out"][key], summary["held_out"][key], rtol=1e-5)
-  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
-  leaves = []
-  for workdir in (work, straight):
-    ckpt = Checkpointer(workdir / "checkpoints", cfg)
-    _, state, _ = ckpt.restore(tokenizer_step.abstract_state(cfg, mesh).state)
-    ckpt.close()
-    leaves.append(jax.tree.leaves(state))
-  assert len(leaves[0]) == len(leaves[1])
-  for a, b in zip(*leaves):  # generator, discriminator, both optimizers, the EMA
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -164,46 +134,64 @@ def test_missing_dataset_names_the_fix(tmp_path):
     train_tokenizer(cfg, tmp_path / "work", progress=False)
 
 
+def _same_weights(cfg, *workdirs):
+  """Every leaf of the last checkpoints in `workdirs` (generator, discriminator, both
+  optimizers, the EMA) is equal to within 1e-5."""
+  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+  leaves = []
+  for workdir in workdirs:
+    ckpt = Checkpointer(workdir / "checkpoints", cfg)
+    _, state, _ = ckpt.restore(tokenizer_step.abstract_state(cfg, mesh).state)
+    ckpt.close()
+    leaves.append(jax.tree.leaves(state))
+  assert len(leaves[0]) == len(leaves[1])
+  for a, b in zip(*leaves):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5)
+
+
 @pytest.mark.slow
-def test_kill_9_at_a_seeded_moment_then_the_same_command_equals_an_uninterrupted_run(learned, tmp_path,
-                                                                                     kineto_cli):
-  """Fault injection (issue 15; the rest is tests/test_faults.py): `kineto tokenizer train` killed
-  with SIGKILL at a seeded random moment after its first checkpoint; the same command takes over
-  the stale lock, resumes and ends with the uninterrupted run's weights and held-out figures."""
+def test_sigterm_then_kill_9_then_the_same_command_equals_an_uninterrupted_run(learned, tmp_path, kineto_cli):
+  """A preemption, then a crash, then a rerun (issue 15's fault injection; the rest is
+  tests/test_faults.py). `kineto tokenizer train` SIGTERMed after its first checkpoint exits 0
+  with the saved-step line; the same command resumes from that step and is killed with SIGKILL
+  at a seeded random moment after its next checkpoint; the same command again takes over the
+  stale lock and ends with the uninterrupted run's weights and held-out figures."""
   import os
   import random
   import signal
   import subprocess
   import sys
   import time
-  cfg, straight, _, summary = learned
-  work = tmp_path / "killed"
-  args = ["tokenizer", "train", "--config", "vidtok_tiny", "--workdir", work, *overrides(cfg)]
+
   from conftest import NO_CACHE_WRITES, ROOT, kineto_env
-  proc = subprocess.Popen([sys.executable, "-m", "kineto", *map(str, args)], cwd=ROOT,
-                          env=dict(kineto_env(), **NO_CACHE_WRITES),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 600
-  while not kineto_cli.checkpoints(work):
-    assert proc.poll() is None and time.time() < deadline, "no checkpoint before the run ended"
-    time.sleep(0.01)
-  time.sleep(random.Random(15).uniform(0.0, 3.0))
-  os.kill(proc.pid, signal.SIGKILL)
-  proc.wait()
+  cfg, straight, _, summary = learned
+  work = tmp_path / "faulted"
+  args = ["tokenizer", "train", "--config", "vidtok_tiny", "--workdir", work, *overrides(cfg)]
+  code, log, first = kineto_cli.sigterm(args, work)
+  saved = re.search(kineto_cli.saved, log)
+  assert code == 0 and first is not None and saved, log[-3000:]
+  step = int(saved.group(1))
+  assert first <= step < LEARN_STEPS and kineto_cli.checkpoints(work)[-1] == step
+  assert not (work / "summary.json").exists()
+
+  with open(tmp_path / "resumed.log", "w") as out:
+    proc = subprocess.Popen([sys.executable, "-m", "kineto", *map(str, args)], cwd=ROOT,
+                            env=dict(kineto_env(), **NO_CACHE_WRITES), stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.time() + 600
+    while kineto_cli.checkpoints(work)[-1] == step:
+      assert proc.poll() is None and time.time() < deadline, "no checkpoint after the resume"
+      time.sleep(0.01)
+    time.sleep(random.Random(15).uniform(0.0, 3.0))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+  assert f"starting at step {step}." in (tmp_path / "resumed.log").read_text()
   killed_at = kineto_cli.checkpoints(work)[-1]
-  assert killed_at < LEARN_STEPS, "the run ended before the kill"
+  assert step < killed_at < LEARN_STEPS, "the run ended before the kill"
+
   code, log = kineto_cli.run(args)
-  assert code == 0 and "taking over a stale lock" in log, log[-3000:]
+  assert code == 0 and "taking over a stale lock" in log and f"starting at step {killed_at}." in log, log[-3000:]
   resumed = json.loads((work / "summary.json").read_text())
-  assert resumed["step"] == LEARN_STEPS and resumed["resumed_from"] >= 2
+  assert resumed["step"] == LEARN_STEPS and resumed["resumed_from"] == killed_at
   for key in ("psnr", "ssim", "codes_used"):
     np.testing.assert_allclose(resumed["held_out"][key], summary["held_out"][key], rtol=1e-5)
-  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
-  leaves = []
-  for workdir in (work, straight):
-    ckpt = Checkpointer(workdir / "checkpoints", cfg)
-    _, state, _ = ckpt.restore(tokenizer_step.abstract_state(cfg, mesh).state)
-    ckpt.close()
-    leaves.append(jax.tree.leaves(state))
-  for a, b in zip(*leaves):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5)
+  _same_weights(cfg, work, straight)
