@@ -1,5 +1,4 @@
 """Checkpoints: exact resume, resharding restore, kill -9 safety, refusals, and robustness."""
-import json
 import os
 import re
 import signal
@@ -103,61 +102,50 @@ def test_a_missing_token_dataset_is_a_clear_error_before_compile(tmp_path, capsy
 
 
 @pytest.mark.slow
-def test_kill_9_during_async_saves_then_resume_equals_an_uninterrupted_run(tmp_path):
+def test_sigterm_then_kill_9_during_async_saves_then_resume_equals_an_uninterrupted_run(tmp_path, kineto_cli):
+  """A preemption, then a crash. `kineto lm train` as a subprocess, SIGTERMed once its first
+  checkpoint is written: exit 0, the saved-step line, no held-out evaluation yet. The same
+  command resumes from that step (on 1 device) and is killed with SIGKILL while it saves every
+  step (a save is almost surely in flight): the last complete checkpoint restores to finite
+  weights, and the same run resumed here ends where an uninterrupted run does."""
   overrides = ["train.steps=60", "train.checkpoint_every=1", "train.seq_len=64"]
-  from conftest import NO_CACHE_WRITES
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  cmd = [sys.executable, "-m", "kineto", "lm", "train", "--config", "lm_tiny", "--workdir",
-         str(tmp_path / "killed")] + [arg for o in overrides for arg in ("--set", o)]
-  proc = subprocess.Popen(cmd, env=dict(env, **NO_CACHE_WRITES), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-  ckpt_dir = tmp_path / "killed" / "checkpoints"
-  deadline = time.time() + 300
-  while time.time() < deadline and len([p for p in ckpt_dir.glob("*") if p.name.isdigit()]) < 3:
-    time.sleep(0.02)
-  os.kill(proc.pid, signal.SIGKILL)  # saves run every step: one is almost surely in flight
-  proc.wait()
-  cfg = configs.load("lm_tiny", overrides)
-  step, leaves, _ = restored_leaves(cfg, tmp_path / "killed")
-  assert 3 <= step < 60, "the kill must land mid-run"
-  assert all(np.all(np.isfinite(np.asarray(x))) for x in leaves)
-  # The same command resumes from that checkpoint and ends where an uninterrupted run does.
-  assert train_lm(cfg, tmp_path / "killed", progress=False)["resumed_from"] == step
-  train_lm(cfg, tmp_path / "straight", progress=False)
-  _, resumed, _ = restored_leaves(cfg, tmp_path / "killed")
-  _, straight, _ = restored_leaves(cfg, tmp_path / "straight")
-  # The killed run's first steps ran on 1 device (the subprocess), the rest on this process's 8
-  # fake devices, whose sums reduce in another order: 60 AdamW steps later weights of ~2 differ
-  # by up to ~2e-6 (seen after the q/k/v projections became one matmul).
-  for a, b in zip(resumed, straight):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5)
-
-
-@pytest.mark.slow
-def test_sigterm_saves_stops_cleanly_and_the_same_command_resumes_exactly(tmp_path, kineto_cli):
-  """`kineto lm train` as a subprocess, SIGTERMed once its first checkpoint is written: exit 0,
-  the saved-step line, and running the same command again ends where an uninterrupted run does."""
-  overrides = ["train.steps=80", "train.checkpoint_every=2", "train.seq_len=64"]
-  work = tmp_path / "preempted"
+  work = tmp_path / "faulted"
   args = ["lm", "train", "--config", "lm_tiny", "--workdir", work] + [a for o in overrides for a in ("--set", o)]
   code, log, first = kineto_cli.sigterm(args, work)
   saved = re.search(kineto_cli.saved, log)
   assert code == 0 and first is not None and saved, log[-3000:]
   step = int(saved.group(1))
-  assert first <= step < 80 and kineto_cli.checkpoints(work)[-1] == step
+  assert first <= step < 60 and kineto_cli.checkpoints(work)[-1] == step
   assert not (work / "summary.json").exists()  # stopped: no held-out evaluation yet
-  code, log = kineto_cli.run(args)
-  assert code == 0 and f"starting at step {step}." in log, log[-3000:]
+
+  from conftest import NO_CACHE_WRITES
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  with open(tmp_path / "resumed.log", "w") as out:
+    proc = subprocess.Popen([sys.executable, "-m", "kineto", *map(str, args)], env=dict(env, **NO_CACHE_WRITES),
+                            stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while time.time() < deadline and kineto_cli.checkpoints(work)[-1] < step + 3:
+      time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+  assert f"starting at step {step}." in (tmp_path / "resumed.log").read_text()
   cfg = configs.load("lm_tiny", overrides)
+  killed_at, leaves, _ = restored_leaves(cfg, work)
+  assert step + 3 <= killed_at < 60, "the kill must land mid-run"
+  assert all(np.all(np.isfinite(np.asarray(x))) for x in leaves)
+
+  resumed = train_lm(cfg, work, progress=False)
   straight = train_lm(cfg, tmp_path / "straight", progress=False)
-  resumed = json.loads((work / "summary.json").read_text())
-  assert resumed["resumed_from"] == step and resumed["step"] == straight["step"] == 80
+  assert resumed["resumed_from"] == killed_at and resumed["step"] == straight["step"] == 60
   np.testing.assert_allclose(resumed["loss"], straight["loss"], rtol=1e-5)
   np.testing.assert_allclose(resumed["eval_loss"], straight["eval_loss"], rtol=1e-5)
   _, a, _ = restored_leaves(cfg, work)
   _, b, _ = restored_leaves(cfg, tmp_path / "straight")
+  # The faulted run's steps ran on 8 fake devices, then 1 (the resumed subprocess), then 8
+  # again (this process), whose sums reduce in other orders: 60 AdamW steps later weights of
+  # ~2 differ by up to ~2e-6 (seen after the q/k/v projections became one matmul).
   for x, y in zip(a, b):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=1e-5)
 
 
 def test_tensorboard_events_read_back(tmp_path):
