@@ -110,7 +110,7 @@ def test_resumed_run_equals_an_uninterrupted_one(data, trained, tmp_path):
 def test_sigterm_then_the_same_command_equals_an_uninterrupted_run(data, tmp_path, kineto_cli):
   """`kineto audio train` SIGTERMed after its first checkpoint exits 0 with the saved-step line;
   the same command resumes and ends where an uninterrupted run does."""
-  steps = ["--set", "train.steps=20", "--set", "train.checkpoint_every=2"]
+  steps = ["--set", "train.steps=10", "--set", "train.checkpoint_every=2"]
   assert run(tmp_path / "straight", data / "bunny", *steps) == 0  # first: its programs go to the cache
   work = tmp_path / "preempted"
   args = ["audio", "train", "--config", "audio_tiny", "--workdir", work,
@@ -119,13 +119,13 @@ def test_sigterm_then_the_same_command_equals_an_uninterrupted_run(data, tmp_pat
   saved = re.search(kineto_cli.saved, log)
   assert code == 0 and first is not None and saved, log[-3000:]
   step = int(saved.group(1))
-  assert first <= step < 20 and kineto_cli.checkpoints(work)[-1] == step
+  assert first <= step < 10 and kineto_cli.checkpoints(work)[-1] == step
   assert not (work / "summary.json").exists()
   code, log = kineto_cli.run(args)
   assert code == 0 and f"starting at step {step}." in log, log[-3000:]
   resumed = json.loads((work / "summary.json").read_text())
   straight = json.loads((tmp_path / "straight" / "summary.json").read_text())
-  assert resumed["resumed_from"] == step and resumed["step"] == straight["step"] == 20
+  assert resumed["resumed_from"] == step and resumed["step"] == straight["step"] == 10
   for key in ("spectral_distance_db", "snr_db"):
     np.testing.assert_allclose(resumed["held_out"][key], straight["held_out"][key], rtol=1e-5)
   a, b = load_audio_codec(work), load_audio_codec(tmp_path / "straight")
