@@ -199,18 +199,20 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def run_together(commands: list[list[str]], logs: pathlib.Path, *, env: dict,
+def run_together(commands: list[list[str]], logs: pathlib.Path, *, env: dict | list[dict],
                  timeout: float = 600) -> list[tuple[int, str]]:
-  """Starts `commands` side by side (the processes of one distributed job) and returns each one's
-  (exit status, stdout + stderr). Output goes to files under `logs`, not pipes: a process blocked
+  """Starts `commands` side by side (the processes of one distributed job; `env`: theirs, or one
+  each) and returns each one's (exit status, stdout + stderr). Output goes to files under `logs`,
+  not pipes: a process blocked
   on a full pipe that no one reads would stall its peers at their next collective. Past
   `timeout` seconds, all are killed: one stuck process cannot wedge the suite."""
   import subprocess
   import time
   logs.mkdir(parents=True, exist_ok=True)
   files = [open(logs / f"process-{i}.log", "w") for i in range(len(commands))]
-  procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
-           for cmd, f in zip(commands, files)]
+  envs = env if isinstance(env, list) else [env] * len(commands)
+  procs = [subprocess.Popen(cmd, cwd=ROOT, env=e, stdout=f, stderr=subprocess.STDOUT)
+           for cmd, e, f in zip(commands, envs, files)]
   deadline = time.time() + timeout
   try:
     for p in procs:

@@ -136,7 +136,7 @@ QUICK = DemoPlan(
     vidtok=("train.steps=30", "train.warmup_steps=5", "train.checkpoint_every=5",
             "train.image_every=1000", "train.perceptual_weight=0", "train.gan_weight=0",
             "train.batch_size=2"),
-    audio=("train.steps=20",),
+    audio=("train.steps=8",),
     lm=("train.steps=30", "train.warmup_steps=5", "train.checkpoint_every=0", "lm.max_len=320",
         "train.seq_len=320", "lm.attention_block=64", "lm.loss_chunk=64", "lm.embed=64",
         "lm.mlp=176", "lm.layers=2"), paraphrase_samples=1, baseline_lm=None,
