@@ -203,9 +203,9 @@ def run_together(commands: list[list[str]], logs: pathlib.Path, *, env: dict | l
                  timeout: float = 600) -> list[tuple[int, str]]:
   """Starts `commands` side by side (the processes of one distributed job; `env`: theirs, or one
   each) and returns each one's (exit status, stdout + stderr). Output goes to files under `logs`,
-  not pipes: a process blocked
-  on a full pipe that no one reads would stall its peers at their next collective. Past
-  `timeout` seconds, all are killed: one stuck process cannot wedge the suite."""
+  not pipes: a process blocked on a full pipe that no one reads would stall its peers at their
+  next collective. Past `timeout` seconds, all are killed (status -9, the log says so): one
+  stuck process cannot wedge the suite."""
   import subprocess
   import time
   logs.mkdir(parents=True, exist_ok=True)
@@ -218,8 +218,10 @@ def run_together(commands: list[list[str]], logs: pathlib.Path, *, env: dict | l
     for p in procs:
       p.wait(timeout=max(1.0, deadline - time.time()))
   except subprocess.TimeoutExpired:
-    for p in procs:
-      p.kill()
+    for p, f in zip(procs, files):
+      if p.poll() is None:
+        p.kill()
+        print(f"\nrun_together: killed after {timeout:.0f} s", file=f, flush=True)
   finally:
     for p, f in zip(procs, files):
       p.wait()
