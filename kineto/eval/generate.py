@@ -12,7 +12,8 @@ colour/layout classifier, `sprite_rate` by the sprite reader, which needs the ob
 beside each reader's accuracy on real held-out clips. For i2v and continuation, `motion`: PSNR and
 LPIPS of the generated frames after the given ones against the real clip's, beside the
 trivial baseline of repeating the last given frame, real and as the tokenizer decodes it (the
-fair one: a model that learned motion beats it).
+fair one: a model that learned motion beats it), and the ceiling, the real clip's own codes
+decoded (`real_future_decoded`: what an LM that predicts every code makes).
 Writes `out/eval.json` (per-task results, protocol, provenance) and `out/contact_sheet.png`
 (condition | generated). Generated clips
 are saved per task (`out/generated_TASK.npz`), so a rerun continues after the last finished
@@ -157,7 +158,7 @@ def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None,
     captioned = [i for i, c in enumerate(captions) if c]
     evaluator = RecognitionEvaluator.fit(train_clips[keep][:, :s.frames], [subject(train_captions[i]) for i in keep],
                                          real[captioned], [classes[i] for i in captioned])
-  per_task = {}
+  per_task, real_decoded = {}, None
   for task, clips in generated.items():
     conds = [i for i in range(n) if task != "t2v" or captions[i]]
     feats = features.cached_features(clips, cache, f"generated_{task}", size=fvd_size)
@@ -166,7 +167,9 @@ def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None,
     if evaluator is not None:
       row["recognition"] = evaluator.rate(clips, [classes[i] for i in conds])
     if task in MOTION_TASKS:
-      row["motion"] = motion_scores(clips, real[conds], given_frames(task, s))
+      if real_decoded is None:
+        real_decoded = _through_tokenizer(gen, real)
+      row["motion"] = motion_scores(clips, real[conds], given_frames(task, s), real_decoded[conds])
     per_task[task] = row
 
   result = {
@@ -188,7 +191,8 @@ def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None,
           "captions": f"held-out captions over the text budget ({s.text_budget}) keep their first pieces",
           "motion": "i2v and continuation: PSNR (uint8) and LPIPS (AlexNet, per frame) of the frames after "
                     "the given ones vs the real clip's, and of repeating the last given frame (real, and the generated "
-                    "clip's own decoded copy of it)",
+                    "clip's own decoded copy of it), and of the real clip's own codes decoded (real_future_decoded: "
+                    "what an LM that predicts every code makes, the ceiling)",
           "fvd": fvd.protocol(fvd_size, min_clips=min_clips), "fvd_reference": f"the {n} real {split} clips",
       },
       "provenance": {"lm": {"workdir": str(pathlib.Path(lm).absolute()), "step": gen.checkpoints["lm_step"],
@@ -206,7 +210,19 @@ def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None,
   return result
 
 
-def motion_scores(generated_nthwc: np.ndarray, real_nthwc: np.ndarray, given: int) -> dict:
+def _through_tokenizer(gen, real_nthwc: np.ndarray, batch: int = 8) -> np.ndarray:
+  """The real clips encoded and decoded by the LM's tokenizer, the way generation decodes codes."""
+  from vidtok.model import decode_chunks
+  from vidtok.pixels import to_float, to_uint8
+  out = []
+  for i in range(0, len(real_nthwc), batch):
+    codes = np.stack([gen._encode(to_float(clip)) for clip in real_nthwc[i:i + batch]])
+    out.append(to_uint8(decode_chunks(gen.tokenizer, codes, gen.spec.video_shape[0])))
+  return np.concatenate(out)[:, :real_nthwc.shape[1]]
+
+
+def motion_scores(generated_nthwc: np.ndarray, real_nthwc: np.ndarray, given: int,
+                  real_decoded_nthwc: np.ndarray | None = None) -> dict:
   """The generated frames after the `given` ones against the real clips' (uint8 [N, T, H, W, 3]),
   beside two static baselines: mean PSNR (dB) and LPIPS over clips.
 
@@ -216,6 +232,11 @@ def motion_scores(generated_nthwc: np.ndarray, real_nthwc: np.ndarray, given: in
   this is the same static guess after the same codec. Against it, the tokenizer's loss cancels
   and what is left is motion: a tokenizer at 19 dB cannot reach the 30 dB that repeating a real
   Atari frame scores, but an LM that learned motion beats repeating its own decoded frame.
+
+  `real_future_decoded` (with `real_decoded_nthwc`, the real clips encoded and decoded by the
+  tokenizer) is the ceiling: what an LM that predicts every future code right makes. Where the
+  real future barely moves, it too can fall short of `repeat_last_decoded`; then no LM can beat
+  that baseline with this tokenizer (bench/NOTES.md, "Issue 17, night").
   """
   from kineto.eval.codecs import psnr_u8
   from kineto.eval.tokenizer import _lpips_u8
@@ -225,6 +246,8 @@ def motion_scores(generated_nthwc: np.ndarray, real_nthwc: np.ndarray, given: in
                "repeat_last_decoded": generated_nthwc[:, given - 1:given]}
   row = {"given_frames": given, "scored_frames": int(future.shape[1])}
   clips_by_name = {"generated": made, **{k: np.repeat(v, future.shape[1], axis=1) for k, v in baselines.items()}}
+  if real_decoded_nthwc is not None:
+    clips_by_name["real_future_decoded"] = real_decoded_nthwc[:, given:future.shape[1] + given]
   for name, clips in clips_by_name.items():
     row[name] = {"psnr": float(np.mean([psnr_u8(a, b) for a, b in zip(clips, future)])),
                  "lpips": float(_lpips_u8(clips, future).mean())}

@@ -66,6 +66,7 @@ def test_generate_eval_json_per_task(tiny_lm_run, tmp_path):
     motion = saved["tasks"][task]["motion"]
     assert motion["given_frames"] == given and motion["scored_frames"] == 17 - given
     assert motion["generated"]["psnr"] > 0 and motion["repeat_last"]["lpips"] >= 0
+    assert motion["real_future_decoded"]["psnr"] > 0  # the ceiling: the real clip's codes, decoded
   summary = {"clips": 4, "bits_per_clip": 640, "bits_per_pixel": 0.04, "psnr": 10.0, "lpips": 0.5, "rfvd": 1.0,
              "i3d_resize": "32x32, bilinear", "codecs": {}, "recognition_ceiling": 0.5,
              "sprite_recognition_ceiling": 0.75,
@@ -78,7 +79,8 @@ def test_generate_eval_json_per_task(tiny_lm_run, tmp_path):
   assert "the colour classifier reads 50.0% and the sprite reader 75.0%" in text
   motion = saved["tasks"]["continuation"]["motion"]
   assert (f"| continuation | 5 | {run._fmt(motion['generated']['psnr'])} | "
-          f"{run._fmt(motion['repeat_last_decoded']['psnr'])} | {run._fmt(motion['repeat_last']['psnr'])} |") in text
+          f"{run._fmt(motion['repeat_last_decoded']['psnr'])} | {run._fmt(motion['repeat_last']['psnr'])} | "
+          f"{run._fmt(motion['real_future_decoded']['psnr'])} |") in text
   rec = saved["recognition"]
   assert rec["chance"] == 0.5 and 0 <= rec["held_out_real_accuracy"] <= 1
   assert 0 <= rec["sprite_held_out_real_accuracy"] <= 1 and "SpriteReader" in rec["sprite_reader"]
@@ -107,3 +109,7 @@ def test_motion_is_scored_against_repeating_the_last_given_frame():
   assert frozen_coded["beats_repeat_last_decoded"] == {"psnr": False, "lpips": False}
   moving = motion_scores(noisy, real, given=5)
   assert moving["beats_repeat_last_decoded"] == {"psnr": True, "lpips": True}
+  # The ceiling row: the real clips through the codec, scored like the generated frames.
+  ceiling = motion_scores(coded_still, real, given=5, real_decoded_nthwc=noisy)
+  assert ceiling["real_future_decoded"] == moving["generated"] and "beats_real_future_decoded" not in ceiling
+  assert "real_future_decoded" not in moving
