@@ -8,6 +8,13 @@ steps win (9-frame clips: 400 steps of 2 reach 16.7 dB where 200 of 4, in less t
 14.8); at the demo's length they tie in PSNR (700 of 2: 19.3 dB, a 7.4-minute stage; 400 of 4:
 19.3 dB, 8.2 minutes), so the smaller batch stays for its time (bench/NOTES.md).
 
+Pixels enter as 2x2 patches (`patch=2`: 64x64x3 -> 32x32x12), so there is no full-resolution
+level: its 8-channel convolutions ran at ~4 GFLOP/s on XLA's CPU backend, and dropping it
+makes a step 2.1x cheaper (0.25 s against 0.50 s for batch 2 of 9 frames) at about the same
+parameter count (1.56M). Per step it is no worse (300 steps: 16.8 dB against 16.3), so the
+time buys steps: 1,200 steps reach 20.6 dB in the time 700 of the unpatched model reached 19.3
+(bench/NOTES.md, "Issue 17: patches").
+
   kineto data demo --out outputs/data/demo
   kineto tokenizer train --config configs/vidtok_demo.py --workdir outputs/demo/vidtok
 
@@ -23,8 +30,8 @@ from configs.schema import MeshConfig, TokenizerConfig, VidtokConfig, VidtokTrai
 def get_config() -> TokenizerConfig:
   return TokenizerConfig(
       name="vidtok_demo",
-      vidtok=VidtokConfig(channels=8, multipliers=(1, 2, 4, 8), res_blocks=1,
-                          time_downsample=(False, True, True), bits=10, norm_groups=4,
+      vidtok=VidtokConfig(channels=16, multipliers=(1, 2, 4), res_blocks=1, patch=2,
+                          time_downsample=(True, True), bits=10, norm_groups=4,
                           quantizer="fsq", fsq_levels=(8, 8, 4, 4)),
       mesh=MeshConfig(data=1, fsdp=-1, tensor=1),
       train=VidtokTrainConfig(data_dir="outputs/data/demo", frames=17, steps=900, batch_size=2,

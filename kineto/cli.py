@@ -236,8 +236,9 @@ def _list_configs(args) -> int:
             f"layers={cfg.lm.layers} heads={cfg.lm.heads}/{cfg.lm.kv_heads} vocab={cfg.lm.vocab}")
     else:
       v = cfg.vidtok
-      print(f"{name:18s} tokenizer  channels={v.channels} x {v.multipliers} res_blocks={v.res_blocks} "
-            f"{v.time_factor}x{v.space_factor}x{v.space_factor} {v.bits}-bit LFQ")
+      patch = f" patch={v.patch}" if v.patch > 1 else ""
+      print(f"{name:18s} tokenizer  channels={v.channels} x {v.multipliers} res_blocks={v.res_blocks}{patch} "
+            f"{v.time_factor}x{v.space_factor}x{v.space_factor} {v.bits}-bit {v.quantizer.upper()}")
   return 0
 
 

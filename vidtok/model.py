@@ -40,10 +40,29 @@ def check_video(video, cfg: VidtokConfig) -> None:
                        "(uint8 frames: x / 127.5 - 1).")
 
 
+def space_to_depth(x_bthwc: jax.Array, p: int) -> jax.Array:
+  """[B, T, H, W, C] -> [B, T, H/p, W/p, p*p*C]: each p x p pixel block becomes one position."""
+  if p == 1:
+    return x_bthwc
+  b, t, h, w, c = x_bthwc.shape
+  x = x_bthwc.reshape(b, t, h // p, p, w // p, p, c).transpose(0, 1, 2, 4, 3, 5, 6)
+  return x.reshape(b, t, h // p, w // p, p * p * c)
+
+
+def depth_to_space(x_bthwc: jax.Array, p: int) -> jax.Array:
+  """The inverse of `space_to_depth`."""
+  if p == 1:
+    return x_bthwc
+  b, t, h, w, c = x_bthwc.shape
+  x = x_bthwc.reshape(b, t, h, w, p, p, c // (p * p)).transpose(0, 1, 2, 4, 3, 5, 6)
+  return x.reshape(b, t, h * p, w * p, c // (p * p))
+
+
 class Encoder(nnx.Module):
   def __init__(self, cfg: VidtokConfig, *, rngs: nnx.Rngs):
     widths = [cfg.channels * m for m in cfg.multipliers]
-    self.conv_in = CausalConv3d(3, widths[0], rngs=rngs)
+    self.patch = cfg.patch
+    self.conv_in = CausalConv3d(3 * cfg.patch ** 2, widths[0], rngs=rngs)
     blocks, c = [], widths[0]
     for i, width in enumerate(widths):
       for _ in range(cfg.res_blocks):
@@ -60,7 +79,7 @@ class Encoder(nnx.Module):
     self.norm_bits = FrameGroupNorm(cfg.latent_dim, 1, affine=False)
 
   def __call__(self, video: jax.Array, stream: Stream) -> jax.Array:
-    x = self.conv_in(video, stream)
+    x = self.conv_in(space_to_depth(video, self.patch), stream)
     for block in self.blocks:
       x = block(x, stream)
     return self.norm_bits(self.conv_out(nnx.silu(self.norm_out(x)), stream))
@@ -81,13 +100,14 @@ class Decoder(nnx.Module):
         c = widths[i - 1]
     self.blocks = nnx.List(blocks)
     self.norm_out = FrameGroupNorm(c, cfg.norm_groups)
-    self.conv_out = CausalConv3d(c, 3, rngs=rngs, shard_out=False)
+    self.patch = cfg.patch
+    self.conv_out = CausalConv3d(c, 3 * cfg.patch ** 2, rngs=rngs, shard_out=False)
 
   def __call__(self, q: jax.Array, stream: Stream) -> jax.Array:
     x = self.conv_in(q, stream)
     for block in self.blocks:
       x = block(x, stream)
-    return self.conv_out(nnx.silu(self.norm_out(x)), stream)
+    return depth_to_space(self.conv_out(nnx.silu(self.norm_out(x)), stream), self.patch)
 
 
 def quantize(z: jax.Array, cfg: VidtokConfig) -> tuple[jax.Array, jax.Array]:

@@ -29,9 +29,12 @@ class VidtokConfig:
   quantizer: str = "lfq"       # "lfq": one sign bit per latent channel (vidtok/lfq.py); "fsq":
   #   finite scalar quantization (vidtok/fsq.py), `fsq_levels` levels per channel
   fsq_levels: tuple[int, ...] = ()  # FSQ: levels per latent channel, powers of two, product 2**bits
+  patch: int = 1               # pixels per side folded into channels before the encoder and
+  #   unfolded after the decoder (space-to-depth); 2 skips the full-resolution level, whose
+  #   narrow convolutions are the slowest FLOPs on CPU (bench/NOTES.md)
 
   def __post_init__(self):
-    _check_positive(self, "channels", "res_blocks", "bits", "norm_groups", "entropy_groups")
+    _check_positive(self, "channels", "res_blocks", "bits", "norm_groups", "entropy_groups", "patch")
     if not self.multipliers or min(self.multipliers) < 1:
       raise ConfigError(f"vidtok.multipliers={self.multipliers} must be positive, e.g. (1, 2, 2, 4).")
     if len(self.time_downsample) != len(self.multipliers) - 1:
@@ -72,7 +75,7 @@ class VidtokConfig:
 
   @property
   def space_factor(self) -> int:
-    return 2 ** (len(self.multipliers) - 1)
+    return self.patch * 2 ** (len(self.multipliers) - 1)
 
   def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
     """Token grid (t, h, w) of a `frames x height x width` clip."""

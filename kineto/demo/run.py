@@ -122,13 +122,13 @@ class DemoPlan:
 
 # 9-frame clips (not VideoPoet's 17) halve every stage's cost; the tokenizer trains on the
 # clip length it encodes (configs/vidtok_demo.py says why). The GAN is left out: it only pays
-# off after a few hundred steps more than a 15-minute budget allows. Its 700 steps of batch 2
-# reach the 19.3 dB that 400 of batch 4 did, in ~50 s less; 600 steps lose 0.7 dB (bench/NOTES.md).
+# off after a few hundred steps more than a 15-minute budget allows. Its 1,200 steps of batch 2
+# on 2x2 patches reach 20.6 dB in ~5.5 minutes; 1,000 reach 20.1 and 700 19.2 (bench/NOTES.md).
 # The pieces-only baseline trains only the caption tasks (t2v, t2i: two length buckets to compile,
 # not four) for half the main LM's 300 steps, so the paraphrase comparison fits the demo's budget;
 # report.json records both LMs' steps and held-out losses.
 BASELINE_TASKS = "data.schedule=t2v=0.6,t2i=0.4"
-FULL = DemoPlan(name="full", vidtok=("train.steps=700", "train.gan_weight=0", "train.image_every=100"),
+FULL = DemoPlan(name="full", vidtok=("train.steps=1200", "train.gan_weight=0", "train.image_every=100"),
                 lm=("lm.max_len=512", "train.seq_len=512"), baseline_lm=("train.steps=150", BASELINE_TASKS))
 QUICK = DemoPlan(
     name="quick", size=32, frames=9, games=("Pong", "Freeway", "Breakout"), train_episodes=1,

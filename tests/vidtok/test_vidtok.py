@@ -15,7 +15,7 @@ from configs.schema import ConfigError, VidtokConfig
 from train import tokenizer_step
 from vidtok import fsq, lfq, metrics
 from vidtok.layers import Stream
-from vidtok.model import VideoTokenizer, decode_chunks, encode_chunks
+from vidtok.model import VideoTokenizer, decode_chunks, depth_to_space, encode_chunks, space_to_depth
 
 CFG = configs.load("vidtok_tiny").vidtok
 
@@ -147,6 +147,29 @@ def test_an_fsq_tokenizer_encodes_decodes_and_trains():
     losses.append(float(out["recon"]))
   assert "commit" not in out and "entropy_batch" not in out  # LFQ's terms only
   assert losses[-1] < losses[0], losses
+
+
+def test_a_patched_tokenizer_folds_pixels_into_channels_and_stays_causal():
+  """patch=2: space-to-depth before the encoder, its inverse after the decoder; one level fewer."""
+  x = _video(3)
+  np.testing.assert_array_equal(depth_to_space(space_to_depth(x, 2), 2), x)
+  np.testing.assert_array_equal(space_to_depth(x, 2)[0, 0, 1, 2], x[0, 0, 2:4, 4:6].reshape(-1))
+  cfg = configs.load("vidtok_tiny", ["vidtok.patch=2", "vidtok.multipliers=1,2,2",
+                                     "vidtok.time_downsample=True,True"]).vidtok
+  assert cfg.space_factor == 8 and cfg.latent_shape(9, 32, 32) == (3, 4, 4)
+  model = VideoTokenizer(cfg, rngs=nnx.Rngs(0))
+  assert model.encoder.conv_in.w.shape[-2] == 12 and model.decoder.conv_out.w.shape[-1] == 12
+  video = _video(9)
+  codes = model.encode(video)
+  assert codes.shape == (2, 3, 4, 4) and model.decode(codes).shape == video.shape
+  np.testing.assert_array_equal(encode_chunks(model, video, chunk_latents=1), codes)
+  np.testing.assert_allclose(decode_chunks(model, codes, chunk_latents=1), model.decode(codes), atol=1e-5)
+  z = model.encoder(video, Stream())
+  changed = model.encoder(video.at[:, 4].set(-video[:, 4]), Stream())  # frame 4: latent frame 1's last
+  np.testing.assert_array_equal(changed[:, :1], z[:, :1])
+  assert (changed[:, 1] != z[:, 1]).any()
+  with pytest.raises(ConfigError, match="patch"):
+    VidtokConfig(patch=0)
 
 
 def test_codebook_health_counts():
