@@ -1,7 +1,7 @@
 """Peer: the causal video tokenizer's encoder and decoder in plain PyTorch, for bench/vidtok_throughput.py.
 
-  python bench/torch_vidtok.py --channels 8 --multipliers 1,2,4,8 --res-blocks 1 \
-      --time-downsample 0,1,1 --bits 10 --groups 4 [--batch 4 --frames 17 --size 128]
+  python bench/torch_vidtok.py --channels 16 --multipliers 1,2,4 --res-blocks 1 --patch 2 \
+      --time-downsample 1,1 --bits 4 --groups 4 [--batch 4 --frames 17 --size 128]
 
 Run it under a Python that has torch (not the project's .venv); it imports nothing from the
 project. The network is layer for layer kineto's `vidtok/model.py` as a PyTorch user would
@@ -9,7 +9,9 @@ write it: `nn.Conv3d` (channels-first) with the time axis padded on the past sid
 GroupNorm over each frame separately (frames folded into the batch), SiLU, residual blocks
 with a 1x1x1 skip where widths change, stride-2 convolutions to downsample and depth-to-space
 after a convolution to upsample (dropping the first output frame in time), sign bits between
-encoder and decoder. float32 under `torch.inference_mode`.
+encoder and decoder (`--bits` latent channels: LFQ's bits, or FSQ's levels; the decoder's cost
+is the same), and with `--patch p` each p x p pixel block folded into channels before the
+encoder and unfolded after the decoder. float32 under `torch.inference_mode`.
 
 Measures encode and decode frames/s (median wall time of a call on random clips in
 [-1, 1]). The last line is one JSON object of the figures.
@@ -77,9 +79,26 @@ class Upsample(nn.Module):
     return y.reshape(b, self.c_out, t * self.f, h * 2, w * 2)[:, :, self.f - 1:]
 
 
-def encoder(channels, multipliers, res_blocks, time_down, bits, groups) -> nn.Sequential:
+class SpaceToDepth(nn.Module):
+  """[B, C, T, H, W] -> [B, p*p*C, T, H/p, W/p] (`inverse`: back), as vidtok/model.py's patches."""
+
+  def __init__(self, p: int, inverse: bool = False):
+    super().__init__()
+    self.p, self.inverse = p, inverse
+
+  def forward(self, x):
+    b, c, t, h, w = x.shape
+    p = self.p
+    if self.inverse:
+      x = x.reshape(b, p, p, c // (p * p), t, h, w).permute(0, 3, 4, 5, 1, 6, 2)
+      return x.reshape(b, c // (p * p), t, h * p, w * p)
+    x = x.reshape(b, c, t, h // p, p, w // p, p).permute(0, 4, 6, 1, 2, 3, 5)
+    return x.reshape(b, p * p * c, t, h // p, w // p)
+
+
+def encoder(channels, multipliers, res_blocks, time_down, bits, groups, patch=1) -> nn.Sequential:
   widths = [channels * m for m in multipliers]
-  layers, c = [CausalConv3d(3, widths[0])], widths[0]
+  layers, c = [SpaceToDepth(patch), CausalConv3d(3 * patch * patch, widths[0])], widths[0]
   for i, width in enumerate(widths):
     for _ in range(res_blocks):
       layers.append(ResBlock(c, width, groups))
@@ -91,7 +110,7 @@ def encoder(channels, multipliers, res_blocks, time_down, bits, groups) -> nn.Se
   return nn.Sequential(*layers)
 
 
-def decoder(channels, multipliers, res_blocks, time_down, bits, groups) -> nn.Sequential:
+def decoder(channels, multipliers, res_blocks, time_down, bits, groups, patch=1) -> nn.Sequential:
   widths = [channels * m for m in multipliers]
   c = widths[-1]
   layers = [CausalConv3d(bits, c), ResBlock(c, c, groups)]
@@ -102,7 +121,8 @@ def decoder(channels, multipliers, res_blocks, time_down, bits, groups) -> nn.Se
     if i > 0:
       layers.append(Upsample(c, widths[i - 1], time_down[i - 1]))
       c = widths[i - 1]
-  layers += [FrameGroupNorm(groups, c, eps=1e-6), nn.SiLU(), CausalConv3d(c, 3)]
+  layers += [FrameGroupNorm(groups, c, eps=1e-6), nn.SiLU(), CausalConv3d(c, 3 * patch * patch),
+             SpaceToDepth(patch, inverse=True)]
   return nn.Sequential(*layers)
 
 
@@ -114,6 +134,7 @@ def main(argv=None):
   parser.add_argument("--time-downsample", default="0,1,1")
   parser.add_argument("--bits", type=int, default=10)
   parser.add_argument("--groups", type=int, default=4)
+  parser.add_argument("--patch", type=int, default=1)
   parser.add_argument("--batch", type=int, default=4)
   parser.add_argument("--frames", type=int, default=17)
   parser.add_argument("--size", type=int, default=128)
@@ -124,7 +145,7 @@ def main(argv=None):
   print("machine:", {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                      "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()})
   shape = (args.channels, [int(m) for m in args.multipliers.split(",")], args.res_blocks,
-           [bool(int(t)) for t in args.time_downsample.split(",")], args.bits, args.groups)
+           [bool(int(t)) for t in args.time_downsample.split(",")], args.bits, args.groups, args.patch)
   enc, dec = encoder(*shape).eval(), decoder(*shape).eval()
   video = torch.rand(args.batch, 3, args.frames, args.size, args.size) * 2 - 1
   with torch.inference_mode():

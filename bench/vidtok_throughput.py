@@ -57,8 +57,9 @@ def run_peer(python: str, name: str, batch: int, repeats: int) -> dict:
   cfg = configs.load(name).vidtok
   cmd = [python, str(pathlib.Path(__file__).with_name("torch_vidtok.py")), "--channels", str(cfg.channels),
          "--multipliers", ",".join(map(str, cfg.multipliers)), "--res-blocks", str(cfg.res_blocks),
-         "--time-downsample", ",".join(str(int(t)) for t in cfg.time_downsample), "--bits", str(cfg.bits),
-         "--groups", str(cfg.norm_groups), "--batch", str(batch), "--frames", str(FRAMES), "--size", str(SIZE),
+         "--time-downsample", ",".join(str(int(t)) for t in cfg.time_downsample), "--bits", str(cfg.latent_dim),
+         "--groups", str(cfg.norm_groups), "--patch", str(cfg.patch), "--batch", str(batch),
+         "--frames", str(FRAMES), "--size", str(SIZE),
          "--repeats", str(repeats)]
   out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
   print(out, end="")
