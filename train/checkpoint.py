@@ -49,10 +49,16 @@ _HOW_NOT_WHAT = {"lm": ("attention_impl", "matmul_impl", "attention_block", "rem
 CHECKSUM_FILE = "kineto_checksum.json"
 
 
+def _is_checkpoint_file(path: pathlib.Path) -> bool:
+  """Not the checksum list, nor a temporary one that a writer killed while sealing left behind
+  (the next write removes it: counted, it would fail a good checkpoint's check)."""
+  return path.is_file() and path.name != CHECKSUM_FILE and not path.name.startswith(f".{CHECKSUM_FILE}.tmp-")
+
+
 def checksums(step_dir: pathlib.Path) -> dict[str, str]:
   """SHA-256 of every file of a finished checkpoint, by path relative to it."""
   out = {}
-  for path in sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != CHECKSUM_FILE):
+  for path in sorted(p for p in step_dir.rglob("*") if _is_checkpoint_file(p)):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
       for block in iter(lambda: f.read(1 << 20), b""):

@@ -35,6 +35,8 @@ class VidtokConfig:
 
   def __post_init__(self):
     _check_positive(self, "channels", "res_blocks", "bits", "norm_groups", "entropy_groups", "patch")
+    if self.patch != int(self.patch):
+      raise ConfigError(f"vidtok.patch={self.patch} must be a whole number of pixels, e.g. 2.")
     if not self.multipliers or min(self.multipliers) < 1:
       raise ConfigError(f"vidtok.multipliers={self.multipliers} must be positive, e.g. (1, 2, 2, 4).")
     if len(self.time_downsample) != len(self.multipliers) - 1:

@@ -121,44 +121,43 @@ def evaluate_tokenizer(workdir, data=None, *, split: str = "validation", clips: 
   # --- codecs at the tokenizer's bits ---------------------------------------------------------
   # A clip per core: each codes single-threaded (codecs.py says why), and PyAV releases the GIL
   # while it codes (1.6x on 2 cores; the same figures, in the same order).
-  pool = ThreadPoolExecutor(os.cpu_count() or 1)
-  at_budget, strips = {}, {}
-  for name in codec_names:
-    best = list(tqdm(pool.map(functools.partial(codecs.best_at_budget, name, budget_bits=bits_per_clip), videos),
-                     total=n, desc=f"{name} at {bits_per_clip} bits", unit="clip"))
-    fit = [i for i, b in enumerate(best) if b is not None]
-    row = {"clips": n, "clips_that_fit": len(fit), "budget_bits": bits_per_clip,
-           "max_bits": max((best[i].bits for i in fit), default=None)}
-    if fit:
-      coded = np.stack([best[i].recon_thwc for i in fit])
-      row |= {"psnr": float(np.mean([best[i].psnr for i in fit])),
-              "lpips": float(_lpips_u8(coded, videos[fit]).mean()),
-              "bits_per_clip": float(np.mean([best[i].bits for i in fit])),
-              "raw_bits_per_clip": float(np.mean([best[i].raw_bits for i in fit])),
-              "bits_per_pixel": float(np.mean([best[i].bits for i in fit])) / pixels_per_clip,
-              "tokenizer_psnr_same_clips": float(tok_psnr[fit].mean()),
-              "per_clip": [None if b is None else {"crf": b.quality, "scale": b.scale, "bits": b.bits,
-                                                   "psnr": b.psnr} for b in best]}
-      strips[name] = [best[i].recon_thwc if best[i] is not None else np.zeros_like(videos[i])
-                      for i in range(min(STRIP_CLIPS, n))]
-    at_budget[name] = row
+  with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    at_budget, strips = {}, {}
+    for name in codec_names:
+      best = list(tqdm(pool.map(functools.partial(codecs.best_at_budget, name, budget_bits=bits_per_clip), videos),
+                       total=n, desc=f"{name} at {bits_per_clip} bits", unit="clip"))
+      fit = [i for i, b in enumerate(best) if b is not None]
+      row = {"clips": n, "clips_that_fit": len(fit), "budget_bits": bits_per_clip,
+             "max_bits": max((best[i].bits for i in fit), default=None)}
+      if fit:
+        coded = np.stack([best[i].recon_thwc for i in fit])
+        row |= {"psnr": float(np.mean([best[i].psnr for i in fit])),
+                "lpips": float(_lpips_u8(coded, videos[fit]).mean()),
+                "bits_per_clip": float(np.mean([best[i].bits for i in fit])),
+                "raw_bits_per_clip": float(np.mean([best[i].raw_bits for i in fit])),
+                "bits_per_pixel": float(np.mean([best[i].bits for i in fit])) / pixels_per_clip,
+                "tokenizer_psnr_same_clips": float(tok_psnr[fit].mean()),
+                "per_clip": [None if b is None else {"crf": b.quality, "scale": b.scale, "bits": b.bits,
+                                                     "psnr": b.psnr} for b in best]}
+        strips[name] = [best[i].recon_thwc if best[i] is not None else np.zeros_like(videos[i])
+                        for i in range(min(STRIP_CLIPS, n))]
+      at_budget[name] = row
 
-  # --- rate-distortion curves -----------------------------------------------------------------
-  curve_clips = videos[:CURVE_CLIPS]
-  curves = {}
-  for name in codec_names:
-    lo, hi = codecs.CODECS[name].quality
-    for scale in CURVE_SCALES:
-      points = []
-      for q in tqdm(np.linspace(lo + (hi - lo) // 3, hi, CURVE_QUALITIES).round().astype(int),
-                    desc=f"{name} curve at scale {scale}", unit="crf"):
-        coded = list(pool.map(functools.partial(codecs.code_clip, name, quality=int(q), scale=scale), curve_clips))
-        recon = np.stack([c.recon_thwc for c in coded])
-        points.append({"crf": int(q), "bits_per_pixel": float(np.mean([c.bits for c in coded])) / pixels_per_clip,
-                       "psnr": float(np.mean([c.psnr for c in coded])),
-                       "lpips": float(_lpips_u8(recon, curve_clips).mean())})
-      curves[f"{name}@{scale:g}"] = points
-  pool.shutdown()
+    # --- rate-distortion curves -----------------------------------------------------------------
+    curve_clips = videos[:CURVE_CLIPS]
+    curves = {}
+    for name in codec_names:
+      lo, hi = codecs.CODECS[name].quality
+      for scale in CURVE_SCALES:
+        points = []
+        for q in tqdm(np.linspace(lo + (hi - lo) // 3, hi, CURVE_QUALITIES).round().astype(int),
+                      desc=f"{name} curve at scale {scale}", unit="crf"):
+          coded = list(pool.map(functools.partial(codecs.code_clip, name, quality=int(q), scale=scale), curve_clips))
+          recon = np.stack([c.recon_thwc for c in coded])
+          points.append({"crf": int(q), "bits_per_pixel": float(np.mean([c.bits for c in coded])) / pixels_per_clip,
+                         "psnr": float(np.mean([c.psnr for c in coded])),
+                         "lpips": float(_lpips_u8(recon, curve_clips).mean())})
+        curves[f"{name}@{scale:g}"] = points
 
   # --- the record -------------------------------------------------------------------------------
   result = {

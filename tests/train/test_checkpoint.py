@@ -343,6 +343,25 @@ def test_the_checksum_thread_reports_its_failure_at_the_next_call(tmp_path, monk
   ckpt.close()
 
 
+def test_a_checksum_list_left_half_written_by_a_kill_does_not_fail_the_checkpoint(tmp_path):
+  """A kill while sealing leaves `.kineto_checksum.json.tmp-PID.json` in the step and no list.
+  Sealing again must list the checkpoint's own files only: the write removes the dead writer's
+  temporary file, and a list that counted it failed a good checkpoint (seen in a suite run)."""
+  from train import checkpoint
+  ckpt = Checkpointer(tmp_path / "c", configs.load("lm_tiny", TINY))
+  assert ckpt.save(2, {"w": jnp.ones(4)}, force=True)
+  ckpt.seal()
+  step_dir = tmp_path / "c" / "2"
+  (step_dir / checkpoint.CHECKSUM_FILE).unlink()
+  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+  stale = step_dir / f".{checkpoint.CHECKSUM_FILE}.tmp-{int(dead.stdout)}.json"
+  stale.write_text('{"half": ')
+  ckpt.seal()
+  assert not stale.exists() and (step_dir / checkpoint.CHECKSUM_FILE).is_file()
+  assert checkpoint.checksum_mismatch(step_dir) is None
+  ckpt.close()
+
+
 def test_a_field_added_after_a_checkpoint_matches_only_its_default():
   """A checkpoint written before `vidtok.quantizer` existed holds an LFQ model: it loads into
   a run with the default ("lfq") and is refused by one that asks for FSQ."""

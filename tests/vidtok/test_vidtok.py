@@ -168,8 +168,9 @@ def test_a_patched_tokenizer_folds_pixels_into_channels_and_stays_causal():
   changed = model.encoder(video.at[:, 4].set(-video[:, 4]), Stream())  # frame 4: latent frame 1's last
   np.testing.assert_array_equal(changed[:, :1], z[:, :1])
   assert (changed[:, 1] != z[:, 1]).any()
-  with pytest.raises(ConfigError, match="patch"):
-    VidtokConfig(patch=0)
+  for bad in (0, 1.5):
+    with pytest.raises(ConfigError, match="patch"):
+      VidtokConfig(patch=bad)
 
 
 def test_codebook_health_counts():
