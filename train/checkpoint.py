@@ -52,7 +52,8 @@ CHECKSUM_FILE = "kineto_checksum.json"
 def _is_checkpoint_file(path: pathlib.Path) -> bool:
   """Not the checksum list, nor a temporary one that a writer killed while sealing left behind
   (the next write removes it: counted, it would fail a good checkpoint's check)."""
-  return path.is_file() and path.name != CHECKSUM_FILE and not path.name.startswith(f".{CHECKSUM_FILE}.tmp-")
+  from train.files import temporary_prefix  # noqa: PLC0415 (as in _seal)
+  return path.is_file() and path.name != CHECKSUM_FILE and not path.name.startswith(temporary_prefix(CHECKSUM_FILE))
 
 
 def checksums(step_dir: pathlib.Path) -> dict[str, str]:

@@ -22,7 +22,7 @@ def atomic_path(path: str | os.PathLike):
   left as it was; one a killed writer left is removed by the next write."""
   path = pathlib.Path(path)
   _remove_stale_temporaries(path)
-  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+  tmp = path.with_name(f"{temporary_prefix(path)}{os.getpid()}{path.suffix}")
   try:
     yield tmp
     with open(tmp, "rb+") as f:  # a crash after the rename must not leave an empty file
@@ -51,10 +51,15 @@ def write_json(path: str | os.PathLike, data) -> pathlib.Path:
   return write_text(path, json.dumps(data, indent=1) + "\n")
 
 
+def temporary_prefix(path: str | os.PathLike) -> str:
+  """How the names of `path`'s temporary files (`atomic_path`) begin."""
+  return f".{pathlib.Path(path).name}.tmp-"
+
+
 def _remove_stale_temporaries(path: pathlib.Path) -> None:
   """Removes the temporary files of `path` that a killed writer left (its process is gone)."""
-  for tmp in path.parent.glob(f".{path.name}.tmp-*"):
-    pid = tmp.name[len(f".{path.name}.tmp-"):].split(".")[0]
+  for tmp in path.parent.glob(f"{temporary_prefix(path)}*"):
+    pid = tmp.name[len(temporary_prefix(path)):].split(".")[0]
     if not pid.isdigit() or int(pid) == os.getpid():
       continue
     try:
