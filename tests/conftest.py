@@ -13,9 +13,11 @@
 """
 from __future__ import annotations
 
+import faulthandler
 import math
 import os
 import pathlib
+import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # libtpu (the AOT tests) must not be refused by another process on this host holding its lock.
@@ -35,6 +37,23 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs",
                   float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 jax.config.update("jax_persistent_cache_min_entry_size_bytes",
                   int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"]))
+
+# A test's whole run (set-up, call, tear-down) past this many seconds ends the suite.
+WATCHDOG_SECONDS = 1500
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+  """Arms faulthandler's watchdog around each test: past WATCHDOG_SECONDS it writes every
+  thread's stack to the real stderr and exits. pytest-timeout's timer (pyproject.toml) is a
+  Python thread, so a test stuck in C code that holds the GIL never lets it run: CI twice sat
+  silent for over an hour in one test. This watchdog is a C thread and needs no GIL."""
+  faulthandler.dump_traceback_later(WATCHDOG_SECONDS, exit=True, file=sys.__stderr__)
+  try:
+    yield
+  finally:
+    faulthandler.cancel_dump_traceback_later()
+
 
 # vidtok_tiny at test size: no perceptual or GAN loss, batch 2 over fsdp, 5 frames.
 TOKENIZER_FAST = ["train.perceptual_weight=0", "train.gan_weight=0", "train.batch_size=2", "train.frames=5",
@@ -187,7 +206,8 @@ def run_kineto(args: list[str], *, devices: int = 8, timeout: float = 900) -> tu
   import subprocess
   import sys
   done = subprocess.run([sys.executable, "-m", "kineto", *map(str, args)], cwd=ROOT, env=kineto_env(devices),
-                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                        timeout=timeout)
   return done.returncode, done.stdout
 
 
@@ -211,7 +231,7 @@ def run_together(commands: list[list[str]], logs: pathlib.Path, *, env: dict | l
   logs.mkdir(parents=True, exist_ok=True)
   files = [open(logs / f"process-{i}.log", "w") for i in range(len(commands))]
   envs = env if isinstance(env, list) else [env] * len(commands)
-  procs = [subprocess.Popen(cmd, cwd=ROOT, env=e, stdout=f, stderr=subprocess.STDOUT)
+  procs = [subprocess.Popen(cmd, cwd=ROOT, env=e, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT)
            for cmd, e, f in zip(commands, envs, files)]
   deadline = time.time() + timeout
   try:
