@@ -199,7 +199,9 @@ def load_lm(workdir: str | pathlib.Path, mesh=None, *, ema: bool = True):
   import orbax.checkpoint as ocp
 
   from train.state import abstract_of
-  ckpt_dir = pathlib.Path(workdir) / "checkpoints"
+  # Absolute: orbax's metadata read refuses a relative path, and `kineto generate --lm runs/lm`
+  # (the README's form) gives one.
+  ckpt_dir = pathlib.Path(workdir).absolute() / "checkpoints"
   cfg = configs.from_dict(Config, Checkpointer.read_config(ckpt_dir))
   mesh = mesh or sharding.make_mesh((1, 1, 1), jax.local_devices()[:1])  # each host its own copy
   if mesh.devices.flat[0].platform != "cpu":  # a CPU-trained run (the demo's) read on GPU/TPU:

@@ -128,9 +128,10 @@ def test_write_video_muxes_audio(tmp_path):
     media.write_video(tmp_path / "b.mp4", frames.astype(np.float32), 8)
 
 
-def test_cli_writes_mp4_gif_and_json(run, tmp_path, capsys):
+def test_cli_writes_mp4_gif_and_json(run, tmp_path, capsys, monkeypatch):
   out = tmp_path / "clip.mp4"
-  assert main(["generate", "--lm", str(run["lm"]), "--prompt", "Pong", "--seed", "2", "--cfg", "2",
+  monkeypatch.chdir(run["lm"].parent)  # --lm relative to here, as the README writes it (runs/lm)
+  assert main(["generate", "--lm", run["lm"].name, "--prompt", "Pong", "--seed", "2", "--cfg", "2",
                "--gif", "--out", str(out)]) == 0
   with av.open(str(out)) as c:
     assert c.streams.video[0].codec_context.name == "h264" and not c.streams.audio
