@@ -144,7 +144,7 @@ def _eval_generate(args) -> int:
   from kineto.eval.generate import evaluate_generation
   tasks = tuple(t for t in args.tasks.split(",") if t)
   result = evaluate_generation(args.lm, tasks=tasks, samples=args.samples, out=args.out, seed=args.seed,
-                               split=args.split, fvd_size=args.i3d_size)
+                               split=args.split, fvd_size=args.i3d_size, temperature=args.temperature)
   print(json.dumps({k: result[k] for k in ("tasks", "files")}, indent=1))
   return 0
 
@@ -391,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
   ev_gen.add_argument("--samples", type=int, help="held-out conditions per task (default: the whole split)")
   ev_gen.add_argument("--split", default="validation", help="the held-out split of the LM's dataset")
   ev_gen.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
+  ev_gen.add_argument("--temperature", type=_number(float, 0), default=1.0,
+                      help="sampling temperature (default 1: the LM's own distribution)")
   ev_gen.add_argument("--out", help="eval.json and the contact sheet go here (default LM/eval)")
   ev_gen.set_defaults(run=_eval_generate)
 

@@ -103,6 +103,10 @@ class DemoPlan:
   text_pieces: int = 96                  # SentencePiece model size for the captions (game names + events)
   samples_per_game: int = 4              # text-to-video samples per game name
   cfg_scale: float = 3.0                 # classifier-free guidance on the caption
+  temperature: float = 0.6               # sampling temperature of every LM sample, here and in the eval
+  #   stage (bench/NOTES.md, "sampling temperature": at 1.0 two samples of one prompt differ 6x more than
+  #   two real clips of one game, and the sprite reader finds the prompted game in 72% of them; 0.6
+  #   is the lowest tried whose samples still differ more than real clips do, and reads 96%)
   sr_scale: int = 2                      # the SR stage's clips are this many times the size
   sr_train_clips: int = 10               # per training episode, for the SR stage's data (encoding them at
                                          # 2x the size costs ~4x the LM's; 20 took 3.6 min on 2 loaded cores)
@@ -333,8 +337,8 @@ def make_samples(paths: dict, plan: DemoPlan) -> None:
   s = plan.size
   for g, (caption, record) in enumerate(tqdm(list(zip(games, held_out)), desc="samples", unit="game")):
     name = caption.replace(" ", "_")
-    t2v = keep(gen.generate(prompt=caption, num_samples=plan.samples_per_game,
-                            cfg_scale=plan.cfg_scale, seed=plan.seed + g))["video"]
+    t2v = keep(gen.generate(prompt=caption, num_samples=plan.samples_per_game, cfg_scale=plan.cfg_scale,
+                            temperature=plan.temperature, seed=plan.seed + g))["video"]
     save(f"t2v_{name}", np.concatenate(list(t2v), axis=2))  # the samples side by side
     arrays[f"t2v/{caption}"] = t2v
     clip = record["video"]
@@ -342,11 +346,11 @@ def make_samples(paths: dict, plan: DemoPlan) -> None:
                   "continuation": dict(video=clip, prompt=caption),
                   "inpaint": dict(video=clip, mask=f"box:{s // 4},{3 * s // 4},{s // 4},{3 * s // 4}")}
     for task, inputs in conditions.items():
-      video = keep(gen.generate(**inputs, seed=plan.seed))["video"][0]
+      video = keep(gen.generate(**inputs, temperature=plan.temperature, seed=plan.seed))["video"][0]
       save(f"{task}_{name}", np.concatenate([clip, video], axis=2))  # held-out | generated
       arrays[f"{task}/{caption}"] = video
     if gen.audio_codec is not None and record["has_audio"]:
-      v2a = keep(gen.generate(video=clip, task="v2a", seed=plan.seed))
+      v2a = keep(gen.generate(video=clip, task="v2a", temperature=plan.temperature, seed=plan.seed))
       save(f"v2a_{name}", clip, v2a["audio"][0], v2a["sample_rate"])  # the held-out clip, new sound
       arrays[f"v2a/{caption}"] = v2a["audio"][0]
       arrays[f"held_out_audio/{caption}"] = record["audio"]
@@ -363,9 +367,9 @@ def make_samples(paths: dict, plan: DemoPlan) -> None:
       for k, phrase in enumerate(PARAPHRASES[caption]):
         arrays[f"paraphrase/{name}/{caption}/{k}"] = keep(model.generate(
             prompt=phrase, num_samples=plan.paraphrase_samples, cfg_scale=plan.cfg_scale,
-            seed=plan.seed + 100 + g))["video"]
+            temperature=plan.temperature, seed=plan.seed + 100 + g))["video"]
   np.savez_compressed(out / "samples.npz", **arrays)
-  write_json(out / "summary.json", {"games": games, "cfg_scale": plan.cfg_scale,
+  write_json(out / "summary.json", {"games": games, "cfg_scale": plan.cfg_scale, "temperature": plan.temperature,
                                      "samples_per_game": plan.samples_per_game,
                                      "tokens_per_second": float(np.median(speeds)),
                                      "calls": len(speeds)})
@@ -384,7 +388,7 @@ def evaluate_models(paths: dict, plan: DemoPlan) -> None:
   evaluate_tokenizer(paths["vidtok"], paths["data"], out=paths["eval"] / "tokenizer", features_dir=features,
                      fvd_size=plan.eval_i3d_size)
   evaluate_generation(paths["lm"], tasks=plan.eval_tasks, out=paths["eval"] / "generate", seed=plan.seed,
-                      features_dir=features, fvd_size=plan.eval_i3d_size)
+                      temperature=plan.temperature, features_dir=features, fvd_size=plan.eval_i3d_size)
 
 
 def evaluation_summary(paths: dict) -> dict | None:
@@ -506,6 +510,7 @@ def write_report(out: pathlib.Path, paths: dict, plan: DemoPlan, seconds: dict, 
       "recognition": rec,
       "video_to_audio": sound_matching(paths),
       "evaluation": evaluation_summary(paths),
+      "sampling": {k: samples.get(k) for k in ("cfg_scale", "temperature")},
       "sampling_tokens_per_second": samples.get("tokens_per_second"),
       "sampling_calls": samples.get("calls"),
       "superres": superres.load_eval(paths),
@@ -668,7 +673,9 @@ def render_markdown(r: dict) -> str:
       *superres.markdown(r.get("superres")),
       *(["![SR against bicubic](superres.png)", ""] if r.get("superres") else []),
       "## Speed", "",
-      f"Sampling: {_fmt(r['sampling_tokens_per_second'])} tokens/s (KV-cached, median over calls).", "",
+      f"Sampling: {_fmt(r['sampling_tokens_per_second'])} tokens/s (KV-cached, median over calls), at "
+      f"temperature {_fmt((r.get('sampling') or {}).get('temperature'))} with guidance "
+      f"{_fmt((r.get('sampling') or {}).get('cfg_scale'))} on captions.", "",
       "| stage | seconds |", "|---|---|",
       *[f"| {k} | {v:.0f} |" for k, v in r["stage_seconds"].items()],
       f"| all stages | {r['stages_total_seconds']:.0f} |",

@@ -5,7 +5,8 @@
 For each task, one sample per held-out clip of the LM's dataset (the conditions: its
 caption for t2v, its first frame for i2v, its first 1 + 4(k - 1) frames for continuation
 (k = the clip spec's continuation latents), its masked frames for inpaint/outpaint), sample
-i with seed + i. Scores: FVD of the generated clips against the real held-out clips (I3D,
+i with seed + i at `temperature` (1: the LM's own distribution). Scores: FVD of the generated
+clips against the real held-out clips (I3D,
 kineto/eval/fvd.py) and, when the data is captioned, recognition rates
 (kineto/eval/recognition.py: is the clip read as the condition clip's caption? `rate` by the
 colour/layout classifier, `sprite_rate` by the sprite reader, which needs the objects' shapes)
@@ -88,7 +89,7 @@ def _records(data: pathlib.Path, split: str, count: int | None = None) -> tuple[
 
 def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None, out=None, seed: int = 0,
                         split: str = "validation", min_clips: int = fvd.MIN_CLIPS, fvd_size: int = fvd.SIZE,
-                        cfg_scale: float | None = None, features_dir=None) -> dict:
+                        cfg_scale: float | None = None, temperature: float = 1.0, features_dir=None) -> dict:
   """Generates and scores every task (module docstring); returns eval.json's contents.
   `features_dir` (default out/features) caches I3D features; evaluations of one split can share it."""
   from kineto.eval.recognition import RecognitionEvaluator
@@ -100,6 +101,8 @@ def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None,
     raise EvalError(f"--tasks {','.join(tasks)}: choose from {','.join(TASKS)}.")
   if samples is not None and samples < 1:
     raise EvalError(f"--samples {samples}: must be >= 1.")
+  if not temperature >= 0:
+    raise EvalError(f"--temperature {temperature}: must be >= 0 (0: the most likely code).")
   check_i3d_size(fvd_size)
   manifest, data = _lm_dataset(lm)
   split_examples = len(open_split(data, split))
@@ -132,19 +135,20 @@ def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None,
     conds = [i for i in range(n) if task != "t2v" or captions[i]]
     if path.is_file():
       with np.load(path) as saved:
-        if int(saved["seed"]) == seed and list(saved["conditions"]) == conds and int(saved.get("head", -1)) == head:
+        if (int(saved["seed"]) == seed and list(saved["conditions"]) == conds and int(saved.get("head", -1)) == head
+            and float(saved.get("temperature", 1.0)) == temperature):
           generated[task], speeds[task] = saved["video"], float(saved["tokens_per_second"])
           continue
     clips, rates = [], []
     for i in tqdm(conds, desc=f"generating {task}", unit="clip"):
       result = gen.generate(**_conditions(task, real[i], captions[i], (s.height, s.width), head), seed=seed + i,
-                            cfg_scale=cfg_scale)
+                            cfg_scale=cfg_scale, temperature=temperature)
       clips.append(result["video"][0])
       rates.append(result["tokens_per_second"])
     generated[task], speeds[task] = np.stack(clips), float(np.median(rates))
     buf = io.BytesIO()
     np.savez(buf, video=generated[task], seed=seed, conditions=np.asarray(conds), head=head,
-             tokens_per_second=speeds[task])
+             temperature=temperature, tokens_per_second=speeds[task])
     write_bytes(path, buf.getvalue())
 
   # --- scores -------------------------------------------------------------------------------
@@ -182,7 +186,7 @@ def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None,
                           for t in tasks},
           "seeds": f"sample i: seed {seed} + i", "cfg_scale": cfg_scale,
           "cfg_scale_default": "3.0 with a prompt, else 1.0 (kineto/generate.py)",
-          "sampling": "autoregressive, temperature 1, no top-k/top-p",
+          "sampling": f"autoregressive, temperature {temperature:g}, no top-k/top-p",
           "recognition_classes": "a caption's subject: its text before the first comma ('pong, the "
                                  "opponent scores' is read as 'pong')",
           "recognition_readers": "rate: the colour/layout classifier (kineto/demo/recognize.py); sprite_rate: "
