@@ -87,6 +87,17 @@ def test_generate_eval_json_per_task(tiny_lm_run, tmp_path):
   assert saved["provenance"]["lm"]["fingerprint"] and saved["provenance"]["tokenizer"]["fingerprint"]
   assert "seed" in saved["protocol"]["seeds"] and saved["protocol"]["fvd"]["frames"] == 16
   assert (tmp_path / "contact_sheet.png").is_file()
+  assert saved["protocol"]["sampling"].startswith("autoregressive, temperature 1,")
+
+  # Another temperature samples again: the saved clips of the first run are not reused.
+  with np.load(tmp_path / "generated_t2v.npz") as first:
+    first_t2v = first["video"]
+  greedy = evaluate_generation(tiny_lm_run["lm"], tasks=("t2v",), out=tmp_path, min_clips=4, fvd_size=32,
+                               temperature=0.0)
+  assert greedy["protocol"]["sampling"].startswith("autoregressive, temperature 0,")
+  with np.load(tmp_path / "generated_t2v.npz") as again:
+    assert float(again["temperature"]) == 0.0 and not np.array_equal(again["video"], first_t2v)
+  assert cli.main(["eval", "generate", "--lm", str(tiny_lm_run["lm"]), "--temperature", "-1"]) == 2
 
 
 def test_motion_is_scored_against_repeating_the_last_given_frame():
