@@ -46,13 +46,20 @@ WATCHDOG_SECONDS = 1500
 def pytest_runtest_protocol(item, nextitem):
   """Arms faulthandler's watchdog around each test: past WATCHDOG_SECONDS it writes every
   thread's stack to the real stderr and exits. pytest-timeout's timer (pyproject.toml) is a
-  Python thread, so a test stuck in C code that holds the GIL never lets it run: CI twice sat
-  silent for over an hour in one test. This watchdog is a C thread and needs no GIL."""
+  Python thread, so a test stuck in C code that holds the GIL never lets it run. This watchdog
+  is a C thread and needs no GIL (though, like any thread, it needs the CPU: see below)."""
   faulthandler.dump_traceback_later(WATCHDOG_SECONDS, exit=True, file=sys.__stderr__)
   try:
     yield
   finally:
     faulthandler.cancel_dump_traceback_later()
+    # A test that left this process at a real-time priority (SVT-AV1 does that to its caller when
+    # run as root: kineto/eval/codecs.py) would hand it to every process the next tests start;
+    # at SCHED_FIFO two busy-waiting gloo processes starve the whole machine. Say so and undo it.
+    if os.sched_getscheduler(0) != os.SCHED_OTHER:
+      print(f"\nconftest: {item.nodeid} left the test process at scheduling policy "
+            f"{os.sched_getscheduler(0)}; reset to SCHED_OTHER", file=sys.__stderr__, flush=True)
+      os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 # vidtok_tiny at test size: no perceptual or GAN loss, batch 2 over fsdp, 5 frames.

@@ -13,6 +13,7 @@ part the decoder needed would show as a failed decode rather than as a free bit.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fractions
 import os
@@ -128,9 +129,28 @@ def coded_size(height: int, width: int, scale: float) -> tuple[int, int]:
   return max(16, 2 * round(height * scale / 2)), max(16, 2 * round(width * scale / 2))
 
 
+@contextlib.contextmanager
+def _same_scheduling():
+  """Puts the calling thread's scheduling policy back as it was. SVT-AV1, run as root, moves the
+  thread that opens an encoder to real-time SCHED_FIFO priority 99, and every process that
+  thread starts afterwards inherits it: two such processes busy-waiting on each other's
+  collectives starved all else on 2 cores, the suite's watchdogs included (CI hung for an hour)."""
+  policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+  try:
+    yield
+  finally:
+    if (os.sched_getscheduler(0), os.sched_getparam(0)) != (policy, param):
+      os.sched_setscheduler(0, policy, param)  # lowering a priority needs no privilege
+
+
 def code_clip(codec: str, clip_thwc: np.ndarray, quality: int, scale: float = 1.0, fps: int = 8) -> Coded:
   """Encodes uint8 [T, H, W, 3] at `quality` (CRF) and `scale`, decodes the stripped stream and
   scales it back to H x W."""
+  with _same_scheduling():
+    return _code_clip(codec, clip_thwc, quality, scale, fps)
+
+
+def _code_clip(codec: str, clip_thwc: np.ndarray, quality: int, scale: float, fps: int) -> Coded:
   spec = _codec(codec)
   t, h, w, _ = clip_thwc.shape
   ch, cw = coded_size(h, w, scale)
