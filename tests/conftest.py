@@ -56,7 +56,7 @@ def pytest_runtest_protocol(item, nextitem):
     # A test that left this process at a real-time priority (SVT-AV1 does that to its caller when
     # run as root: kineto/eval/codecs.py) would hand it to every process the next tests start;
     # at SCHED_FIFO two busy-waiting gloo processes starve the whole machine. Say so and undo it.
-    if os.sched_getscheduler(0) != os.SCHED_OTHER:
+    if hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) != os.SCHED_OTHER:
       print(f"\nconftest: {item.nodeid} left the test process at scheduling policy "
             f"{os.sched_getscheduler(0)}; reset to SCHED_OTHER", file=sys.__stderr__, flush=True)
       os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
