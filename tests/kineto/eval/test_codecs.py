@@ -63,7 +63,7 @@ def test_bit_count_excludes_the_settings_banner():
 def test_coding_leaves_the_threads_scheduling_as_it_was(codec):
   """SVT-AV1 run as root moves the thread that opens an encoder to real-time SCHED_FIFO 99, which
   every process started from it afterwards inherits (that hung CI). As root, without the fix in
-  `code_clip`, the av1 case fails; as another user SVT-AV1 leaves the thread alone."""
+  `code_clip`, the av1 case fails; another user has no privilege to raise a priority."""
   import os
   if not hasattr(os, "sched_getscheduler"):
     pytest.skip("no scheduling policies on this OS (Linux only)")
