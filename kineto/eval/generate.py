@@ -7,8 +7,8 @@ caption for t2v, its first frame for i2v, its first 1 + 4(k - 1) frames for cont
 (k = the clip spec's continuation latents), its masked frames for inpaint/outpaint), sample
 i with seed + i at `temperature` (1: the LM's own distribution). Scores: FVD of the generated
 clips against the real held-out clips (I3D, kineto/eval/fvd.py) and, when the data is
-captioned, recognition rates
-(kineto/eval/recognition.py: is the clip read as the condition clip's caption? `rate` by the
+captioned, recognition rates (kineto/eval/recognition.py: is the clip read as the condition
+clip's caption? `rate` by the
 colour/layout classifier, `sprite_rate` by the sprite reader, which needs the objects' shapes)
 beside each reader's accuracy on real held-out clips. For i2v and continuation, `motion`: PSNR and
 LPIPS of the generated frames after the given ones against the real clip's, beside the
