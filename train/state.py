@@ -54,11 +54,19 @@ def abstract_of(build, mesh: jax.sharding.Mesh, rules) -> TrainState:
   return TrainState(graphdef, abstract, shardings)
 
 
+# The init program runs once, so how long it takes to compile is all that counts. XLA:CPU's
+# optimizer spends 15.5 s on the demo tokenizer's (random draws for every array), 2.0 s at
+# level 0 (bench/NOTES.md, "init compiles"); other backends keep their defaults.
+INIT_COMPILER_OPTIONS = {"cpu": {"xla_backend_optimization_level": 0}}
+
+
 def init_of(build, mesh: jax.sharding.Mesh, rules) -> TrainState:
   """Runs `build()` inside jit with out_shardings: every array is born on its own shards."""
   abstract = abstract_of(build, mesh, rules)
   with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
-    state = jax.jit(lambda: nnx.state(build()), out_shardings=abstract.shardings)()
+    init = jax.jit(lambda: nnx.state(build()), out_shardings=abstract.shardings)
+    options = INIT_COMPILER_OPTIONS.get(jax.default_backend())
+    state = init.lower().compile(compiler_options=options)()
   return TrainState(abstract.graphdef, state, abstract.shardings)
 
 
