@@ -87,11 +87,22 @@ def _records(data: pathlib.Path, split: str, count: int | None = None) -> tuple[
   return np.stack([r["video"] for r in records]), [r.get("caption", b"").decode() for r in records]
 
 
+def fit_readers(data, frames: int):
+  """Both recognition readers (kineto/eval/recognition.py), fit on every captioned training clip
+  of `data` (its first `frames` frames), labelled with its caption's subject."""
+  from kineto.eval import recognition
+  train_clips, train_captions = _records(data, "train")
+  keep = [i for i, c in enumerate(train_captions) if c]
+  return recognition.fit_readers(train_clips[keep][:, :frames], [subject(train_captions[i]) for i in keep])
+
+
 def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None, out=None, seed: int = 0,
                         split: str = "validation", min_clips: int = fvd.MIN_CLIPS, fvd_size: int = fvd.SIZE,
-                        cfg_scale: float | None = None, temperature: float = 1.0, features_dir=None) -> dict:
+                        cfg_scale: float | None = None, temperature: float = 1.0, features_dir=None,
+                        readers=None) -> dict:
   """Generates and scores every task (module docstring); returns eval.json's contents.
-  `features_dir` (default out/features) caches I3D features; evaluations of one split can share it."""
+  `features_dir` (default out/features) caches I3D features; evaluations of one split can share it.
+  `readers`: the recognition readers of `fit_readers(data, frames)`, when the caller has them."""
   from kineto.eval.recognition import RecognitionEvaluator
   from kineto.generate import Generator
   from train.data.pipeline import open_split
@@ -157,11 +168,9 @@ def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None,
   evaluator = None
   classes = [subject(c) for c in captions]
   if len({c for c in classes if c}) >= 2:
-    train_clips, train_captions = _records(data, "train")
-    keep = [i for i, c in enumerate(train_captions) if c]
     captioned = [i for i, c in enumerate(captions) if c]
-    evaluator = RecognitionEvaluator.fit(train_clips[keep][:, :s.frames], [subject(train_captions[i]) for i in keep],
-                                         real[captioned], [classes[i] for i in captioned])
+    evaluator = RecognitionEvaluator.fit(None, None, real[captioned], [classes[i] for i in captioned],
+                                         readers=readers or fit_readers(data, s.frames))
   per_task, real_decoded = {}, None
   for task, clips in generated.items():
     conds = [i for i in range(n) if task != "t2v" or captions[i]]
@@ -196,7 +205,9 @@ def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None,
           "motion": "i2v and continuation: PSNR (uint8) and LPIPS (AlexNet, per frame) of the frames after "
                     "the given ones vs the real clip's, and of repeating the last given frame (real, and the generated "
                     "clip's own decoded copy of it), and of the real clip's own codes decoded (real_future_decoded: "
-                    "what an LM that predicts every code makes, the ceiling)",
+                    "what an LM that predicts every code makes, the ceiling); moving_psnr: PSNR over the "
+                    f"pixels where the real future differs from the real last given frame by > {MOVING_LEVELS} "
+                    "of 255, pooled over clips",
           "fvd": fvd.protocol(fvd_size, min_clips=min_clips), "fvd_reference": f"the {n} real {split} clips",
       },
       "provenance": {"lm": {"workdir": str(pathlib.Path(lm).absolute()), "step": gen.checkpoints["lm_step"],
@@ -225,6 +236,9 @@ def _through_tokenizer(gen, real_nthwc: np.ndarray, batch: int = 8) -> np.ndarra
   return np.concatenate(out)[:, :real_nthwc.shape[1]]
 
 
+MOVING_LEVELS = 32  # a pixel moves where the real future differs from the real last given frame by more
+
+
 def motion_scores(generated_nthwc: np.ndarray, real_nthwc: np.ndarray, given: int,
                   real_decoded_nthwc: np.ndarray | None = None) -> dict:
   """The generated frames after the `given` ones against the real clips' (uint8 [N, T, H, W, 3]),
@@ -241,11 +255,24 @@ def motion_scores(generated_nthwc: np.ndarray, real_nthwc: np.ndarray, given: in
   tokenizer) is the ceiling: what an LM that predicts every future code right makes. Where the
   real future barely moves, it too can fall short of `repeat_last_decoded`; then no LM can beat
   that baseline with this tokenizer (bench/NOTES.md, "Issue 17, night").
+
+  `moving_psnr` scores only where the real clip moves: the pixels of the real future that differ
+  from the real last given frame by more than MOVING_LEVELS (of 255, in any channel), pooled over
+  all clips (None if none moves). Whole-frame PSNR on Atari clips is the still background's: a
+  ball moving is a few dozen pixels of 4,096. There a static guess is wrong by construction, and
+  motion that was learned shows.
   """
   from kineto.eval.codecs import psnr_u8
   from kineto.eval.tokenizer import _lpips_u8
   future = real_nthwc[:, given:]
   made = generated_nthwc[:, given:future.shape[1] + given]
+  moving = np.abs(future.astype(np.int16) - real_nthwc[:, given - 1:given]).max(-1) > MOVING_LEVELS  # [N, F, H, W]
+
+  def moving_psnr(clips):
+    if not moving.any():
+      return None
+    mse = (((clips.astype(np.float64) - future) / 255.0) ** 2).mean(-1)[moving].mean()
+    return float(10 * np.log10(1.0 / max(mse, 1e-10)))
   baselines = {"repeat_last": real_nthwc[:, given - 1:given],
                "repeat_last_decoded": generated_nthwc[:, given - 1:given]}
   row = {"given_frames": given, "scored_frames": int(future.shape[1])}
@@ -254,10 +281,13 @@ def motion_scores(generated_nthwc: np.ndarray, real_nthwc: np.ndarray, given: in
     clips_by_name["real_future_decoded"] = real_decoded_nthwc[:, given:future.shape[1] + given]
   for name, clips in clips_by_name.items():
     row[name] = {"psnr": float(np.mean([psnr_u8(a, b) for a, b in zip(clips, future)])),
-                 "lpips": float(_lpips_u8(clips, future).mean())}
+                 "lpips": float(_lpips_u8(clips, future).mean()), "moving_psnr": moving_psnr(clips)}
+  row["moving_pixels"] = float(moving.mean())
   for name in baselines:
+    mine, theirs = row["generated"]["moving_psnr"], row[name]["moving_psnr"]
     row[f"beats_{name}"] = {"psnr": row["generated"]["psnr"] > row[name]["psnr"],
-                            "lpips": row["generated"]["lpips"] < row[name]["lpips"]}
+                            "lpips": row["generated"]["lpips"] < row[name]["lpips"],
+                            "moving_psnr": None if mine is None else mine > theirs}
   return row
 
 

@@ -34,10 +34,11 @@ class RecognitionEvaluator:
   held_out_clips: int
 
   @classmethod
-  def fit(cls, train_nthwc: np.ndarray, train_captions: Sequence[str], held_nthwc: np.ndarray,
-          held_captions: Sequence[str]) -> RecognitionEvaluator:
-    clf = GameClassifier.fit(train_nthwc, list(train_captions))
-    sprites = SpriteReader.fit(train_nthwc, list(train_captions))
+  def fit(cls, train_nthwc: np.ndarray | None, train_captions: Sequence[str] | None, held_nthwc: np.ndarray,
+          held_captions: Sequence[str], *, readers: tuple[GameClassifier, SpriteReader] | None = None
+          ) -> RecognitionEvaluator:
+    """Fits both readers on the training clips, or takes `readers` already fit (`fit_readers`)."""
+    clf, sprites = readers or fit_readers(train_nthwc, train_captions)
     known = [i for i, c in enumerate(held_captions) if c in clf.labels]
     held, captions = held_nthwc[known], [held_captions[i] for i in known]
     nan = float("nan")
@@ -72,3 +73,12 @@ class RecognitionEvaluator:
             "sprite_reader": f"kineto/eval/sprites.py SpriteReader (a CNN on randomly recoloured frames, "
                              f"local shapes only; {NONE!r} when it sees no class's shapes), fit on every "
                              "captioned training clip"}
+
+
+def fit_readers(train_nthwc: np.ndarray, train_captions: Sequence[str], seed: int = 0
+                ) -> tuple[GameClassifier, SpriteReader]:
+  """(colour classifier, sprite reader), both fit on the clips labelled with their captions. The
+  sprite reader takes ~30 s on 2 cores at the demo's size: fit once, read many (the demo's
+  eval stage and report share one pair)."""
+  return GameClassifier.fit(train_nthwc, list(train_captions)), SpriteReader.fit(train_nthwc, list(train_captions),
+                                                                                   seed=seed)

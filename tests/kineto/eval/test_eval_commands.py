@@ -105,11 +105,13 @@ def test_motion_is_scored_against_repeating_the_last_given_frame():
   real = rng.integers(0, 256, (2, 9, 32, 32, 3), dtype=np.uint8)
   exact = motion_scores(real.copy(), real, given=5)
   assert exact["scored_frames"] == 4 and exact["generated"]["psnr"] == 100.0  # the 1e-10 MSE floor
-  assert exact["beats_repeat_last"] == {"psnr": True, "lpips": True}
+  assert exact["beats_repeat_last"] == {"psnr": True, "lpips": True, "moving_psnr": True}
+  assert exact["generated"]["moving_psnr"] == 100.0 and 0.5 < exact["moving_pixels"] < 1  # noise: most pixels move
   frozen = real.copy()
   frozen[:, 5:] = real[:, 4:5]
   still = motion_scores(frozen, real, given=5)
-  assert still["generated"] == still["repeat_last"] and still["beats_repeat_last"] == {"psnr": False, "lpips": False}
+  assert still["generated"] == still["repeat_last"]
+  assert still["beats_repeat_last"] == {"psnr": False, "lpips": False, "moving_psnr": False}
   # Through a lossy codec (noise on every frame): a frozen decoded frame equals the decoded
   # baseline and does not beat it; the real future through the same codec does.
   noisy = np.clip(real.astype(int) + rng.integers(-40, 41, real.shape), 0, 255).astype(np.uint8)
@@ -117,9 +119,21 @@ def test_motion_is_scored_against_repeating_the_last_given_frame():
   coded_still[:, 5:] = noisy[:, 4:5]
   frozen_coded = motion_scores(coded_still, real, given=5)
   assert frozen_coded["generated"] == frozen_coded["repeat_last_decoded"]
-  assert frozen_coded["beats_repeat_last_decoded"] == {"psnr": False, "lpips": False}
+  assert frozen_coded["beats_repeat_last_decoded"] == {"psnr": False, "lpips": False, "moving_psnr": False}
   moving = motion_scores(noisy, real, given=5)
-  assert moving["beats_repeat_last_decoded"] == {"psnr": True, "lpips": True}
+  assert moving["beats_repeat_last_decoded"] == {"psnr": True, "lpips": True, "moving_psnr": True}
+  # Moving PSNR scores only where the real future moves: a clip that is right there and wrong
+  # everywhere else beats the static guess on it, and loses on the whole frame.
+  still_bg = np.repeat(real[:, :1], 9, axis=1)
+  still_bg[0, 5:, :4, :4] = real[0, 4, :4, :4] ^ 0xFF  # one corner of one clip moves
+  right_there = np.zeros_like(still_bg)
+  right_there[:, :5] = still_bg[:, :5]
+  right_there[0, 5:, :4, :4] = still_bg[0, 5:, :4, :4]
+  corner = motion_scores(right_there, still_bg, given=5)
+  assert corner["moving_pixels"] == 16 / (32 * 32) / 2 and corner["generated"]["moving_psnr"] == 100.0
+  assert corner["beats_repeat_last"] == {"psnr": False, "lpips": False, "moving_psnr": True}
+  nothing_moves = motion_scores(still_bg[1:], still_bg[1:], given=5)
+  assert nothing_moves["moving_pixels"] == 0 and nothing_moves["beats_repeat_last"]["moving_psnr"] is None
   # The ceiling row: the real clips through the codec, scored like the generated frames.
   ceiling = motion_scores(coded_still, real, given=5, real_decoded_nthwc=noisy)
   assert ceiling["real_future_decoded"] == moving["generated"] and "beats_real_future_decoded" not in ceiling
