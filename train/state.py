@@ -56,7 +56,7 @@ def abstract_of(build, mesh: jax.sharding.Mesh, rules) -> TrainState:
 
 # The init program runs once, so how long it takes to compile is all that counts. XLA:CPU's
 # optimizer spends 15.5 s on the demo tokenizer's (random draws for every array), 2.0 s at
-# level 0 (bench/NOTES.md, "init compiles"); other backends keep their defaults.
+# level 0 (bench/NOTES.md, "the demo's budget"); other backends keep their defaults.
 INIT_COMPILER_OPTIONS = {"cpu": {"xla_backend_optimization_level": 0}}
 
 

