@@ -638,15 +638,20 @@ def _evaluation_lines(e: dict | None) -> list[str]:
               "static guess after the same tokenizer; a model that learned motion beats it). The ceiling is "
               "the real clip's own codes decoded: what an LM that predicts every code makes. Moving PSNR "
               "scores only the pixels where the real future differs from the real last given frame (the "
-              "share of pixels in the last column): where the frame moves, a static guess is wrong.", "",
+              "share of pixels in the moving-pixels column): where the frame moves, a static guess is wrong. "
+              "The last two columns ask the same in code space, where the tokenizer's error does not hide "
+              "motion: the share of the future latent frames' codes the LM got right, and the share that "
+              "repeating the last given latent frame's codes gets right.", "",
               "| task | given frames | PSNR generated | repeat-last decoded | repeat-last real | ceiling "
               "| LPIPS generated | repeat-last decoded | repeat-last real | ceiling "
-              "| moving PSNR generated | repeat-last decoded | repeat-last real | ceiling | moving pixels |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+              "| moving PSNR generated | repeat-last decoded | repeat-last real | ceiling | moving pixels "
+              "| future codes right | repeat-last codes |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
               *[f"| {t} | {m['given_frames']} | "
                 + " | ".join(_fmt((m.get(k) or {}).get(metric)) for metric in ("psnr", "lpips", "moving_psnr")
                              for k in ("generated", "repeat_last_decoded", "repeat_last", "real_future_decoded"))
-                + f" | {_pct(m.get('moving_pixels'))} |" for t, m in motion.items()],
+                + f" | {_pct(m.get('moving_pixels'))} | {_pct((m.get('codes') or {}).get('accuracy'))} "
+                  f"| {_pct((m.get('codes') or {}).get('repeat_last_accuracy'))} |" for t, m in motion.items()],
               ""]
   return lines
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from kineto import cli
 from kineto.demo import run
-from kineto.eval.generate import evaluate_generation, motion_scores
+from kineto.eval.generate import code_scores, evaluate_generation, motion_scores
 from kineto.eval.tokenizer import evaluate_tokenizer
 
 
@@ -67,6 +67,13 @@ def test_generate_eval_json_per_task(tiny_lm_run, tmp_path):
     assert motion["given_frames"] == given and motion["scored_frames"] == 17 - given
     assert motion["generated"]["psnr"] > 0 and motion["repeat_last"]["lpips"] >= 0
     assert motion["real_future_decoded"]["psnr"] > 0  # the ceiling: the real clip's codes, decoded
+    # in code space: the generated codes (saved with the clips) after the given latent frames
+    with np.load(tmp_path / f"generated_{task}.npz") as made:
+      assert made["codes"].shape == (4, 5, 4, 4) and made["codes"].dtype.kind in "iu"
+    codes = motion["codes"]
+    assert codes["given_latents"] == given // 4 + 1 and 0 <= codes["accuracy"] <= 1
+    assert 0 <= codes["repeat_last_accuracy"] <= 1
+    assert codes["beats_repeat_last"] == (codes["accuracy"] > codes["repeat_last_accuracy"])
   summary = {"clips": 4, "bits_per_clip": 640, "bits_per_pixel": 0.04, "psnr": 10.0, "lpips": 0.5, "rfvd": 1.0,
              "i3d_resize": "32x32, bilinear", "codecs": {}, "recognition_ceiling": 0.5,
              "sprite_recognition_ceiling": 0.75,
@@ -81,6 +88,8 @@ def test_generate_eval_json_per_task(tiny_lm_run, tmp_path):
   assert (f"| continuation | 5 | {run._fmt(motion['generated']['psnr'])} | "
           f"{run._fmt(motion['repeat_last_decoded']['psnr'])} | {run._fmt(motion['repeat_last']['psnr'])} | "
           f"{run._fmt(motion['real_future_decoded']['psnr'])} |") in text
+  row = next(line for line in text.splitlines() if line.startswith("| continuation | 5 |"))
+  assert row.endswith(f"| {motion['codes']['accuracy']:.1%} | {motion['codes']['repeat_last_accuracy']:.1%} |")
   rec = saved["recognition"]
   assert rec["chance"] == 0.5 and 0 <= rec["held_out_real_accuracy"] <= 1
   assert 0 <= rec["sprite_held_out_real_accuracy"] <= 1 and "SpriteReader" in rec["sprite_reader"]
@@ -98,6 +107,23 @@ def test_generate_eval_json_per_task(tiny_lm_run, tmp_path):
   with np.load(tmp_path / "generated_t2v.npz") as again:
     assert float(again["temperature"]) == 0.0 and not np.array_equal(again["video"], first_t2v)
   assert cli.main(["eval", "generate", "--lm", str(tiny_lm_run["lm"]), "--temperature", "-1"]) == 2
+
+
+def test_codes_are_scored_against_repeating_the_last_given_latent_frame():
+  rng = np.random.default_rng(0)
+  real = rng.integers(0, 1024, (3, 3, 8, 8))
+  assert code_scores(real, real, given=2) == {"given_latents": 2, "accuracy": 1.0, "repeat_last_accuracy":
+                                              float(np.mean(real[:, 1] == real[:, 2])), "beats_repeat_last": True}
+  still = real.copy()
+  still[:, 2] = real[:, 1]  # the static guess in codes scores exactly what repeating scores
+  assert code_scores(still, real, given=2)["accuracy"] == code_scores(still, real, given=2)["repeat_last_accuracy"]
+  assert not code_scores(still, real, given=2)["beats_repeat_last"]
+  half = still.copy()
+  half[:, 2, :4] = real[:, 2, :4]  # half the future codes right, the rest a mostly-wrong copy
+  scores = code_scores(half, real, given=2)
+  assert scores["accuracy"] >= 0.5 and scores["beats_repeat_last"]
+  i2v = code_scores(real, real, given=1)  # two future latent frames against the first one repeated
+  assert i2v["repeat_last_accuracy"] == float(np.mean(real[:, :1] == real[:, 1:]))
 
 
 def test_motion_is_scored_against_repeating_the_last_given_frame():
