@@ -36,9 +36,13 @@ demo: $(DEMO_STAMP)
 # tests: an empty or unimportable suite is a failure. --capture=sys captures what Python
 # prints but leaves the file descriptors alone, so a native abort (an XLA check, a C++
 # kernel) still shows its last message; fd capture would take it down with the process.
+# Two pytest-xdist workers, each taking whole test files (--dist loadfile: a file's fixtures are
+# built once): XLA compiles on one thread, so one test at a time left a core idle (bench/NOTES.md,
+# "the suite on two workers"). KINETO_TEST_WORKERS=0 runs it in one process.
+KINETO_TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/ruff check .
-	@$(BIN)/python -m pytest -q --capture=sys --durations=25; status=$$?; \
+	@$(BIN)/python -m pytest -q --capture=sys --durations=25 -n $(KINETO_TEST_WORKERS) --dist loadfile; status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$status
 
 # Every bench/*.py script, then bench/RESULTS.md (date, machine, each script's figures),

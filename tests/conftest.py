@@ -1,8 +1,9 @@
 """The suite's shared set-up.
 
 - Fakes an 8-device CPU host before JAX starts, so one run tests 1- and 8-device meshes.
-- JAX's persistent compilation cache in `.cache/jax` (git-ignored), for this process and the
-  `kineto` subprocesses the tests start: a second `make test` loads the compiled programs.
+- JAX's persistent compilation cache in `.cache/jax` (git-ignored; `.cache/jax-gw0` etc. per
+  pytest-xdist worker), for this process and the `kineto` subprocesses the tests start: a second
+  `make test` loads the compiled programs.
   Sharing one directory across device counts is safe: the cache key hashes the program, the
   XLA flags (`--xla_force_host_platform_device_count` included), the compile options with
   the device assignment, and the devices, so a 1-device program never answers an 8-device one.
@@ -23,7 +24,14 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # libtpu (the AOT tests) must not be refused by another process on this host holding its lock.
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".cache" / "jax"))
+_SHARED_CACHE = str(ROOT / ".cache" / "jax")
+# `make test` runs two pytest-xdist workers; each keeps its own cache (.cache/jax-gw0, ...), as
+# JAX writes a cache file in place and one worker could load the other's half-written entry.
+# (A worker inherits the controller's environment, so the shared default is replaced, not kept.)
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _WORKER and os.environ.get("JAX_COMPILATION_CACHE_DIR", _SHARED_CACHE) == _SHARED_CACHE:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = f"{_SHARED_CACHE}-{_WORKER}"
+CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _SHARED_CACHE)
 # Subprocesses read these at import; "0.1" s keeps the many trivial programs out of the cache.
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
