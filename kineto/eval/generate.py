@@ -244,8 +244,8 @@ def _through_tokenizer(gen, real_nthwc: np.ndarray, batch: int = 8) -> tuple[np.
 
 
 def given_latents(task: str, spec) -> int:
-  """Latent frames of the real clip's codes a task is given (i2v: the first; continuation: k)."""
-  return 1 if task == "i2v" else spec.continuation_frames
+  """Latent frames of the real clip's codes a task is given: those its `given_frames` encode to."""
+  return 1 + (given_frames(task, spec) - 1) // spec.compression[0]
 
 
 def code_scores(generated_nthw: np.ndarray, real_nthw: np.ndarray, given: int) -> dict:

@@ -36,6 +36,7 @@ class RecognitionEvaluator:
   @classmethod
   def fit(cls, train_nthwc: np.ndarray, train_captions: Sequence[str], held_nthwc: np.ndarray,
           held_captions: Sequence[str]) -> RecognitionEvaluator:
+    """Fits both readers on the training clips, then measures them as `of` does."""
     return cls.of(fit_readers(train_nthwc, train_captions), held_nthwc, held_captions)
 
   @classmethod
